@@ -1,0 +1,2 @@
+"""deepfake-detect."""
+__version__ = "0.1.0"

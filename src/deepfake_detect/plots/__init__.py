@@ -1,0 +1,1 @@
+"""All figures: curves (ROC, DET, training) and image figures (grids, saliency, Grad-CAM)."""

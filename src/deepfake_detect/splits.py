@@ -1,0 +1,215 @@
+"""prepare-splits: from a dataset source to a checked split manifest.
+
+A source is ``demo`` (the procedural generator writes the images), a folder in the
+course layout ``train|val|test/real|fake``, or flat ``real/`` + ``fake/`` folders that
+are split here (group-disjoint when a groups CSV is given). Every image is decoded
+once to check it and to hash its pixels; the same content in two splits is an error
+that lists the pairs. Files that are not images are never dropped silently: they are
+listed in the metrics.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, is_image_file, load_rgb
+from .io import atomic_path, write_json
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the folder or files."""
+
+
+def _list_class_dir(d: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) in a class folder, recursively, sorted."""
+    images, other = [], []
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            (images if is_image_file(p) else other).append(p)
+    return images, other
+
+
+def scan_source(root: str | Path) -> tuple[str, list[dict], list[str]]:
+    """Find the images of a dataset folder.
+
+    Returns (layout, rows with path/label/split (None for flat), ignored non-image files).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present:
+        missing = [s for s in SPLITS if s not in present]
+        if missing:
+            raise DatasetError(f"{root}: course layout needs train/, val/ and test/; missing: "
+                               + ", ".join(f"{root / s}/" for s in missing))
+        layout, folders = "course", [(s, root / s) for s in SPLITS]
+    elif (root / "real").is_dir() or (root / "fake").is_dir():
+        layout, folders = "flat", [(None, root)]
+    else:
+        raise DatasetError(f"{root}: expected train/ val/ test/ (course layout) or real/ and fake/ folders")
+    rows, ignored = [], []
+    for split, base in folders:
+        for cls, label in LABELS.items():
+            d = base / cls
+            if not d.is_dir():
+                raise DatasetError(f"{d}/: missing class folder")
+            images, other = _list_class_dir(d)
+            ignored += [str(p) for p in other]
+            if not images:
+                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)")
+            rows += [{"path": str(p), "label": label, "split": split} for p in images]
+    return layout, rows, ignored
+
+
+def read_groups(path: str | Path, root: Path) -> dict[str, str]:
+    """Map image path (as scanned, ``root/rel``) -> group from a CSV with columns path,group."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: groups CSV not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "group"} <= set(reader.fieldnames):
+            raise DatasetError(f"{path}: groups CSV needs columns 'path' and 'group' (has {reader.fieldnames})")
+        return {str(root / r["path"]): r["group"] for r in reader}
+
+
+def _check_image(path: str) -> tuple[str, int, int, str | None]:
+    """(sha1 of decoded RGB pixels, width, height, error message or None)."""
+    try:
+        im = load_rgb(path)
+    except BadImageError as e:
+        return "", 0, 0, str(e)
+    h = hashlib.sha1(np.asarray(im).tobytes())
+    h.update(f"{im.width}x{im.height}".encode())
+    return h.hexdigest(), im.width, im.height, None
+
+
+def _split_flat(rows: list[dict], val_fraction: float, test_fraction: float, seed: int) -> None:
+    """Assign splits in place: whole groups (or single images) go to one split."""
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DatasetError("data.<dataset>.val_fraction and test_fraction must be in [0, 1) and sum below 1")
+    by_group: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_group[r["group"] or r["path"]].append(r)
+    rng = np.random.default_rng(seed)
+    # stratify by the group's majority label so both classes reach every split
+    for label in (0, 1):
+        groups = sorted(g for g, rs in by_group.items() if round(np.mean([r["label"] for r in rs])) == label)
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        total = sum(len(by_group[g]) for g in groups)
+        done = 0
+        for g in groups:
+            frac = done / max(total, 1)
+            split = "test" if frac < test_fraction else "val" if frac < test_fraction + val_fraction else "train"
+            for r in by_group[g]:
+                r["split"] = split
+            done += len(by_group[g])
+
+
+def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
+                    on_bad_image: str = "error", progress: bool = True) -> dict:
+    """Write ``out_dir/manifest.csv`` for one dataset and return its summary metrics."""
+    out_dir = Path(out_dir)
+    source = cfg["source"]
+    groups_csv = cfg.get("groups")
+    if source == "demo":
+        from .demo import generate_dataset
+
+        d = demo_cfg or {}
+        shutil.rmtree(out_dir / "images", ignore_errors=True)  # no stale images from larger earlier sizes
+        sizes = d.get(name, {})
+        generate_dataset(out_dir / "images", kind=name, n_train=sizes["train"], n_val=sizes["val"],
+                         n_test=sizes["test"], image_size=d.get("image_size", 128), seed=seed,
+                         strength=sizes.get("strength", 1.0), progress=progress)
+        root = out_dir / "images"
+        groups_csv = root / "groups.csv"
+    else:
+        root = Path(os.path.expanduser(str(source)))
+        if groups_csv is None and (root / "groups.csv").exists():
+            groups_csv = root / "groups.csv"
+    layout, rows, ignored = scan_source(root)
+    groups = read_groups(groups_csv, root) if groups_csv else {}
+    for r in rows:
+        r["group"] = groups.get(r["path"], "")
+        mask = root / "masks" / (r["split"] or "") / "fake" / Path(r["path"]).name if r["label"] == 1 else None
+        r["mask"] = str(mask) if mask is not None and r["split"] and mask.exists() else ""
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(tqdm(pool.map(_check_image, [r["path"] for r in rows], chunksize=16), total=len(rows),
+                            desc=f"prepare-splits {name}: decode+hash", disable=not progress))
+    bad = []
+    for r, (sha1, w, h, err) in zip(rows, results):
+        r.update(sha1=sha1, width=w, height=h)
+        if err:
+            bad.append(err)
+    if bad and on_bad_image == "error":
+        raise DatasetError(f"{len(bad)} image(s) in {root} do not decode (set data.on_bad_image: skip to leave "
+                           "them out; they are then listed in the metrics):\n  " + "\n  ".join(bad[:50]))
+    rows = [r for r in rows if r["sha1"]]
+
+    if layout == "flat":
+        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
+
+    # leakage: the same pixels in two splits, or one group in two splits
+    by_hash: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_hash[r["sha1"]].append(r)
+    leaks = [rs for rs in by_hash.values() if len({r["split"] for r in rs}) > 1]
+    if leaks:
+        pairs = [" == ".join(f"{r['path']} ({r['split']})" for r in rs) for rs in leaks]
+        raise DatasetError(f"{len(leaks)} image(s) appear in more than one split of {root} (leakage):\n  "
+                           + "\n  ".join(pairs[:50]))
+    group_splits: dict[str, set] = defaultdict(set)
+    for r in rows:
+        if r["group"]:
+            group_splits[r["group"]].add(r["split"])
+    crossing = sorted(g for g, s in group_splits.items() if len(s) > 1)
+    if crossing:
+        raise DatasetError(f"{len(crossing)} group(s) of {groups_csv} span several splits (identity leakage): "
+                           + ", ".join(crossing[:20]))
+    dup_within = sum(len(rs) - 1 for rs in by_hash.values() if len(rs) > 1)
+
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["label"], r["path"]))
+    with atomic_path(out_dir / "manifest.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    summary: dict = {"dataset": name, "source": str(source), "layout": layout, "n_images": len(rows)}
+    for split in SPLITS:
+        n_real = sum(1 for r in rows if r["split"] == split and r["label"] == 0)
+        n_fake = sum(1 for r in rows if r["split"] == split and r["label"] == 1)
+        if n_real == 0 or n_fake == 0:
+            raise DatasetError(f"{root}: split '{split}' has {n_real} real and {n_fake} fake images; both are needed")
+        summary.update({f"{split}_real": n_real, f"{split}_fake": n_fake,
+                        f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
+    summary.update(n_groups=len(group_splits), n_duplicates_within_split=dup_within,
+                   n_bad_skipped=len(bad), n_ignored_files=len(ignored), bad_skipped=bad, ignored_files=ignored)
+    return summary
+
+
+def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | Path = "metrics/data",
+                progress: bool = True) -> dict[str, dict]:
+    """The prepare-splits stage: every dataset in ``params['data']``."""
+    out = {}
+    for name in ("fakes", "synthetic"):
+        summary = prepare_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
+                                  demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
+                                  progress=progress)
+        write_json(Path(metrics_dir) / f"{name}.json", summary)
+        print(f"{name}: " + ", ".join(f"{s} {summary[f'{s}_real']} real / {summary[f'{s}_fake']} fake"
+                                      for s in SPLITS)
+              + (f"; skipped {len(summary['bad_skipped'])} bad image(s)" if summary["bad_skipped"] else "")
+              + (f"; ignored {len(summary['ignored_files'])} non-image file(s)" if summary["ignored_files"] else ""))
+        out[name] = summary
+    return out
