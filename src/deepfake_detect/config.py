@@ -112,6 +112,8 @@ class ParamsError(ValueError):
 def _type_name(types: tuple) -> str:
     names = {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping",
              list: "a list", type(None): "null"}
+    if float in types:  # an int is accepted where a number is
+        types = tuple(t for t in types if t is not int)
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
 
 

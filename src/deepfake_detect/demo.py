@@ -1,0 +1,706 @@
+"""Procedural demo datasets of synthetic faces (numpy + Pillow only).
+
+Two kinds, written in the course layout ``<out>/{train,val,test}/{real,fake}/<name>.png``:
+
+``fakes``
+    Face-swap style.  Every image shows one *identity* (a seeded set of attributes: head
+    shape, skin tone, hair colour/style, eyes, brows, nose, mouth, ...) under a random pose,
+    lighting, background, sensor noise and in-memory JPEG compression.  A fake takes the
+    inner face (brows, eyes, nose, mouth) of another identity of the same split, rendered
+    with its own lighting and camera, colour-corrects it only partially, warps it slightly
+    (bicubic affine resampling), pastes it through a blurred elliptical mask and re-compresses
+    the whole image.  The seam, the colour/lighting mismatch, the resampling blur and the
+    double compression are the cues.  Real:fake is 2:1 (``n_fake = n // 3``).
+
+``synthetic``
+    GAN style.  Both classes are rendered, photographed (noise + JPEG) and resized through a
+    half-resolution bottleneck; reals are upsampled with a smooth bicubic filter, fakes get
+    in addition the period-2 residue of an unbalanced transposed-convolution kernel plus a
+    faint fixed high-frequency pattern (the "generator fingerprint"), applied only inside the
+    head region.  Invisible to the eye at the default strength but clear as spectral peaks at
+    the Nyquist frequencies of the 2-D FFT.  Real:fake is 1:1 (``n_fake = n // 2``).
+
+Every fake gets a ground-truth mask (``<out>/masks/<split>/fake/<name>.png``, L uint8, 255 inside
+the manipulated region), ``<out>/groups.csv`` lists ``path,label,group,split`` and splits are
+identity-disjoint.  Output is byte-for-byte deterministic given the seed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DEMO_KINDS",
+    "generate_dataset",
+    "make_identity",
+    "render_face",
+    "render_swap",
+    "render_synthetic",
+    "nyquist_peak_score",
+    "save_sample_grid",
+]
+
+DEMO_KINDS = ("fakes", "synthetic")
+SPLITS = ("train", "val", "test")
+_KIND_CODE = {"fakes": 1, "synthetic": 2}
+_IMAGES_PER_IDENTITY = 3
+
+_SKIN_LIGHT = np.array([252.0, 224.0, 200.0])
+_SKIN_MID = np.array([205.0, 150.0, 110.0])
+_SKIN_DARK = np.array([92.0, 58.0, 40.0])
+_HAIR = np.array([
+    [22, 18, 16], [48, 32, 24], [85, 55, 35], [125, 85, 50], [185, 145, 90],
+    [220, 190, 130], [150, 65, 30], [135, 130, 128], [205, 200, 195],
+], dtype=float)
+_EYES = np.array([
+    [70, 42, 22], [105, 65, 30], [55, 95, 155], [75, 125, 150], [70, 115, 75],
+    [115, 118, 120], [125, 95, 45],
+], dtype=float)
+_HAIR_STYLES = ("short", "long", "bob", "buzz", "volume", "bald")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _rng_for(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
+
+
+def _soft(d: np.ndarray, px: float) -> np.ndarray:
+    """Anti-aliased coverage of the region ``d < 0`` (d: signed distance, px: pixel size)."""
+    return np.clip(0.5 - d / px, 0.0, 1.0)
+
+
+def _ellipse(x, y, cx, cy, a, b, px):
+    r = np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2)
+    return _soft((r - 1.0) * min(a, b), px)
+
+
+def _over(img: np.ndarray, alpha: np.ndarray, colour) -> None:
+    """In-place alpha compositing of ``colour`` (3-vector or HxWx3) onto ``img``."""
+    a = alpha[..., None]
+    img *= 1.0 - a
+    img += a * colour
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int = 1) -> np.ndarray:
+    """Smooth random field, ~N(0,1) per cell, bicubically upsampled to size x size."""
+    low = rng.standard_normal((channels, cells, cells)).astype(np.float32)
+    out = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.BICUBIC)) for c in low]
+    return np.stack(out, axis=-1)
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic (anti-aliased) resize of a float HxWx3 image to (h, w)."""
+    h, w = size
+    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32), mode="F")
+                        .resize((w, h), Image.BICUBIC)) for c in range(img.shape[2])]
+    return np.stack(chans, axis=-1).astype(np.float64)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """In-memory JPEG round trip of an HxWx3 image (float or uint8) -> uint8."""
+    arr = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _pick(rng: np.random.Generator, table: np.ndarray, jitter: float) -> list[float]:
+    c = table[rng.integers(len(table))] * rng.uniform(1 - jitter, 1 + jitter, 3)
+    return [float(v) for v in np.clip(c, 0, 255)]
+
+
+# ----------------------------------------------------------------------------- sampling
+def make_identity(rng: np.random.Generator) -> dict:
+    """Draw the fixed attributes of one identity (plain floats/ints, JSON-friendly)."""
+    t = rng.uniform(0.0, 1.0)
+    skin = (_SKIN_LIGHT * (1 - 2 * t) + _SKIN_MID * 2 * t) if t < 0.5 else (_SKIN_MID * (2 - 2 * t) + _SKIN_DARK * (2 * t - 1))
+    skin = np.clip(skin * rng.uniform(0.95, 1.05, 3), 0, 255)
+    hair_i = int(rng.integers(len(_HAIR)))
+    hair = np.clip(_HAIR[hair_i] * rng.uniform(0.9, 1.1, 3), 0, 255)
+    lips = np.clip(skin * np.array([0.86, 0.6, 0.6]) + np.array([25.0, 0.0, 5.0]) * rng.uniform(0.5, 1.5), 0, 255)
+    head_w = rng.uniform(0.5, 0.62)
+    head_h = head_w * rng.uniform(1.22, 1.42)
+    eye_y = rng.uniform(-0.1, 0.02) * head_h
+    return {
+        "head_w": float(head_w),
+        "head_h": float(head_h),
+        "jaw": float(rng.uniform(0.0, 0.3)),
+        "skin": [float(v) for v in skin],
+        "blush": float(rng.uniform(0.0, 0.25)),
+        "hair": [float(v) for v in hair],
+        "hair_style": _HAIR_STYLES[int(rng.integers(len(_HAIR_STYLES)))],
+        "hairline": float(rng.uniform(0.42, 0.62)),
+        "hair_volume": float(rng.uniform(1.03, 1.12)),
+        "hair_freq": float(rng.uniform(25.0, 50.0)),
+        "eye_colour": _pick(rng, _EYES, 0.12),
+        "eye_sep": float(head_w * rng.uniform(0.36, 0.46)),
+        "eye_y": float(eye_y),
+        "eye_w": float(head_w * rng.uniform(0.17, 0.22)),
+        "eye_h": float(head_w * rng.uniform(0.08, 0.11)),
+        "iris": float(rng.uniform(0.8, 1.0)),
+        "brow_dy": float(head_h * rng.uniform(0.12, 0.17)),
+        "brow_thick": float(head_w * rng.uniform(0.04, 0.085)),
+        "brow_tilt": float(rng.uniform(-0.25, 0.2)),
+        "brow_arch": float(head_w * rng.uniform(0.0, 0.06)),
+        "brow_colour": [float(v) for v in hair * rng.uniform(0.55, 0.85)],
+        "nose_y": float(eye_y + head_h * rng.uniform(0.3, 0.4)),
+        "nose_w": float(head_w * rng.uniform(0.11, 0.16)),
+        "mouth_dy": float(head_h * rng.uniform(0.17, 0.24)),
+        "mouth_w": float(head_w * rng.uniform(0.28, 0.4)),
+        "lip_h": float(head_w * rng.uniform(0.07, 0.12)),
+        "smile": float(head_w * rng.uniform(-0.02, 0.08)),
+        "lips": [float(v) for v in lips],
+        "beard": float(rng.uniform(0.55, 0.85) if rng.uniform() < 0.18 else 0.0),
+        "glasses": bool(rng.uniform() < 0.15),
+        "glasses_colour": _pick(rng, np.array([[20, 20, 20], [90, 50, 25], [150, 150, 160]], float), 0.1),
+        "clothes": [float(v) for v in rng.uniform(20, 230, 3)],
+    }
+
+
+def _sample_pose(rng: np.random.Generator) -> dict:
+    return {
+        "cx": float(rng.uniform(-0.08, 0.08)),
+        "cy": float(rng.uniform(-0.04, 0.08)),
+        "scale": float(rng.uniform(0.72, 0.95)),
+        "roll": float(rng.uniform(-0.14, 0.14)),
+        "yaw": float(rng.uniform(-1.0, 1.0)),
+        "gaze": float(rng.uniform(-0.3, 0.3)),
+    }
+
+
+def _sample_scene(rng: np.random.Generator) -> dict:
+    ang = rng.uniform(0, 2 * math.pi)
+    return {
+        "bg_type": int(rng.integers(4)),
+        "bg_a": [float(v) for v in rng.uniform(20, 235, 3)],
+        "bg_b": [float(v) for v in rng.uniform(20, 235, 3)],
+        "bg_angle": float(rng.uniform(0, 2 * math.pi)),
+        "light": [float(math.cos(ang) * rng.uniform(0.2, 0.8)), float(math.sin(ang) * rng.uniform(0.2, 0.8))],
+        "ambient": float(rng.uniform(0.45, 0.7)),
+        "gradient": [float(v) for v in rng.uniform(-0.12, 0.12, 2)],
+        "wb": [float(v) for v in rng.uniform(0.92, 1.08, 3)],
+        "exposure": float(rng.uniform(0.85, 1.1)),
+        "vignette": float(rng.uniform(0.0, 0.25)),
+        "noise": float(rng.uniform(1.0, 4.0)),
+        "jpeg": int(rng.integers(60, 96)),
+    }
+
+
+# ----------------------------------------------------------------------------- rendering
+def _grid(size: int, pose: dict):
+    c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
+    u, v = np.meshgrid(c, c)
+    du, dv = (u - pose["cx"]) / pose["scale"], (v - pose["cy"]) / pose["scale"]
+    cr, sr = math.cos(pose["roll"]), math.sin(pose["roll"])
+    x = cr * du + sr * dv
+    y = -sr * du + cr * dv
+    return u, v, x, y, 2.0 / size / pose["scale"]
+
+
+def _background(rng, size, scene, u, v):
+    a, b = np.array(scene["bg_a"]), np.array(scene["bg_b"])
+    ca, sa = math.cos(scene["bg_angle"]), math.sin(scene["bg_angle"])
+    t = np.clip(0.5 + 0.5 * (u * ca + v * sa), 0, 1)[..., None]
+    img = a * (1 - t) + b * t
+    kind = scene["bg_type"]
+    if kind == 1:  # blotchy painted backdrop
+        img = img + 28.0 * _smooth_noise(rng, size, int(rng.integers(3, 7)), 3)
+    elif kind == 2:  # panelled wall / stripes
+        period = rng.uniform(0.15, 0.5)
+        phase = rng.uniform(0, 2 * math.pi)
+        s = np.sin((u * sa - v * ca) * 2 * math.pi / period + phase)
+        img = img * (1.0 + 0.1 * np.tanh(3 * s))[..., None]
+    elif kind == 3:  # out-of-focus lights
+        for _ in range(int(rng.integers(4, 9))):
+            cx, cy, r = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.08, 0.25)
+            blob = np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * r * r))
+            img = img + rng.uniform(20, 60) * blob[..., None] * rng.uniform(0.6, 1.0, 3)
+    img = img + 4.0 * _smooth_noise(rng, size, max(8, size // 6), 1)
+    return img
+
+
+def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.Generator):
+    """Noise-free render; returns (float HxWx3 image in 0..255, geometry dict)."""
+    idt = identity
+    u, v, x, y, px = _grid(size, pose)
+    img = _background(rng, size, scene, u, v)
+
+    hw, hh = idt["head_w"], idt["head_h"]
+    skin = np.array(idt["skin"])
+    hair = np.array(idt["hair"])
+    style = idt["hair_style"]
+    yaw = pose["yaw"]
+    fx = 0.09 * yaw * hw  # horizontal shift of the features when the head turns
+
+    # head shape: ellipse narrowing towards the chin
+    wy = 1.0 - idt["jaw"] * np.clip(y / hh, 0, 1) ** 2
+    r_head = np.sqrt((x / (hw * wy)) ** 2 + (y / hh) ** 2)
+    head = _soft((r_head - 1.0) * hw, px)
+
+    theta = np.arctan2(x, y + 0.35 * hh)  # strands radiate from the crown
+    strands = np.sin(idt["hair_freq"] * theta + 2.5 * _smooth_noise(rng, size, 5)[..., 0])
+    hair_tex = (1.0 + 0.12 * strands + 0.07 * _smooth_noise(rng, size, max(8, size // 8))[..., 0])[..., None]
+    hair_img = hair * hair_tex
+
+    # hair behind the head
+    if style in ("long", "bob", "volume"):
+        if style == "long":
+            back = _ellipse(x, y, 0.0, 0.2 * hh, hw * 1.25, hh * 1.25, px) * _soft(y - 1.35 * hh, px)
+        elif style == "bob":
+            back = _ellipse(x, y, 0.0, 0.0, hw * 1.22, hh * 1.1, px) * _soft(y - 0.45 * hh, px)
+        else:
+            back = _ellipse(x, y, 0.0, -0.25 * hh, hw * 1.45, hh * 1.05, px)
+        _over(img, back, hair_img * 0.8)
+
+    # neck and clothes
+    neck = _soft(np.abs(x) - 0.45 * hw, px) * _soft(0.4 * hh - y, px)
+    _over(img, neck, skin * 0.78)
+    cy0 = hh * 1.55
+    clothes = np.maximum(_ellipse(x, y, 0.0, cy0 + 0.55, 2.3 * hw, 0.75, px),
+                         _soft(cy0 + 0.55 - y, px) * _soft(np.abs(x) - 2.3 * hw, px))
+    neckline = _ellipse(x, y, 0.0, cy0 - 0.12, 0.45 * hw, 0.3 * hh, px)
+    clothes = clothes * (1 - neckline)
+    _over(img, clothes, np.array(idt["clothes"]) * (1 + 0.05 * _smooth_noise(rng, size, 10)))
+
+    # ears
+    for s in (-1.0, 1.0):
+        ear_x = s * hw * 0.97 - 0.05 * yaw * hw
+        e = _ellipse(x, y, ear_x, idt["eye_y"] + 0.12 * hh, hw * 0.16, hh * 0.17, px)
+        _over(img, e, skin * 0.9)
+        _over(img, 0.5 * _ellipse(x, y, ear_x, idt["eye_y"] + 0.12 * hh, hw * 0.08, hh * 0.1, px), skin * 0.7)
+
+    # head with a little skin texture and blush
+    skin_img = skin * (1.0 + 0.025 * _smooth_noise(rng, size, max(8, size // 5)))
+    _over(img, head, skin_img)
+    for s in (-1.0, 1.0):
+        blush = np.exp(-(((x - s * idt["eye_sep"] * 1.1 - fx) / (0.2 * hw)) ** 2 + ((y - idt["nose_y"]) / (0.12 * hh)) ** 2))
+        _over(img, idt["blush"] * blush * head, np.array([215.0, 90.0, 90.0]))
+
+    ey = idt["eye_y"]
+    my = idt["nose_y"] + idt["mouth_dy"]
+    # beard
+    if idt["beard"] > 0:
+        beard = head * _soft(idt["nose_y"] + 0.05 * hh - y, 3 * px) * _soft(np.abs(x - fx) - hw * 0.95, px)
+        beard = beard * (1.0 - 0.8 * _ellipse(x, y, fx, idt["nose_y"] + 0.04 * hh, idt["nose_w"] * 2.0, 0.05 * hh, 3 * px))
+        _over(img, idt["beard"] * beard * np.clip(0.8 + 0.4 * _smooth_noise(rng, size, max(8, size // 4))[..., 0], 0, 1), hair_img * 0.9)
+
+    # eyes
+    ew, eh = idt["eye_w"], idt["eye_h"]
+    for s in (-1.0, 1.0):
+        ex = s * idt["eye_sep"] + fx
+        xe, ye = x - ex, y - ey
+        almond = eh * (1.0 - 0.35 * (xe / ew) ** 2)
+        r_eye = np.sqrt((xe / ew) ** 2 + (ye / np.maximum(almond, 1e-3)) ** 2)
+        sclera = _soft((r_eye - 1.0) * eh, px)
+        _over(img, 0.35 * _ellipse(x, y, ex, ey - 0.3 * eh, ew * 1.25, eh * 1.5, px) * (1 - sclera), skin * 0.75)  # socket shade
+        _over(img, sclera, np.array([238.0, 234.0, 228.0]))
+        ir = eh * idt["iris"]
+        ix = ex + pose["gaze"] * ew * 0.35
+        rr = np.sqrt((x - ix) ** 2 + ye ** 2)
+        iris = _soft(rr - ir, px) * sclera
+        _over(img, iris, np.array(idt["eye_colour"]) * (1.15 - 0.5 * np.clip(rr / ir, 0, 1))[..., None])
+        _over(img, _soft(rr - 0.45 * ir, px) * sclera, np.array([12.0, 10.0, 10.0]))
+        hl = _soft(np.sqrt((x - ix + 0.3 * ir) ** 2 + (ye + 0.35 * ir) ** 2) - 0.22 * ir, px) * sclera
+        _over(img, 0.85 * hl, np.array([255.0, 255.0, 255.0]))
+        lid = _soft(np.abs(r_eye - 1.05) * eh - 0.09 * eh - 0.6 * px, px) * _soft(ye - 0.25 * eh, px)
+        _over(img, 0.9 * lid, np.array([35.0, 22.0, 20.0]))
+        low = _soft(np.abs(r_eye - 1.05) * eh - 0.03 * eh - 0.3 * px, px) * _soft(-ye, px)
+        _over(img, 0.3 * low, skin * 0.5)
+
+        # brow
+        xb = (x - ex) * s
+        bw = ew * 1.3
+        yc = ey - idt["brow_dy"] - idt["brow_arch"] * (1 - (xb / bw) ** 2) - idt["brow_tilt"] * xb * 0.5
+        thick = idt["brow_thick"] * (1.0 - 0.45 * np.clip((xb / bw + 1) / 2, 0, 1))
+        brow = _soft(np.abs(y - yc) - thick / 2, px) * _soft(np.abs(xb) - bw, 2 * px)
+        _over(img, 0.92 * brow, np.array(idt["brow_colour"]))
+
+    # nose
+    nx = fx * 1.6
+    ny, nw = idt["nose_y"], idt["nose_w"]
+    side = 1.0 if scene["light"][0] < 0 else -1.0  # shadow side of the nose bridge
+    ridge = np.exp(-((x - nx - side * nw * 0.55) / (nw * 0.35)) ** 2) * _soft(ey + 0.08 * hh - y, 6 * px) * _soft(y - ny, 3 * px)
+    _over(img, 0.45 * ridge, skin * 0.5)
+    _over(img, 0.5 * _ellipse(x, y, nx, ny + 0.2 * nw, nw * 1.1, nw * 0.45, 3 * px), skin * 0.55)
+    _over(img, 0.35 * _ellipse(x, y, nx - side * 0.15 * nw, ny - 0.25 * nw, nw * 0.45, nw * 0.35, 3 * px), np.minimum(skin * 1.2 + 20, 255))
+    for s in (-1.0, 1.0):
+        _over(img, 0.75 * _ellipse(x, y, nx + s * nw * 0.5, ny + 0.15 * nw, nw * 0.28, nw * 0.16, px), skin * 0.35)
+
+    # mouth
+    mx, mw, lh = fx * 1.2, idt["mouth_w"], idt["lip_h"]
+    xm = (x - mx) / mw
+    inside = np.clip(1 - xm ** 2, 0, 1)
+    yl = my - idt["smile"] * xm ** 2
+    upper = _soft(np.maximum(yl - y - 0.8 * lh * np.sqrt(inside) * (1 - 0.25 * np.exp(-(xm / 0.15) ** 2)), y - yl), px)
+    lower = _soft(np.maximum(y - yl - lh * np.sqrt(inside), yl - y), px)
+    lips = np.maximum(upper, lower) * _soft(np.abs(xm) - 1.0, px / mw)
+    lip_c = np.array(idt["lips"])
+    _over(img, lips, lip_c * (0.85 * upper + 1.0 * (1 - upper))[..., None])
+    line = _soft(np.abs(y - yl) - 0.5 * px, px) * _soft(np.abs(xm) - 1.02, px / mw)
+    _over(img, 0.85 * line, lip_c * 0.35)
+    _over(img, 0.25 * _ellipse(x, y, mx, yl + 1.6 * lh, mw * 0.5, lh * 0.5, 3 * px), skin * 0.7)  # chin shade
+
+    # hair in front
+    yy = y / hh
+    hl = -idt["hairline"] + (ey / hh + 0.05 + idt["hairline"]) * np.clip((np.abs(x) / hw - 0.6) / 0.3, 0, 1) ** 1.5
+    if style == "bob":
+        hl = -0.28 + 0.02 * np.sin(x * 45.0) + (ey / hh + 0.3) * np.clip((np.abs(x) / hw - 0.65) / 0.3, 0, 1)
+    vol = idt["hair_volume"]
+    cap = _ellipse(x, y, 0.0, -0.04 * hh, hw * vol, hh * (vol - 0.02), px) * _soft((yy - hl) * hh, px)
+    if style == "long":
+        cap = np.maximum(cap, _ellipse(x, y, 0, 0.2 * hh, hw * 1.22, hh * 1.2, px) * _soft(hw * 0.86 - np.abs(x), px) * _soft(y - 1.3 * hh, px))
+    if style == "bob":
+        cap = np.maximum(cap, _ellipse(x, y, 0, 0.0, hw * 1.2, hh * 1.08, px) * _soft(hw * 0.88 - np.abs(x), px) * _soft(y - 0.45 * hh, px))
+    if style == "volume":
+        cap = np.maximum(cap, _ellipse(x, y, 0, -0.3 * hh, hw * 1.4, hh * 0.95, px) * _soft((yy + 0.45) * hh, px))
+    if style == "buzz":
+        cap = cap * 0.55 * head
+    if style == "bald":
+        cap = 0.6 * cap * _soft(hw * 0.75 - np.abs(x), px) * _soft(y + 0.15 * hh, px)  # fringe at the sides only
+    _over(img, cap, hair_img)
+
+    # glasses
+    if idt["glasses"]:
+        gc = np.array(idt["glasses_colour"])
+        t = 0.022 * hw * 2
+        for s in (-1.0, 1.0):
+            gx = s * idt["eye_sep"] + fx
+            rg = np.sqrt(((x - gx) / (ew * 1.45)) ** 2 + ((y - ey) / (ew * 1.1)) ** 2)
+            _over(img, _soft(np.abs(rg - 1.0) * ew * 1.1 - t, px), gc)
+            _over(img, 0.08 * _soft((rg - 1.0) * ew, px), np.array([255.0, 255.0, 255.0]))
+        bridge = _soft(np.abs(y - ey + 0.25 * ew) - t, px) * _soft(np.abs(x - fx) - (idt["eye_sep"] - ew * 1.4), px)
+        _over(img, bridge, gc)
+
+    # lighting: lambertian shading of the head as a sphere, global gradient, white balance, vignette
+    lx, ly = scene["light"]
+    lz = math.sqrt(max(0.05, 1 - lx * lx - ly * ly))
+    nxn = np.clip(x / (hw * 1.1), -1, 1)
+    nyn = np.clip(y / (hh * 1.1), -1, 1)
+    nz = np.sqrt(np.clip(1 - nxn ** 2 - nyn ** 2, 0, 1))
+    amb = scene["ambient"]
+    shade = amb + (1 - amb) * np.clip(nxn * lx + nyn * ly + nz * lz, 0, 1) / max(lz, 0.3)
+    shade = np.minimum(shade, 1.25)
+    fg = np.maximum(head, 0.7 * np.clip(cap + neck, 0, 1))
+    light = 1.0 + fg * (shade - 1.0)
+    light *= 1.0 + scene["gradient"][0] * u + scene["gradient"][1] * v
+    light *= 1.0 - scene["vignette"] * (u * u + v * v) / 2
+    img = img * (light * scene["exposure"])[..., None] * np.array(scene["wb"])
+
+    geom = {
+        "head": head,
+        "x": x, "y": y, "px": px,
+        # inner face: from just above the brows to below the lower lip, past the outer eye corners
+        "inner_center": (fx, 0.5 * (ey - idt["brow_dy"] - idt["brow_thick"] - 0.03 * hh + my + lh + 0.1 * hh)),
+        "inner_axes": (idt["eye_sep"] + ew * 1.6, 0.5 * (my + lh + 0.1 * hh - (ey - idt["brow_dy"] - idt["brow_thick"] - 0.03 * hh))),
+    }
+    return img, geom
+
+
+def _camera(img: np.ndarray, scene: dict, rng: np.random.Generator) -> np.ndarray:
+    """Sensor noise (signal dependent) + JPEG at the scene's quality -> uint8."""
+    sig = scene["noise"] * (0.6 + 0.4 * np.sqrt(np.clip(img, 0, 255) / 255.0))
+    noisy = img + rng.standard_normal(img.shape) * sig
+    return _jpeg(noisy, scene["jpeg"])
+
+
+def render_face(rng: np.random.Generator, image_size: int, identity: dict | None = None,
+                pose: dict | None = None, scene: dict | None = None, camera: bool = True) -> np.ndarray:
+    """Render one face photo (HxWx3 uint8).  Missing identity/pose/scene are drawn from ``rng``.
+
+    ``camera=True`` adds sensor noise and an in-memory JPEG round trip at the scene's quality.
+    """
+    identity = make_identity(rng) if identity is None else identity
+    pose = _sample_pose(rng) if pose is None else pose
+    scene = _sample_scene(rng) if scene is None else scene
+    img, _ = _render(identity, pose, scene, image_size, rng)
+    return _camera(img, scene, rng) if camera else _to_uint8(img)
+
+
+# ----------------------------------------------------------------------------- fakes
+def render_swap(rng: np.random.Generator, image_size: int, target: dict, source: dict,
+                strength: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face-swap: paste the inner face of ``source`` onto a photo of ``target``.
+
+    Returns ``(fake, mask, pristine)``: the fake image (uint8 HxWx3), the ground-truth mask
+    (uint8 HxW, 255 where the blend weight >= 0.5) and the untouched target photo the fake was
+    made from (what a real image at the same pose/scene looks like).
+    """
+    size = image_size
+    pose, scene = _sample_pose(rng), _sample_scene(rng)
+    tgt_clean, geom = _render(target, pose, scene, size, rng)
+    pristine = _camera(tgt_clean, scene, rng)
+
+    # the source is aligned to the target's pose (as a face-swap pipeline does) but lit,
+    # white-balanced and photographed on its own
+    src_pose = dict(pose)
+    src_scene = _sample_scene(rng)
+    src_scene["jpeg"] = int(rng.integers(55, 90))
+    src_clean, _ = _render(source, src_pose, src_scene, size, rng)
+    src = _camera(src_clean, src_scene, rng).astype(np.float64)
+
+    # soft elliptical blend mask around brows..mouth of the target
+    (icx, icy), (iax, iay) = geom["inner_center"], geom["inner_axes"]
+    iax = min(iax, target["head_w"] * 0.92)
+    hard = (((geom["x"] - icx) / iax) ** 2 + ((geom["y"] - icy) / iay) ** 2 <= 1.0).astype(np.float64)
+    sigma = rng.uniform(1.5, 3.0) * size / 128.0
+    m = ndimage.gaussian_filter(hard, sigma, mode="constant")
+
+    # partial colour transfer: source statistics moved most (not all) of the way to the target's
+    pr = pristine.astype(np.float64)
+    w = m[..., None]
+    mu_t = (pr * w).sum((0, 1)) / w.sum()
+    mu_s = (src * w).sum((0, 1)) / w.sum()
+    keep = np.clip(strength * rng.uniform(0.1, 0.3), 0.0, 1.0)  # fraction of the mismatch left
+    src = src + (1.0 - keep) * (mu_t - mu_s) + strength * rng.uniform(-4, 4, 3)
+
+    # slight affine warp of the source (bicubic resampling blurs it a little)
+    ang = math.radians(rng.uniform(-4, 4)) * strength
+    sc = 1.0 + rng.uniform(-0.04, 0.04) * strength
+    tx, ty = rng.uniform(-1.5, 1.5, 2) * strength * size / 128.0
+    c = (size - 1) / 2.0
+    ca, sa = math.cos(ang) / sc, math.sin(ang) / sc
+    coeffs = (ca, -sa, c - ca * c + sa * c - tx, sa, ca, c - sa * c - ca * c - ty)
+    warped = Image.fromarray(_to_uint8(src), mode="RGB").transform((size, size), Image.AFFINE, coeffs, resample=Image.BICUBIC)
+    warped = np.asarray(warped).astype(np.float64)
+
+    fake = pr * (1.0 - w) + warped * w
+    fake = _jpeg(fake, int(rng.integers(70, 96)))  # re-compression of the composite
+    mask = np.where(m >= 0.5, 255, 0).astype(np.uint8)
+    return fake, mask, pristine
+
+
+def _real_photo(rng: np.random.Generator, size: int, identity: dict) -> np.ndarray:
+    pose, scene = _sample_pose(rng), _sample_scene(rng)
+    img, _ = _render(identity, pose, scene, size, rng)
+    photo = _camera(img, scene, rng)
+    if rng.uniform() < 0.5:  # many real photos are re-saved too, so whole-image double JPEG is not a giveaway
+        photo = _jpeg(photo, int(rng.integers(70, 96)))
+    return photo
+
+
+# ----------------------------------------------------------------------------- synthetic (GAN)
+_BILINEAR_TAPS = np.array([0.25, 0.75, 0.75, 0.25])
+
+
+def _fingerprint(seed: int, size: int) -> dict:
+    """The 'generator': unbalanced transposed-conv taps + a fixed high-frequency pattern."""
+    rng = _rng_for(seed, 7, 3)
+    ex, ey = rng.uniform(0.6, 1.0, 2) * 0.008
+    alt = np.array([1.0, -1.0, 1.0, -1.0]) / 2.0
+    kx, ky = _BILINEAR_TAPS + ex * alt, _BILINEAR_TAPS + ey * alt
+    delta = np.outer(ky, kx) - np.outer(_BILINEAR_TAPS, _BILINEAR_TAPS)
+    c = np.arange(size, dtype=np.float64)
+    jj, ii = np.meshgrid(c, c)
+    pattern = np.zeros((size, size))
+    for _ in range(3):
+        f = rng.uniform(0.3, 0.47)
+        th = rng.uniform(0, 2 * math.pi)
+        pattern += np.cos(2 * math.pi * f * (jj * math.cos(th) + ii * math.sin(th)) + rng.uniform(0, 2 * math.pi))
+    pattern *= 0.6 / np.sqrt(3.0 / 2.0)  # ~0.6 grey levels RMS
+    return {"delta": delta, "pattern": pattern[..., None] * rng.uniform(0.8, 1.2, 3)}
+
+
+def _transposed_conv_residue(half: np.ndarray, delta: np.ndarray, size: int) -> np.ndarray:
+    """Zero-insertion x2 upsampling convolved with the kernel imbalance: a period-2 residue."""
+    h, w = half.shape[:2]
+    z = np.zeros((2 * h, 2 * w, 3))
+    z[::2, ::2] = half
+    res = np.stack([ndimage.convolve(z[..., ch], delta, mode="nearest") for ch in range(3)], axis=-1)
+    if res.shape[0] != size:
+        res = np.pad(res, ((0, size - res.shape[0]), (0, size - res.shape[1]), (0, 0)), mode="reflect")
+    return res
+
+
+def render_synthetic(rng: np.random.Generator, image_size: int, identity: dict, fake: bool,
+                     strength: float = 1.0, fingerprint: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One image of the ``synthetic`` kind; returns ``(image uint8 HxWx3, mask uint8 HxW)``.
+
+    Both classes pass through the same half-resolution bicubic resize; fakes in addition get the
+    generator fingerprint inside the head region (``mask`` = 255 there; all zeros for reals).
+    """
+    size = image_size
+    fingerprint = _fingerprint(0, size) if fingerprint is None else fingerprint
+    pose, scene = _sample_pose(rng), _sample_scene(rng)
+    scene["jpeg"] = int(rng.integers(75, 98))
+    clean, geom = _render(identity, pose, scene, size, rng)
+    photo = _camera(clean, scene, rng).astype(np.float64)
+    half = _resize(photo, (size // 2, size // 2))
+    out = _resize(half, (size, size))
+    region = geom["head"]
+    if fake:
+        fp = _transposed_conv_residue(half, fingerprint["delta"], size) + fingerprint["pattern"]
+        out = out + strength * region[..., None] * fp
+        mask = np.where(region >= 0.5, 255, 0).astype(np.uint8)
+    else:
+        mask = np.zeros((size, size), np.uint8)
+    out = out + rng.standard_normal(out.shape) * rng.uniform(0.5, 1.2)  # light output noise, both classes
+    return _to_uint8(out), mask
+
+
+def nyquist_peak_score(img: np.ndarray) -> float:
+    """Log ratio of spectral power at the Nyquist peaks (N/2,0), (0,N/2), (N/2,N/2) to the
+    median power at high frequencies.  Large for images carrying a period-2 fingerprint."""
+    g = np.asarray(img, dtype=np.float64)
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    g = g - ndimage.uniform_filter(g, 5, mode="reflect")
+    p = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    h, w = p.shape
+    fy = (np.arange(h) - h // 2)[:, None] / h
+    fx = (np.arange(w) - w // 2)[None, :] / w
+    peaks = []
+    for py, px_ in ((0, w // 2), (h // 2, 0), (0, 0)):  # shifted coords of (N/2,0), (0,N/2), (N/2,N/2)
+        peaks.append(p[max(py - 1, 0): py + 2, max(px_ - 1, 0): px_ + 2].mean())
+    hf = p[np.sqrt(fx ** 2 + fy ** 2) > 0.25]
+    return float(np.log(np.mean(peaks) + 1e-12) - np.log(np.median(hf) + 1e-12))
+
+
+# ----------------------------------------------------------------------------- dataset
+def _validate(kind, counts, image_size, strength):
+    if kind not in DEMO_KINDS:
+        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
+    for name, n in counts.items():
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {n!r}")
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size < 32:
+        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+
+
+def _plan(kind: str, counts: dict) -> list[dict]:
+    """Deterministic list of images to make: split, label, name, identity (global id), donor."""
+    plan = []
+    gid0 = 0
+    for si, split in enumerate(SPLITS):
+        n = int(counts[f"n_{split}"])
+        n_fake = max(1, n // 3) if kind == "fakes" else n // 2
+        n_real = n - n_fake
+        n_id = max(2, math.ceil(n / _IMAGES_PER_IDENTITY))
+        for label, count in ((0, n_real), (1, n_fake)):
+            for i in range(count):
+                local = i % n_id
+                plan.append({"split": split, "split_index": si, "label": label, "index": i,
+                             "name": f"{i:05d}.png", "gid": gid0 + local, "n_id": n_id, "gid0": gid0})
+        gid0 += n_id
+    return plan
+
+
+def _save_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "RGB" if arr.ndim == 3 else "L"
+    Image.fromarray(arr, mode=mode).save(path, format="PNG")
+
+
+def generate_dataset(out_dir, kind: str, n_train: int, n_val: int, n_test: int,
+                     image_size: int = 128, seed: int = 0, strength: float = 1.0,
+                     progress: bool = True) -> list[dict]:
+    """Write a demo dataset; n_* are total images per split (both classes; fakes 2:1 real:fake
+    with ``n_fake = n // 3`` (at least 1), synthetic 1:1 with ``n_fake = n // 2``).
+
+    Returns one record per image: ``{"path": "train/real/00012.png", "label": 0|1,
+    "split": "train"|"val"|"test", "group": "id00003", "mask": "masks/train/fake/00004.png" or ""}``.
+    Raises ValueError naming the argument for an unknown kind, n_* < 2, image_size < 32,
+    negative strength.  Stale PNGs of an earlier run in the layout's folders are removed.
+    """
+    counts = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+    _validate(kind, counts, image_size, strength)
+    seed = int(seed)
+    size = int(image_size)
+    code = _KIND_CODE[kind]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    identities: dict[int, dict] = {}
+
+    def identity(gid: int) -> dict:
+        if gid not in identities:
+            identities[gid] = make_identity(_rng_for(seed, code, 1, gid))
+        return identities[gid]
+
+    fingerprint = _fingerprint(seed, size) if kind == "synthetic" else None
+    plan = _plan(kind, counts)
+    records: list[dict] = []
+    for item in tqdm(plan, desc=f"demo {kind}", unit="img", disable=not progress):
+        rng = _rng_for(seed, code, 2, item["split_index"], item["label"], item["index"])
+        cls = "fake" if item["label"] else "real"
+        rel = f"{item['split']}/{cls}/{item['name']}"
+        mask_rel = ""
+        tgt = identity(item["gid"])
+        if kind == "fakes":
+            if item["label"]:
+                # donor: another identity of the same split
+                off = int(rng.integers(1, item["n_id"]))
+                donor = item["gid0"] + (item["gid"] - item["gid0"] + off) % item["n_id"]
+                img, mask, _ = render_swap(rng, size, tgt, identity(donor), strength)
+            else:
+                img, mask = _real_photo(rng, size, tgt), None
+        else:
+            img, mask = render_synthetic(rng, size, tgt, bool(item["label"]), strength, fingerprint)
+            if not item["label"]:
+                mask = None
+        _save_png(out / rel, img)
+        if mask is not None:
+            mask_rel = f"masks/{item['split']}/fake/{item['name']}"
+            _save_png(out / mask_rel, mask)
+        records.append({"path": rel, "label": int(item["label"]), "split": item["split"],
+                        "group": f"id{item['gid']:05d}", "mask": mask_rel})
+
+    _remove_stale(out, records)
+    with open(out / "groups.csv", "w", newline="") as f:
+        wr = csv.writer(f, lineterminator="\n")
+        wr.writerow(["path", "label", "group", "split"])
+        for r in records:
+            wr.writerow([r["path"], "fake" if r["label"] else "real", r["group"], r["split"]])
+    return records
+
+
+def _remove_stale(out: Path, records: list[dict]) -> None:
+    keep = {r["path"] for r in records} | {r["mask"] for r in records if r["mask"]}
+    folders = [f"{s}/{c}" for s in SPLITS for c in ("real", "fake")] + [f"masks/{s}/fake" for s in SPLITS]
+    for folder in folders:
+        d = out / folder
+        if d.is_dir():
+            for p in sorted(d.glob("*.png")):
+                if f"{folder}/{p.name}" not in keep:
+                    p.unlink()
+
+
+def save_sample_grid(path, image_size: int = 128, n: int = 4, seed: int = 0, strength: float = 1.0) -> Path:
+    """Figure: rows = fakes real / fakes fake / fakes mask / synthetic real / synthetic fake /
+    synthetic |fake - bicubic| x40 (the fingerprint made visible)."""
+    rows = []
+    ids = [make_identity(_rng_for(seed, 99, i)) for i in range(2 * n)]
+    rows.append([_real_photo(_rng_for(seed, 98, i), image_size, ids[i]) for i in range(n)])
+    swaps = [render_swap(_rng_for(seed, 97, i), image_size, ids[i], ids[n + i], strength) for i in range(n)]
+    rows.append([s[0] for s in swaps])
+    rows.append([np.repeat(s[1][..., None], 3, axis=2) for s in swaps])
+    fp = _fingerprint(seed, image_size)
+    rows.append([render_synthetic(_rng_for(seed, 96, i), image_size, ids[i], False, strength, fp)[0] for i in range(n)])
+    fakes = [render_synthetic(_rng_for(seed, 95, i), image_size, ids[i], True, strength, fp)[0] for i in range(n)]
+    rows.append(fakes)
+    hp = []
+    for f in fakes:
+        g = f.astype(np.float64)
+        g = g - ndimage.uniform_filter(g, (3, 3, 1))
+        hp.append(_to_uint8(128 + 40 * g))
+    rows.append(hp)
+    grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
