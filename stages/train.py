@@ -1,14 +1,11 @@
 """DVC training stages (train-simplenet-fakes, train-simplenet-synth, finetune-xception,
-train-competition): one script, the stage name picks the params.yaml section."""
-import argparse
+train-competition): one script; the stage name picks the params.yaml section.
 
-from deepfake_detect.config import TRAIN_STAGES, stage_params
-from deepfake_detect.train import fit
+    python stages/train.py train-simplenet-fakes [--params params.yaml]
+"""
+import sys
+
+from deepfake_detect.cli import main
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("stage", choices=TRAIN_STAGES)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    params, cfg = stage_params(args.stage, args.params)
-    fit(cfg, params)
+    sys.exit(main(["train", *sys.argv[1:]]))

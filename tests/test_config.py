@@ -73,3 +73,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_unknown_model_and_model_params_are_named(tmp_path):
+    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].update(model="simplenett"))
+    with pytest.raises(ParamsError, match=r"'train-simplenet-fakes.model' is 'simplenett', not a known model"):
+        load_params(path)
+    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].update(model_params={"dropout": 0.5}))
+    with pytest.raises(ParamsError, match=r"'train-simplenet-fakes.model_params.dropout' for model 'simplenet'"):
+        load_params(path)

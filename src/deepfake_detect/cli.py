@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_prepare)
 
+    from .config import TRAIN_STAGES
+
     p = sub.add_parser("train", help="run one training stage of params.yaml")
-    p.add_argument("stage")
+    p.add_argument("stage", choices=TRAIN_STAGES)
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_train)
 
@@ -70,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ParamsError
     from .data import BadImageError
     from .splits import DatasetError
+    from .train import TrainingError
 
     try:
         args.func(args)
-    except (ParamsError, DatasetError, CheckpointError, BadImageError, FileNotFoundError) as e:
+    except (ParamsError, DatasetError, CheckpointError, BadImageError, TrainingError, FileNotFoundError) as e:
         print(f"deepfake-detect: error: {e}", file=sys.stderr)
         return 2
     return 0

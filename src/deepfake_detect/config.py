@@ -42,6 +42,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_test_every_epoch": True,  # the course plots a per-epoch test curve
     "max_steps_per_epoch": 0,  # 0: whole epoch (small values for smoke tests)
     "num_workers": -1,  # -1: sized to the machine's cores
+    "decode_cache": True,  # decode each image once at image_size into an on-disk uint8 cache ($DFD_CACHE_DIR)
     "amp": True,  # mixed precision on CUDA (ignored on CPU)
     "channels_last": True,  # on CUDA
     "compile": False,  # torch.compile
@@ -73,6 +74,7 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
 EXPLAIN_DEFAULTS: dict[str, Any] = {
     "runs": list(RUNS),
     "n_examples": 4,  # real and fake test images per figure
+    "n_mean": 64,  # test images per class averaged into the mean saliency / Grad-CAM maps
     "n_faithfulness": 64,  # demo fakes (with masks) scored for faithfulness
     "batch_size": 16,
 }
@@ -177,7 +179,34 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     for stage in TRAIN_STAGES:
         if not params[stage]["run"]:
             raise ParamsError(f"{PARAMS_FILE}: '{stage}.run' must name the run (e.g. simplenet-fakes)")
+        check_model(stage, params[stage])
     return params
+
+
+def check_model(stage: str, cfg: dict) -> None:
+    """The model name exists and ``model_params`` fits its builder (named in the error)."""
+    import inspect
+
+    from .models import _REGISTRY, _load_all
+
+    _load_all()
+    name = cfg["model"]
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        import timm
+
+        if not timm.is_model(name):
+            raise ParamsError(f"{PARAMS_FILE}: '{stage}.model' is '{name}', not a known model "
+                              f"(registered: {', '.join(sorted(_REGISTRY))}; or any timm architecture)")
+        return
+    sig = inspect.signature(entry.builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        return
+    valid = sorted(k for k in sig if k != "image_size")
+    for key in cfg["model_params"]:
+        if key not in valid:
+            raise ParamsError(f"{PARAMS_FILE}: unknown key '{stage}.model_params.{key}' for model '{name}' "
+                              f"(valid keys here: {', '.join(valid) or 'none'})")
 
 
 def stage_params(stage: str, path: str | Path = PARAMS_FILE) -> tuple[dict, dict]:

@@ -42,5 +42,5 @@ class SimpleNet(nn.Module):
 
 
 @register_model("simplenet", cam_layer="features.2", description="course SimpleNet (16.9 M params at 256 px)")
-def simplenet(image_size: int = 256, **params) -> SimpleNet:
-    return SimpleNet(image_size=image_size, **params)
+def simplenet(image_size: int = 256, num_classes: int = 2) -> SimpleNet:
+    return SimpleNet(image_size=image_size, num_classes=num_classes)
