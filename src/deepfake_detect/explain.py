@@ -1,0 +1,366 @@
+"""The explain stage: saliency maps, Grad-CAM and a measured faithfulness, per run.
+
+* **Saliency** (the course's recipe): ``|d p_fake / d input|``, max over colour channels.
+* **Grad-CAM** through the ``grad-cam`` package (pytorch-grad-cam) on the layer each
+  registered model names (``model.cam_layer``), for the fake class.
+* **Faithfulness**: on demo fakes, whose ground-truth manipulation masks the generator
+  wrote, the share of attribution energy inside the mask against the mask's share of
+  the image (what a uniform attribution scores), their ratio (lift) and the
+  pointing-game hit rate (is the arg-max inside the mask?).
+
+Outputs per run: ``plots/explain/<run>_saliency.png`` (image/saliency pairs),
+``<run>_gradcam.png`` (CAM overlays), ``<run>_means.png`` (mean saliency and mean CAM per
+class) and ``metrics/explain/<run>.json``; per dataset ``plots/explain/dataset_<name>.png``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .checkpoint import load_model
+from .config import TRAIN_STAGES
+from .data import Preprocess, load_rgb, read_manifest
+from .io import atomic_path, save_figure, write_json
+from .models import get_submodule
+
+FAKE = 1
+
+
+# ----------------------------------------------------------------------------- attributions
+@contextlib.contextmanager
+def _grad_mode(model: nn.Module) -> Iterator[None]:
+    """Gradients on (also inside ``torch.inference_mode``) and in-place activations off.
+
+    An in-place ReLU after the hooked layer would overwrite the activation Grad-CAM keeps
+    and can break the gradient hook, so every module with an ``inplace`` flag is switched
+    to out-of-place for the duration (and restored).
+    """
+    flagged = [m for m in model.modules() if isinstance(getattr(m, "inplace", None), bool) and m.inplace]
+    for m in flagged:
+        m.inplace = False
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for m in flagged:
+            m.inplace = True
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def saliency(model: nn.Module, x: torch.Tensor, target: int = FAKE) -> torch.Tensor:
+    """Vanilla gradient saliency: ``|d softmax(model(x))[:, target] / dx|``, max over channels.
+
+    x: normalised batch (N, 3, H, W). Returns a CPU float tensor (N, H, W) >= 0.
+    """
+    model.eval()
+    with _grad_mode(model):
+        x = x.detach().clone().to(_device(model)).requires_grad_(True)
+        prob = torch.softmax(model(x).float(), dim=1)[:, target]
+        (grad,) = torch.autograd.grad(prob.sum(), x)  # eval mode: images do not interact
+    return grad.abs().amax(dim=1).detach().cpu()
+
+
+def gradcam(model: nn.Module, x: torch.Tensor, target: int = FAKE) -> np.ndarray:
+    """Grad-CAM (pytorch-grad-cam) on ``model.cam_layer`` for class ``target``.
+
+    Returns float32 (N, H, W) in [0, 1] (each map scaled to its own maximum by the
+    package), upsampled to the input's H x W.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = get_submodule(model, model.cam_layer)
+    model.eval()
+    with _grad_mode(model):
+        x = x.detach().clone().to(_device(model))
+        cam = GradCAM(model=model, target_layers=[layer])
+        try:
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
+        finally:
+            cam.activations_and_grads.release()
+    return np.clip(np.nan_to_num(maps.astype(np.float32)), 0.0, 1.0)
+
+
+@torch.no_grad()
+def _fake_prob(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    return torch.softmax(model(x.to(_device(model))).float(), 1)[:, FAKE].cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- faithfulness
+def mask_share(mask: np.ndarray) -> np.ndarray:
+    """Share of the image the mask covers, per image (N, H, W) -> (N,)."""
+    mask = np.asarray(mask, dtype=np.float64)
+    return mask.reshape(len(mask), -1).mean(1)
+
+
+def energy_in_mask(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``sum(attr * mask) / sum(attr)`` per image (attr >= 0; mask in [0, 1]).
+
+    An all-zero attribution carries no information and scores like a uniform one (the
+    mask share), so it neither helps nor hurts the mean.
+    """
+    attr = np.asarray(attr, dtype=np.float64).reshape(len(attr), -1)
+    mask = np.asarray(mask, dtype=np.float64).reshape(len(mask), -1)
+    if attr.shape != mask.shape:
+        raise ValueError(f"attribution {attr.shape} and mask {mask.shape} differ in shape")
+    if (attr < 0).any():
+        raise ValueError("attributions must be non-negative")
+    total = attr.sum(1)
+    inside = (attr * mask).sum(1)
+    return np.where(total > 0, inside / np.where(total > 0, total, 1.0), mask.mean(1))
+
+
+def pointing_game(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per image: is the attribution's arg-max inside the mask (mask > 0.5)? -> bool (N,)."""
+    attr = np.asarray(attr).reshape(len(attr), -1)
+    mask = np.asarray(mask).reshape(len(mask), -1)
+    top = attr.argmax(1)
+    return mask[np.arange(len(mask)), top] > 0.5
+
+
+def faithfulness(attr: np.ndarray, mask: np.ndarray, prefix: str) -> dict[str, float]:
+    """Mean energy in mask, mask share (the uniform baseline), lift and pointing hit rate."""
+    energy = float(energy_in_mask(attr, mask).mean())
+    share = float(mask_share(mask).mean())
+    return {
+        f"{prefix}_energy_in_mask": round(energy, 4),
+        f"{prefix}_mask_share": round(share, 4),
+        f"{prefix}_lift": round(energy / share, 4) if share > 0 else float("nan"),
+        f"{prefix}_pointing": round(float(pointing_game(attr, mask).mean()), 4),
+    }
+
+
+# ----------------------------------------------------------------------------- inputs
+def load_batch(paths: Sequence[str], prep: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
+    """(normalised batch (N,3,S,S), the same pixels as uint8 (N,S,S,3) for display)."""
+    u8 = torch.stack([prep.to_uint8(load_rgb(p)) for p in paths])
+    return prep.normalise(u8), u8.permute(0, 2, 3, 1).numpy()
+
+
+def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
+    """Ground-truth masks resized to the model input, float32 (N, S, S) in [0, 1]."""
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            m = im.convert("L")
+            if m.size != (size, size):
+                m = m.resize((size, size), Image.BILINEAR)
+            out.append(np.asarray(m, dtype=np.float32) / 255.0)
+    return np.stack(out) if out else np.zeros((0, size, size), np.float32)
+
+
+def attribute(model: nn.Module, prep: Preprocess, paths: Sequence[str], batch_size: int = 16,
+              desc: str = "explain", progress: bool = True) -> dict[str, np.ndarray]:
+    """Saliency, Grad-CAM, p(fake) and display pixels for a list of image files."""
+    out: dict[str, list] = {"saliency": [], "gradcam": [], "p_fake": [], "images": []}
+    starts = range(0, len(paths), batch_size)
+    for i in tqdm(starts, desc=desc, leave=False, disable=not progress):
+        x, u8 = load_batch(paths[i:i + batch_size], prep)
+        out["saliency"].append(saliency(model, x).numpy())
+        out["gradcam"].append(gradcam(model, x))
+        out["p_fake"].append(_fake_prob(model, x))
+        out["images"].append(u8)
+    s = prep.image_size
+    empty = {"saliency": (0, s, s), "gradcam": (0, s, s), "p_fake": (0,), "images": (0, s, s, 3)}
+    return {k: np.concatenate(v) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- stage
+def run_dataset(run: str, ckpt: dict, params: dict) -> str:
+    """The dataset a run was trained on: from the checkpoint, else from params.yaml."""
+    if ckpt.get("dataset"):
+        return ckpt["dataset"]
+    for stage in TRAIN_STAGES:
+        if params[stage]["run"] == run:
+            return params[stage]["dataset"]
+    raise ValueError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has this run")
+
+
+def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    return [rows[i] for i in rng.permutation(len(rows))[:n]]
+
+
+def explain_run(run: str, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
+                metrics_dir: str | Path = "metrics/explain", plots_dir: str | Path = "plots/explain",
+                progress: bool = True) -> dict:
+    """Figures and faithfulness metrics of one run (on the test split of its dataset)."""
+    from .engine import resolve_device
+    from .plots import images as plots
+
+    cfg = params["explain"]
+    device = resolve_device(params["device"])
+    model, ckpt = load_model(Path(models_dir) / f"{run}.pt", device)
+    dataset = run_dataset(run, ckpt, params)
+    size = ckpt["image_size"]
+    prep = Preprocess(size, ckpt["mean"], ckpt["std"])
+    rows = read_manifest(Path(data_dir) / dataset / "manifest.csv", "test")
+    rng = np.random.default_rng(params["seed"])
+    n_show, n_mean = cfg["n_examples"], cfg["n_mean"]
+    reals = _pick([r for r in rows if r["label"] == 0], max(n_show, n_mean), rng)
+    fakes = _pick([r for r in rows if r["label"] == 1], max(n_show, n_mean), rng)
+    masked = _pick([r for r in rows if r["label"] == 1 and r.get("mask")], cfg["n_faithfulness"], rng)
+    # explain each needed image once
+    paths = list(dict.fromkeys(r["path"] for r in reals + fakes + masked))
+    att = attribute(model, prep, paths, cfg["batch_size"], desc=f"explain {run}", progress=progress)
+    index = {p: i for i, p in enumerate(paths)}
+
+    def take(rs: list[dict], key: str) -> np.ndarray:
+        return att[key][[index[r["path"]] for r in rs]]
+
+    masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], size))}
+    show = {"real": reals[:n_show], "fake": fakes[:n_show]}
+    show_masks = [masks.get(r["path"]) for r in show["real"] + show["fake"]]
+    titles = [f"{name} · p(fake) {p:.2f}" + (" · CAM=0" if cam.max() <= 0 else "")
+              for name in ("real", "fake") for p, cam in zip(take(show[name], "p_fake"), take(show[name], "gradcam"))]
+    images = np.concatenate([take(show["real"], "images"), take(show["fake"], "images")])
+    label = f"{run} ({ckpt['arch']}, {dataset} test)"
+    out = Path(plots_dir)
+    save_figure(out / f"{run}_saliency.png", plots.saliency_pairs(
+        images, np.concatenate([take(show["real"], "saliency"), take(show["fake"], "saliency")]), titles,
+        masks=show_masks, n_rows=2, title=f"Saliency |∂p(fake)/∂x| — {label}"), dpi=110)
+    save_figure(out / f"{run}_gradcam.png", plots.cam_overlays(
+        images, np.concatenate([take(show["real"], "gradcam"), take(show["fake"], "gradcam")]), titles,
+        masks=show_masks, n_rows=2, title=f"Grad-CAM (fake class, layer {model.cam_layer}) — {label}"), dpi=110)
+    mean_rows = {"real": reals[:n_mean], "fake": fakes[:n_mean]}
+    fake_masks = [masks[r["path"]] for r in mean_rows["fake"] if r["path"] in masks]
+    save_figure(out / f"{run}_means.png", plots.mean_maps(
+        {name: _unit_mean(take(rs, "saliency")) for name, rs in mean_rows.items()},
+        {name: take(rs, "gradcam") for name, rs in mean_rows.items()},
+        mask=np.mean(fake_masks, 0) if fake_masks else None,
+        title=f"Mean attribution per class — {label}"), dpi=110)
+
+    metrics: dict = {"run": run, "arch": ckpt["arch"], "dataset": dataset, "cam_layer": model.cam_layer,
+                     "n_mean_real": len(mean_rows["real"]), "n_mean_fake": len(mean_rows["fake"])}
+    if masked:
+        m = np.stack([masks[r["path"]] for r in masked])
+        metrics.update(faithfulness(take(masked, "saliency"), m, "saliency"))
+        metrics.update(faithfulness(take(masked, "gradcam"), m, "gradcam"))
+        # an all-zero CAM (no positive evidence for "fake" at the CAM layer) scores the mask share
+        metrics["gradcam_zero_maps"] = round(float((take(masked, "gradcam").reshape(len(masked), -1).max(1) <= 0)
+                                                   .mean()), 4)
+        metrics["mean_p_fake"] = round(float(take(masked, "p_fake").mean()), 4)
+        # control: real images scored against the fakes' masks (cycled). A model that only looks at
+        # facial features, not at the manipulation, scores as high here as on the fakes.
+        ctrl = mean_rows["real"]
+        if ctrl:
+            cm = np.stack([m[i % len(m)] for i in range(len(ctrl))])
+            for method in ("saliency", "gradcam"):
+                metrics[f"{method}_energy_in_mask_real_control"] = round(
+                    float(energy_in_mask(take(ctrl, method), cm).mean()), 4)
+        metrics["n_images"] = len(masked)
+    else:
+        metrics["faithfulness"] = "no masks in dataset"
+        metrics["n_images"] = 0
+    write_json(Path(metrics_dir) / f"{run}.json", metrics)
+    if masked:
+        print(f"explain {run}: energy in mask saliency {metrics['saliency_energy_in_mask']:.3f} / "
+              f"Grad-CAM {metrics['gradcam_energy_in_mask']:.3f} vs mask share {metrics['saliency_mask_share']:.3f}; "
+              f"pointing {metrics['saliency_pointing']:.2f} / {metrics['gradcam_pointing']:.2f} "
+              f"({len(masked)} fakes)")
+    else:
+        print(f"explain {run}: figures written; no masks in dataset '{dataset}', faithfulness skipped")
+    return metrics
+
+
+def _unit_mean(maps: np.ndarray) -> np.ndarray:
+    """Scale each map to mean 1, so the class mean shows *where* attribution goes, not how
+    confident the model is (a saturated p(fake) has tiny gradients everywhere)."""
+    m = maps.reshape(len(maps), -1).mean(1)
+    return maps / np.where(m > 0, m, 1.0)[:, None, None]
+
+
+def dataset_figure(name: str, params: dict, data_dir: str | Path = "data", plots_dir: str | Path = "plots/explain",
+                   n: int = 6) -> Path:
+    """The course's first figure: real and fake test images of one dataset (and demo masks)."""
+    from .plots import images as plots
+
+    rows = read_manifest(Path(data_dir) / name / "manifest.csv", "test")
+    rng = np.random.default_rng(params["seed"])
+    reals = _pick([r for r in rows if r["label"] == 0], n, rng)
+    fakes = _pick([r for r in rows if r["label"] == 1], n, rng)
+    size = max([int(r["width"] or 0) for r in reals + fakes] + [32])
+    size = min(size, 256)
+    show = Preprocess(size, (0, 0, 0), (1, 1, 1))
+    real_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in reals]
+    fake_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in fakes]
+    masks = load_masks([r["mask"] for r in fakes], size) if fakes and all(r.get("mask") for r in fakes) else None
+    source = params["data"][name]["source"]
+    fig = plots.dataset_grid(real_u8, fake_u8, masks=masks,
+                             title=f"Dataset '{name}' (source: {source}) — test images")
+    return save_figure(Path(plots_dir) / f"dataset_{name}.png", fig, dpi=110)
+
+
+def run_stage(params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
+              metrics_dir: str | Path = "metrics/explain", plots_dir: str | Path = "plots/explain",
+              progress: bool = True) -> dict[str, dict]:
+    """The explain stage: the dataset figures, then every run in ``params['explain']['runs']``."""
+    from .engine import seed_everything
+
+    seed_everything(params["seed"])
+    missing = [str(Path(models_dir) / f"{r}.pt") for r in params["explain"]["runs"]
+               if not (Path(models_dir) / f"{r}.pt").exists()]
+    if missing:  # fail before any work
+        raise FileNotFoundError(f"explain.runs: checkpoint(s) not found: {', '.join(missing)}")
+    datasets = [d for d in ("fakes", "synthetic") if (Path(data_dir) / d / "manifest.csv").exists()]
+    for name in datasets:
+        dataset_figure(name, params, data_dir, plots_dir)
+    return {run: explain_run(run, params, data_dir, models_dir, metrics_dir, plots_dir, progress)
+            for run in params["explain"]["runs"]}
+
+
+# ----------------------------------------------------------------------------- predict --cam
+def write_cam_overlays(model: nn.Module, ckpt: dict, paths: Sequence[str | os.PathLike], out_dir: str | Path,
+                       batch_size: int = 16, progress: bool = True) -> list[Path]:
+    """One Grad-CAM overlay PNG (fake class) per input image, at the image's own size.
+
+    ``out_dir/<stem>_cam.png``; stems that repeat get ``_<index>`` to stay distinct.
+    Returns the written paths, in input order.
+    """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
+    out_dir = Path(out_dir)
+    stems = [Path(p).stem for p in paths]
+    names = [f"{s}_{i}_cam.png" if stems.count(s) > 1 else f"{s}_cam.png" for i, s in enumerate(stems)]
+    written = []
+    for i in tqdm(range(0, len(paths), batch_size), desc="grad-cam", leave=False, disable=not progress):
+        originals = [load_rgb(p) for p in paths[i:i + batch_size]]
+        x = prep.normalise(torch.stack([prep.to_uint8(im) for im in originals]))
+        for im, cam, name in zip(originals, gradcam(model, x), names[i:i + batch_size]):
+            cam = np.asarray(Image.fromarray(cam).resize(im.size, Image.BILINEAR))
+            overlay = show_cam_on_image(np.asarray(im, np.float32) / 255.0, np.clip(cam, 0, 1), use_rgb=True)
+            with atomic_path(out_dir / name) as tmp:
+                Image.fromarray(overlay).save(tmp, format="PNG")
+            written.append(out_dir / name)
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cmd_explain(args) -> None:
+    from .config import load_params
+
+    params = load_params(args.params)
+    if args.runs:
+        params["explain"]["runs"] = list(args.runs)
+    run_stage(params)
+
+
+def add_cli(subparsers) -> None:
+    """Register ``deepfake-detect explain``."""
+    p = subparsers.add_parser("explain", help="saliency, Grad-CAM and faithfulness figures/metrics per run")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--runs", nargs="+", help="runs to explain (default: explain.runs in params.yaml)")
+    p.set_defaults(func=_cmd_explain)
