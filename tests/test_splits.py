@@ -71,10 +71,19 @@ def test_truncated_png_is_an_error(course_folder, tmp_path):
         _prepare(course_folder, tmp_path / "out")
 
 
-def test_duplicate_across_splits_lists_the_pair(course_folder, tmp_path):
+def test_duplicate_across_splits_lists_the_pair(course_folder, tmp_path, capsys):
     shutil.copy(course_folder / "train" / "real" / "real0.png", course_folder / "test" / "real" / "copy.png")
-    with pytest.raises(DatasetError, match=r"leakage[\s\S]*real0.png[\s\S]*copy.png|copy.png[\s\S]*real0.png"):
-        _prepare(course_folder, tmp_path / "out")
+    with pytest.raises(DatasetError, match=r"leakage[\s\S]*(real0.png[\s\S]*copy.png|copy.png[\s\S]*real0.png)"):
+        _prepare(course_folder, tmp_path / "out", on_leak="error")
+    # default: warn, keep, and list the pair in the metrics
+    summary, rows = _prepare(course_folder, tmp_path / "out")
+    assert summary["n_leaked_across_splits"] == 1 and "copy.png" in summary["leaked_across_splits"][0]
+    assert summary["test_real"] == 5 and "leakage" in capsys.readouterr().err
+    # drop: the later split's copy is left out, the train copy stays
+    summary, rows = _prepare(course_folder, tmp_path / "out", on_leak="drop")
+    assert summary["test_real"] == 4 and summary["n_leak_dropped"] == 1
+    assert not any(r["path"].endswith("copy.png") for r in rows)
+    assert any(r["path"].endswith("train/real/real0.png") for r in rows)
 
 
 def test_non_image_file_is_listed_not_dropped_silently(course_folder, tmp_path):

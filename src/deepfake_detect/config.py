@@ -44,7 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "num_workers": -1,  # -1: sized to the machine's cores
     "decode_cache": True,  # decode each image once at image_size into an on-disk uint8 cache ($DFD_CACHE_DIR)
     "amp": True,  # mixed precision on CUDA (ignored on CPU)
-    "channels_last": True,  # on CUDA
+    "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     "compile": False,  # torch.compile
     "distill_from": None,  # optional teacher checkpoint (models/<run>.pt)
     "distill_alpha": 0.5,
@@ -92,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "fakes": dict(DATASET_DEFAULTS),
         "synthetic": dict(DATASET_DEFAULTS),
         "on_bad_image": "error",  # error | skip (skipped files are listed in metrics)
+        "on_leak": "warn",  # same pixels in two splits: warn (listed) | drop (later copies) | error
     },
     **{stage: dict(TRAIN_DEFAULTS) for stage in TRAIN_STAGES},
     "evaluate-roc-det": EVALUATE_DEFAULTS,
@@ -101,6 +102,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[str, tuple] = {
     "device": ("auto", "cpu", "cuda"),
     "data.on_bad_image": ("error", "skip"),
+    "data.on_leak": ("warn", "drop", "error"),
     "*.dataset": ("fakes", "synthetic"),
     "*.optimizer": ("adam", "adamw", "sgd"),
     "*.lr_scheduler": ("none", "plateau", "cosine"),

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import os
 import shutil
+import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,7 +117,7 @@ def _split_flat(rows: list[dict], val_fraction: float, test_fraction: float, see
 
 
 def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                    on_bad_image: str = "error", progress: bool = True) -> dict:
+                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> dict:
     """Write ``out_dir/manifest.csv`` for one dataset and return its summary metrics."""
     out_dir = Path(out_dir)
     source = cfg["source"]
@@ -164,10 +165,24 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
     for r in rows:
         by_hash[r["sha1"]].append(r)
     leaks = [rs for rs in by_hash.values() if len({r["split"] for r in rs}) > 1]
+    pairs = [" == ".join(f"{r['path']} ({r['split']})" for r in rs) for rs in leaks]
+    dropped: list[str] = []
     if leaks:
-        pairs = [" == ".join(f"{r['path']} ({r['split']})" for r in rs) for rs in leaks]
-        raise DatasetError(f"{len(leaks)} image(s) appear in more than one split of {root} (leakage):\n  "
-                           + "\n  ".join(pairs[:50]))
+        msg = f"{len(leaks)} image(s) appear in more than one split of {root} (leakage):\n  " + "\n  ".join(pairs[:50])
+        if on_leak == "error":
+            raise DatasetError(msg + "\n(set data.on_leak: drop to keep only the earliest split's copy)")
+        if on_leak == "drop":  # keep the copy in the earliest split (train < val < test)
+            for rs in leaks:
+                first = min(SPLITS.index(r["split"]) for r in rs)
+                dropped += [r["path"] for r in rs if SPLITS.index(r["split"]) > first]
+            rows = [r for r in rows if r["path"] not in set(dropped)]
+            msg += f"\n-> left out {len(dropped)} later cop(ies) (data.on_leak: drop)"
+        else:
+            msg += "\n-> kept (data.on_leak: warn); set data.on_leak: drop or error to change that"
+        print(f"prepare-splits {name}: warning: {msg}", file=sys.stderr)
+        by_hash = defaultdict(list)
+        for r in rows:
+            by_hash[r["sha1"]].append(r)
     group_splits: dict[str, set] = defaultdict(set)
     for r in rows:
         if r["group"]:
@@ -194,6 +209,7 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
         summary.update({f"{split}_real": n_real, f"{split}_fake": n_fake,
                         f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
     summary.update(n_groups=len(group_splits), n_duplicates_within_split=dup_within,
+                   n_leaked_across_splits=len(leaks), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
                    n_bad_skipped=len(bad), n_ignored_files=len(ignored), bad_skipped=bad, ignored_files=ignored)
     return summary
 
@@ -205,6 +221,7 @@ def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | 
     for name in ("fakes", "synthetic"):
         summary = prepare_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
                                   demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
+                                  on_leak=params["data"]["on_leak"],
                                   progress=progress)
         write_json(Path(metrics_dir) / f"{name}.json", summary)
         print(f"{name}: " + ", ".join(f"{s} {summary[f'{s}_real']} real / {summary[f'{s}_fake']} fake"
