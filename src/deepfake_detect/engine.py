@@ -34,12 +34,85 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def default_num_workers(requested: int = -1) -> int:
-    """-1: one loader process per spare core (at most 4); on a 2-core machine, 1."""
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_num_workers(requested: int = -1, device: torch.device | None = None, cached: bool = False) -> int:
+    """-1: sized to the machine. Loading from the decoded cache for CPU training costs a
+    read and a multiply-add per image (~0.3 ms vs ~50 ms of compute), cheaper in-process
+    than through worker IPC: 0 workers. Otherwise one loader process per spare core (at
+    most 4; cores are shared among DDP processes)."""
     if requested >= 0:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cached and device is not None and device.type == "cpu":
+        return 0
+    cores = cpu_cores() // max(1, dist_info()[1])
     return max(0, min(4, cores - 1))
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of this process (0, 1 outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
+    """Join the process group when launched by ``torchrun`` (nccl on CUDA, gloo on CPU).
+
+    Returns (rank, world size, this process's device).
+    """
+    import torch.distributed as dist
+
+    device = resolve_device(device_name)
+    if "WORLD_SIZE" not in os.environ:  # not launched by torchrun
+        return 0, 1, device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum numbers over all processes (identity outside DDP)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op outside DDP)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def gather_predictions(probs: np.ndarray, labels: np.ndarray, loss: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Reassemble a split evaluated in shards (rank r holds items r, r+W, ...; see
+    ``data.EpochSampler``) into the single-process order; identity outside DDP."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return probs, labels, loss
+    world = dist.get_world_size()
+    parts: list = [None] * world
+    dist.all_gather_object(parts, (probs, labels, loss * len(labels)))
+    n = sum(len(p[1]) for p in parts)
+    all_probs, all_labels = np.zeros((n, probs.shape[1] if probs.ndim == 2 else 2), np.float32), np.zeros(n, np.int64)
+    for r, (p, y, _) in enumerate(parts):
+        all_probs[r::world], all_labels[r::world] = p, y
+    return all_probs, all_labels, sum(p[2] for p in parts) / max(n, 1)
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -50,30 +123,35 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False, normalise=None) -> torch.Tensor:
+    """Batch to ``device``; ``normalise`` (e.g. ``Preprocess.normalise`` for uint8 batches) runs there."""
     x = x.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last and x.ndim == 4:  # pays on CPU too (oneDNN convolutions): ~25 % train, ~40 % eval
+        x = x.contiguous(memory_format=torch.channels_last)  # before normalising: uint8 is 4x cheaper to copy
+    if normalise is not None:
+        x = normalise(x)  # elementwise: keeps the memory format
     return x
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False,
-            desc: str = "predict", progress: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader."""
+            desc: str = "predict", progress: bool = True, normalise=None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader.
+
+    ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches)."""
     model.eval()
-    probs, labels, loss_sum, n = [], [], 0.0, 0
+    probs, labels, loss_sum, n = [], [], torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x, y = batch[0], batch[1]
-        x = to_device(x, device, channels_last)
+        labels.append(torch.as_tensor(y))
+        x = to_device(x, device, channels_last, normalise)
         y = y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")  # stays on the device: no sync per batch
         n += len(y)
-        probs.append(torch.softmax(logits, 1).cpu())
-        labels.append(y.cpu())
+        probs.append(torch.softmax(logits, 1))
     if n == 0:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.int64), float("nan")
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), loss_sum / n
+    return torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy(), loss_sum.item() / n

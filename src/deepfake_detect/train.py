@@ -4,10 +4,22 @@ Per epoch: train, then validation (and test, when ``eval_test_every_epoch``) los
 accuracy, logged through dvclive. The checkpoint kept is the one with the best
 **validation** accuracy (ties: lower validation loss); the test accuracy reported is the
 one at that epoch. Never is anything chosen on the test split.
+
+Speed: images are decoded once per dataset and size into an on-disk uint8 cache
+(``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device;
+channels_last, fused Adam, bf16 autocast on CUDA; no host sync per step on CUDA. Scale:
+``torchrun --nproc_per_node=N stages/train.py <stage>`` trains with DDP. Interruptions:
+a last-epoch state beside the checkpoint lets a rerun resume to identical numbers.
+Randomness of the data (order, flips) is a function of (seed, epoch) alone
+(``data.EpochSampler``): the same global batches whatever the loader workers, the number of
+processes or a resume.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -18,10 +30,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
-from .data import ManifestDataset, Preprocess, read_manifest
-from .engine import autocast, default_num_workers, predict, resolve_device, seed_everything, to_device
-from .io import write_json
+from .checkpoint import make_checkpoint, model_state
+from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
+from .engine import (all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
+                     init_distributed, predict, resolve_device, seed_everything, to_device)
+from .io import save_torch
 from .models import get_model, num_params
 
 
@@ -44,28 +57,56 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     if backbone:
         groups.append({"params": backbone, "lr": cfg["backbone_lr"] if cfg["backbone_lr"] is not None else cfg["lr"]})
     wd = cfg["weight_decay"]
+    # the fused (single-kernel) Adam: on CPU 3x faster than the per-tensor loop, same update rule
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
     if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(groups, weight_decay=wd)
+        return torch.optim.Adam(groups, weight_decay=wd, fused=fused)
     if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=wd)
+        return torch.optim.AdamW(groups, weight_decay=wd, fused=fused)
     return torch.optim.SGD(groups, momentum=cfg["momentum"], weight_decay=wd, nesterov=cfg["momentum"] > 0)
 
 
-def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, generator: torch.Generator, device: torch.device):
+def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, device: torch.device,
+                 cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, DataLoader]:
+    """Train/val/test loaders. Train: shuffled and flipped as a function of (seed, epoch)
+    (``EpochSampler``; call ``set_epoch``), batch ``batch_size / world`` per process.
+    Eval: each process takes every world-th image, so the split is seen exactly once.
+    Batches are uint8; ``loader.dataset.transform.normalise`` runs on the device."""
+    rank, world = dist_info()
+    if cfg["batch_size"] % world:
+        raise ValueError(f"params.yaml: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
+                         f"{world} training processes")
     size = cfg["image_size"]
-    workers = default_num_workers(cfg["num_workers"])
-    common = dict(batch_size=cfg["batch_size"], num_workers=workers, pin_memory=device.type == "cuda",
-                  persistent_workers=workers > 0)
+    workers = default_num_workers(cfg["num_workers"], device, cached=cfg["decode_cache"])
+    common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                  prefetch_factor=4 if workers > 0 else None)
     loaders = {}
     for split in ("train", "val", "test"):
         split_rows = [r for r in rows if r["split"] == split]
         if not split_rows:
             raise ValueError(f"manifest has no '{split}' images for dataset '{cfg['dataset']}'")
-        tf = Preprocess(size, model.mean, model.std, hflip=cfg["hflip"] and split == "train")
-        ds = ManifestDataset(split_rows, tf)
-        loaders[split] = DataLoader(ds, shuffle=split == "train", generator=generator if split == "train" else None,
-                                    drop_last=False, **common)
+        cache = None
+        if cfg["decode_cache"]:
+            if rank != 0:  # rank 0 decodes, the others wait and read
+                barrier()
+            cache = build_decoded_cache(split_rows, size, cache_dir, progress=progress and rank == 0)
+            if rank == 0:
+                barrier()
+        ds = ManifestDataset(split_rows, Preprocess(size, model.mean, model.std), cache=cache, raw=True)
+        train = split == "train"
+        sampler = EpochSampler(len(ds), shuffle=train, seed=seed, hflip=train and cfg["hflip"],
+                               num_replicas=world, rank=rank)
+        loaders[split] = DataLoader(ds, sampler=sampler, batch_size=cfg["batch_size"] // world if train else
+                                    cfg["batch_size"], drop_last=False, collate_fn=collate_uint8, **common)
     return loaders
+
+
+def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """``engine.predict`` over a whole split; under DDP each process scores its shard and
+    the predictions are gathered, so every process gets the full split in order."""
+    probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
+                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise)
+    return gather_predictions(probs, labels, loss)
 
 
 def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
@@ -74,51 +115,119 @@ def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         p.requires_grad_(not frozen)
 
 
-def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress: bool = True) -> tuple[float, float]:
+def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress: bool = True) -> tuple[float, float, int]:
+    """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes."""
     model.train()
-    loss_sum, correct, n = 0.0, 0, 0
-    steps = cfg["max_steps_per_epoch"] or len(loader)
-    bar = tqdm(loader, total=min(steps, len(loader)), desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    # running sums stay on the device; the host syncs every ``check_every`` steps (progress, NaN check)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # first batch with a non-finite loss
+    n, check_every = 0, 1 if device.type == "cpu" else 25
+    steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    normalise = loader.dataset.transform.normalise
     for step, (x, y) in enumerate(bar, 1):
-        x = to_device(x, device, cfg["channels_last"])
+        x = to_device(x, device, cfg["channels_last"], normalise)
         y = y.to(device, non_blocking=True)
         with autocast(device, cfg["amp"]):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
-        if not torch.isfinite(loss):
-            raise TrainingError(f"run '{cfg['run']}': loss is {loss.item()} at epoch {epoch}, batch {step} "
-                                "(lower lr, check the data)")
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         n += len(y)
-        bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
+        if step % check_every == 0 or step == steps:
+            if first_bad.item():
+                raise TrainingError(f"run '{cfg['run']}': loss is not finite at epoch {epoch}, batch "
+                                    f"{first_bad.item()} (lower lr, check the data)")
+            bar.set_postfix(loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
         if step >= steps:
             break
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    loss_sum, correct = loss_sum.item(), correct.item()
+    loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], device)
+    return loss_sum / max(n, 1), correct / max(n, 1), int(n)
 
 
 def _acc(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+# ---------------------------------------------------------------- resumable state
+
+def state_path(models_dir: str | Path, run: str) -> Path:
+    """Last-epoch training state: beside the checkpoint, hidden, not a DVC out; removed when the run completes."""
+    return Path(models_dir) / f".{run}.state.pt"
+
+
+def config_hash(cfg: dict, params: dict, rows: list[dict], world: int) -> str:
+    """What a run's numbers depend on: its section, seed, device kind, data and process count."""
+    key = {"cfg": cfg, "seed": params["seed"], "device": resolve_device(params["device"]).type,
+           "data": cache_key(rows, 0), "world": world}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+            "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()]}
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if st["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+    name, keys, *rest = st["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_state(path: Path, chash: str) -> dict | None:
+    """The saved state when it belongs to this very configuration, else None (a stale one is removed)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a state cut short is not worth failing for: restart
+        print(f"{path}: unreadable training state ({type(e).__name__}), starting over")
+        return None
+    if not isinstance(state, dict) or state.get("config_hash") != chash:
+        print(f"{path}: training state of another configuration, starting over")
+        return None
+    return state
+
+
+# ---------------------------------------------------------------- fit
+
 def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
-        metrics_dir: str | Path = "metrics/train", progress: bool = True) -> dict:
-    """Train one run as configured by a training-stage section of params.yaml."""
+        metrics_dir: str | Path = "metrics/train", progress: bool = True, resume: bool = True,
+        cache_dir: str | Path | None = None) -> dict:
+    """Train one run as configured by a training-stage section of params.yaml.
+
+    Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (each
+    process takes ``batch_size / N`` of every batch; metrics are reduced over processes;
+    only rank 0 writes files). After every epoch the full training state is saved to
+    ``models/.<run>.state.pt``; a rerun with the same configuration resumes from it and
+    ends with the same numbers as an uninterrupted run. ``resume=False`` starts over.
+    """
     from dvclive import Live
 
     run = cfg["run"]
-    generator = seed_everything(params["seed"])
-    device = resolve_device(params["device"])
+    rank, world, device = init_distributed(params["device"])
+    main = rank == 0
+    progress = progress and main
+    seed_everything(params["seed"])
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
     model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
     n_params = num_params(model)
     model = model.to(device)
-    if cfg["channels_last"] and device.type == "cuda":
+    if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    loaders = make_loaders(cfg, rows, model, generator, device)
+    loaders = make_loaders(cfg, rows, model, params["seed"], device, cache_dir, progress)
     optimizer = make_optimizer(model, cfg)
     scheduler = None
     if cfg["lr_scheduler"] == "plateau":
@@ -126,78 +235,119 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
                                                                patience=cfg["plateau_patience"])
     elif cfg["lr_scheduler"] == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg["epochs"], 1))
-    run_model = torch.compile(model) if cfg["compile"] else model
+    eval_model = torch.compile(model) if cfg["compile"] else model  # evaluation: no DDP collectives per batch
+    run_model = eval_model
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.nn.parallel import DistributedDataParallel
+
+        run_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     ckpt_path = Path(models_dir) / f"{run}.pt"
-    live = Live(dir=str(Path(metrics_dir) / run), dvcyaml=None, save_dvc_exp=False, report=None,
-                monitor_system=False)
+    spath = state_path(models_dir, run)
+    chash = config_hash(cfg, params, rows, world)
     best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
+    best_ckpt: dict | None = None
     history: list[dict] = []
-    stale = 0
-    t0 = time.perf_counter()
-    print(f"{run}: {cfg['model']} ({n_params:,} params) on {cfg['dataset']} "
-          f"({', '.join(f'{k} {len(v.dataset)}' for k, v in loaders.items())}) on {device}")
-    for epoch in range(1, cfg["epochs"] + 1):
+    stale, start, stopped, elapsed = 0, 1, False, 0.0
+    state = load_state(spath, chash) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        history, best, best_ckpt, stale = state["history"], state["best"], state["best_ckpt"], state["stale"]
+        start, stopped, elapsed = state["epoch"] + 1, state["stopped"], state["elapsed"]
+        if main:
+            print(f"{run}: resuming after epoch {state['epoch']} from {spath}")
+            save_torch(ckpt_path, best_ckpt)  # DVC removes a stage's outs before rerunning it
+    live = None
+    if main:
+        live = Live(dir=str(Path(metrics_dir) / run), dvcyaml=None, save_dvc_exp=False, report=None,
+                    monitor_system=False)
+        for row in history:  # a resumed run rewrites the epochs it already has: no gaps, no duplicates
+            _log_epoch(live, row)
+        print(f"{run}: {cfg['model']} ({n_params:,} params) on {cfg['dataset']} "
+              f"({', '.join(f'{k} {len(v.dataset)}' for k, v in loaders.items())}) on {device}"
+              + (f" x {world} processes" if world > 1 else ""))
+    t0 = time.perf_counter() - elapsed
+    seen = history[-1]["train_images"] if history else 0
+    for epoch in range(start, cfg["epochs"] + 1):
+        if stopped:
+            break
         _set_backbone_frozen(model, epoch <= cfg["freeze_backbone_epochs"])
-        tr_loss, tr_acc = train_one_epoch(run_model, loaders["train"], optimizer, device, cfg, epoch, progress)
-        ev = dict(amp=cfg["amp"], channels_last=cfg["channels_last"], progress=progress)
-        vp, vy, va_loss = predict(run_model, loaders["val"], device, desc=f"epoch {epoch} val", **ev)
+        loaders["train"].sampler.set_epoch(epoch)
+        tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, device, cfg, epoch, progress)
+        vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)
         row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
                "lr": optimizer.param_groups[0]["lr"]}
         if cfg["eval_test_every_epoch"]:
-            tp, ty, te_loss = predict(run_model, loaders["test"], device, desc=f"epoch {epoch} test", **ev)
+            tp, ty, te_loss = evaluate(eval_model, loaders["test"], device, cfg, f"epoch {epoch} test", progress)
             row.update(test_loss=te_loss, test_acc=_acc(tp, ty))
-        history.append(row)
-        live.step = epoch
-        for key, value in row.items():
-            if key != "epoch":
-                split, _, name = key.partition("_")
-                live.log_metric(f"{split}/{name}" if name else key, value, plot=True)
+        history.append({**row, "train_images": seen})
+        if main:
+            _log_epoch(live, row)
         improved = (row["val_acc"] > best["val_acc"]
                     or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"]))
         if improved:
             best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": epoch}
-            save_checkpoint(ckpt_path, model, cfg["image_size"], run=run, extra={"dataset": cfg["dataset"]},
-                            metrics={"best_epoch": epoch, "best_val_acc": row["val_acc"]})
+            best_ckpt = make_checkpoint(model, cfg["image_size"], run=run, extra={"dataset": cfg["dataset"]},
+                                        metrics={"best_epoch": epoch, "best_val_acc": row["val_acc"]})
+            best_ckpt["state_dict"] = {k: v.clone() for k, v in best_ckpt["state_dict"].items()}  # not views
+            if main:
+                save_torch(ckpt_path, best_ckpt)
             stale = 0
         else:
             stale += 1
-        print(f"{run} epoch {epoch}/{cfg['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f} | "
-              f"val loss {va_loss:.4f} acc {row['val_acc']:.4f}"
-              + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
-              + (" *" if improved else ""))
+        if main:
+            print(f"{run} epoch {epoch}/{cfg['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f} | "
+                  f"val loss {va_loss:.4f} acc {row['val_acc']:.4f}"
+                  + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
+                  + (" *" if improved else ""))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(va_loss)
         elif scheduler is not None:
             scheduler.step()
-        if cfg["early_stopping_patience"] and stale >= cfg["early_stopping_patience"]:
+        stopped = bool(cfg["early_stopping_patience"] and stale >= cfg["early_stopping_patience"])
+        if stopped and main:
             print(f"{run}: early stop after epoch {epoch} ({stale} epochs without val-acc gain)")
-            break
+        if main:  # after every epoch, so a rerun goes on from here
+            save_torch(spath, {"config_hash": chash, "epoch": epoch, "model": model_state(model),
+                               "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                               "rng": _rng_state(), "history": history, "best": best, "best_ckpt": best_ckpt,
+                               "stale": stale, "stopped": stopped, "elapsed": time.perf_counter() - t0})
     train_time = time.perf_counter() - t0
 
     best_row = history[best["epoch"] - 1]
     if "test_acc" in best_row:
         test_acc = best_row["test_acc"]
-    else:  # evaluate the best-validation checkpoint once on test
-        from .checkpoint import read_checkpoint
-
-        model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
-        tp, ty, _ = predict(model, loaders["test"], device, amp=cfg["amp"], progress=progress, desc="test")
+    else:  # evaluate the best-validation weights once on test
+        model.load_state_dict(best_ckpt["state_dict"])
+        tp, ty, _ = evaluate(eval_model, loaders["test"], device, cfg, "test", progress)
         test_acc = _acc(tp, ty)
     summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "test_acc_at_best_val": test_acc,
-               "epochs_run": len(history), "num_params": n_params, "train_time_s": round(train_time, 2)}
-    summary.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "lr")})
-    for key, value in summary.items():
-        live.summary[key] = value
-    live.end()
-    # the checkpoint carries the run's summary too
-    from .checkpoint import read_checkpoint
+               "epochs_run": len(history), "num_params": n_params, "train_images_per_epoch": seen}
+    summary.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "lr", "train_images")})
+    if main:
+        for key, value in summary.items():  # metrics.json: no timings, so equal inputs give equal files
+            live.summary[key] = value
+        live.end()
+        best_ckpt["metrics"] = {**best_ckpt["metrics"], **summary, "train_time_s": round(train_time, 2),
+                                "history": history}
+        save_torch(ckpt_path, best_ckpt)  # the checkpoint carries the run's summary too
+        spath.unlink(missing_ok=True)
+        print(f"{run}: best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, test acc there {test_acc:.4f} "
+              f"({train_time:.0f} s) -> {ckpt_path}")
+    barrier()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return {**summary, "train_time_s": round(train_time, 2)}
 
-    ckpt = read_checkpoint(ckpt_path)
-    ckpt["metrics"] = {**ckpt["metrics"], **summary, "history": history}
-    from .io import save_torch
 
-    save_torch(ckpt_path, ckpt)
-    print(f"{run}: best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, test acc there {test_acc:.4f} "
-          f"({train_time:.0f} s) -> {ckpt_path}")
-    return summary
+def _log_epoch(live, row: dict) -> None:
+    live.step = row["epoch"]
+    for key, value in row.items():
+        if key not in ("epoch", "train_images"):
+            split, _, name = key.partition("_")
+            live.log_metric(f"{split}/{name}" if name else key, value, plot=True)

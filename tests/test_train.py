@@ -1,0 +1,119 @@
+"""The training loop: outputs, the decoded cache, the epoch sampler (tiny synthetic data, CPU)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfake_detect.config import DEFAULTS, merge
+from deepfake_detect.data import (EpochSampler, ManifestDataset, Preprocess, build_decoded_cache, collate_uint8,
+                                  load_rgb, read_manifest)
+from deepfake_detect.train import fit, state_path
+
+
+def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
+    """A manifest of n train/val/test noise images whose class shifts the brightness; returns the data dir."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    rows = []
+    for split, k in zip(("train", "val", "test"), n):
+        for i in range(k):
+            label = i % 2
+            img = rng.integers(0, 200, (size + 3 * i % 7, size, 3)) + 30 * label  # some sizes differ: resize path
+            p = root / "data/fakes/images" / split / f"{i}.{'png' if i % 3 else 'jpg'}"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.astype(np.uint8)).save(p)
+            rows.append({"path": str(p), "label": label, "split": split, "sha1": f"{split}{i}", "group": "",
+                         "mask": "", "width": size, "height": size})
+    with open(root / "data/fakes/manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "data"
+
+
+def tiny_params(**section):
+    params = merge(DEFAULTS, {"device": "cpu", "train-simplenet-fakes": {
+        "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, **section}})
+    for k in ("train-simplenet-synth", "finetune-xception", "train-competition"):
+        params[k]["run"] = k
+    return params
+
+
+def test_fit_writes_outputs_and_cleans_state(tmp_path):
+    data = make_tiny(tmp_path)
+    params = tiny_params(hflip=True, eval_test_every_epoch=False)
+    out = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+              metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
+    assert out["epochs_run"] == 2 and out["train_images_per_epoch"] == 16
+    ckpt = torch.load(tmp_path / "models/tiny.pt", weights_only=True)
+    assert ckpt["metrics"]["best_epoch"] == out["best_epoch"] and len(ckpt["metrics"]["history"]) == 2
+    metrics = json.loads((tmp_path / "metrics/tiny/metrics.json").read_text())
+    assert "train_time_s" not in metrics  # no timings in metrics: equal inputs, equal files
+    assert metrics["test_acc_at_best_val"] == out["test_acc_at_best_val"]
+    assert not state_path(tmp_path / "models", "tiny").exists()  # removed once the run completes
+    tsv = (tmp_path / "metrics/tiny/plots/metrics/val/acc.tsv").read_text().split()
+    assert tsv[:2] == ["step", "acc"] and tsv[2::2] == ["1", "2"]
+    assert not (tmp_path / "metrics/tiny/plots/metrics/test").exists()  # test scored once, at the best epoch
+
+
+def test_decoded_cache_gives_identical_tensors(tmp_path):
+    data = make_tiny(tmp_path, n=(6, 2, 2))
+    rows = read_manifest(data / "fakes/manifest.csv", "train")
+    prep = Preprocess(64, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    cache = build_decoded_cache(rows, 64, tmp_path / "cache", progress=False)
+    assert cache.stat().st_size == len(rows) * 3 * 64 * 64
+    assert build_decoded_cache(rows, 64, tmp_path / "cache", progress=False) == cache  # reused
+    plain, cached = ManifestDataset(rows, prep), ManifestDataset(rows, prep, cache=cache)
+    for i in range(len(rows)):
+        assert torch.equal(plain[i][0], cached[i][0]) and plain[i][1] == cached[i][1]
+        assert torch.equal(cached[(i, True)][0], plain[i][0].flip(-1))
+    raw = ManifestDataset(rows, prep, cache=cache, raw=True)  # the trainer's: uint8 batches, normalised on device
+    x, y = collate_uint8([raw[i] for i in range(len(rows))] + [raw[(0, True)]])
+    assert x.dtype == torch.uint8 and x.shape == (len(rows) + 1, 3, 64, 64)
+    assert torch.equal(prep.normalise(x), torch.stack([plain[i][0] for i in range(len(rows))] + [plain[0][0].flip(-1)]))
+    assert y.tolist() == [r["label"] for r in rows] + [rows[0]["label"]]
+    ref = (torch.from_numpy(np.array(load_rgb(rows[0]["path"]).resize((64, 64), Image.BILINEAR))).permute(2, 0, 1)
+           .float() / 255 - prep.mean) / prep.std
+    assert torch.allclose(plain[0][0], ref, atol=1e-5)
+
+
+def test_cached_and_uncached_training_agree(tmp_path):
+    data = make_tiny(tmp_path)
+    results = []
+    for cached in (True, False):
+        params = tiny_params(hflip=True, decode_cache=cached, run=f"c{cached}")
+        results.append(fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+                           metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False))
+    for key in ("final_train_loss", "final_val_loss", "final_test_loss", "best_val_acc"):
+        assert results[0][key] == results[1][key], key
+
+
+def test_epoch_sampler_shards_match_single_process():
+    single = list(EpochSampler(10, shuffle=True, seed=3, hflip=True))
+    assert sorted(i for i, _ in single) == list(range(10))
+    shards = [list(EpochSampler(10, shuffle=True, seed=3, hflip=True, num_replicas=2, rank=r)) for r in (0, 1)]
+    # per-rank batch b: the union of the ranks' k-th batches is the single-process k-th batch of 2b
+    b = 2
+    for k in range(0, 5, b):
+        assert sorted(shards[0][k:k + b] + shards[1][k:k + b]) == sorted(single[2 * k:2 * k + 2 * b])
+    s = EpochSampler(10, shuffle=True, seed=3)
+    s.set_epoch(1)
+    assert list(s) != [i for i, _ in single]  # a new order each epoch
+    ev = [list(EpochSampler(7, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(sum(ev, [])) == list(range(7))  # evaluation: every item exactly once overall
+
+
+def test_batch_size_must_divide_over_processes(tmp_path, monkeypatch):
+    data = make_tiny(tmp_path, n=(4, 2, 2))
+    params = tiny_params(batch_size=3)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from deepfake_detect import train
+
+    monkeypatch.setattr(train, "init_distributed", lambda device: (0, 2, torch.device("cpu")))
+    with pytest.raises(ValueError, match="batch_size 3 is not divisible"):
+        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "m",
+            metrics_dir=tmp_path / "x", cache_dir=tmp_path / "cache", progress=False)
