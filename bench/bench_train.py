@@ -19,7 +19,6 @@ small and on the full manifest (memory flat as the dataset grows), and the time 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ from PIL import Image
 
 from deepfake_detect.config import DEFAULTS, merge
 from deepfake_detect.data import build_decoded_cache, load_rgb, Preprocess
-from deepfake_detect.engine import cpu_cores, resolve_device, seed_everything, to_device
+from deepfake_detect.engine import cpu_cores, resolve_device, seed_everything
 from deepfake_detect.models import get_model
 from deepfake_detect.splits import scan_source
 from deepfake_detect.train import evaluate, make_loaders, make_optimizer, train_one_epoch

@@ -117,3 +117,13 @@ def test_batch_size_must_divide_over_processes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="batch_size 3 is not divisible"):
         fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "m",
             metrics_dir=tmp_path / "x", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
+    from deepfake_detect.train import TrainingError
+
+    data = make_tiny(tmp_path)
+    params = tiny_params(optimizer="sgd", lr=1e30, momentum=0.0, epochs=3)
+    with pytest.raises(TrainingError, match=r"run 'tiny': loss is not finite at epoch 1, batch [2-9]"):
+        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+            metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)

@@ -22,7 +22,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 

@@ -112,9 +112,14 @@ def saliency_pairs(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], 
             _outline(a_sal, masks[i])
         axes[2 * g, 0].set_ylabel("image", fontsize=9)
         axes[2 * g + 1, 0].set_ylabel("saliency", fontsize=9)
-    cb = fig.colorbar(ScalarMappable(norm, colormaps[SALIENCY_CMAP]), ax=axes[1::2, :].ravel().tolist(),
-                      shrink=0.8, aspect=30)
-    cb.set_label(f"|∂p(fake)/∂x| (per image, / {clip_pct:g}th pct)", fontsize=8)
+    return _finish(fig, ScalarMappable(norm, colormaps[SALIENCY_CMAP]), axes[1::2, :],
+                   f"|∂p(fake)/∂x| (per image, / {clip_pct:g}th pct)", masks, title, aspect=30)
+
+
+def _finish(fig: Figure, mappable, axes, label: str, masks: Sequence, title: str, aspect: int) -> Figure:
+    """Colour bar beside ``axes``, and the title (noting the mask outline when masks are drawn)."""
+    cb = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, aspect=aspect)
+    cb.set_label(label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
     if any(m is not None for m in masks):
         title += "\n(cyan: ground-truth manipulation mask)"
@@ -141,15 +146,8 @@ def cam_overlays(images: np.ndarray, cams: np.ndarray, titles: Sequence[str], ma
             ax.imshow(cam_overlay(images[i], cams[i]))
             ax.set_title(titles[i], fontsize=8)
             _outline(ax, masks[i])
-    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CAM_CMAP]), ax=axes.ravel().tolist(),
-                      shrink=0.8, aspect=25)
-    cb.set_label("Grad-CAM (per image, 0-1)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
-    if any(m is not None for m in masks):
-        title += "\n(cyan: ground-truth manipulation mask)"
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _finish(fig, ScalarMappable(Normalize(0, 1), colormaps[CAM_CMAP]), axes, "Grad-CAM (per image, 0-1)",
+                   masks, title, aspect=25)
 
 
 def mean_maps(saliency: dict[str, np.ndarray], cams: dict[str, np.ndarray], mask: np.ndarray | None = None,
