@@ -87,3 +87,8 @@ def test_errors():
         metrics.binary_metrics([1, 1, 1], [0.2, 0.5, 0.9])
     with pytest.raises(ValueError, match="NaN"):
         metrics.eer([0, 1], [0.2, np.nan])
+
+
+def test_eer_of_constant_scores_is_one_half():
+    # only the ROC points (0, 0) and (1, 1): a useless detector, whose EER is 0.5 (not 0)
+    assert metrics.eer([0, 0, 1, 1, 1], [0.5] * 5) == pytest.approx(0.5)

@@ -69,3 +69,15 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_model(wrong)
     with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_atomic_outputs_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from deepfake_detect.io import write_json
+
+    path = write_json(tmp_path / "m.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -35,7 +35,13 @@ def eer(y, score) -> float:
     (``fpr[nanargmin(|1 - tpr - fpr|)]`` over ``sklearn.metrics.roc_curve``)."""
     y, score = _check(y, score)
     fpr, tpr, _ = roc_curve(y, score, pos_label=1)
-    return float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))])
+    gap = np.abs((1 - tpr) - fpr)
+    tied = np.flatnonzero(gap == np.nanmin(gap))
+    if len(tied) == 1 or len(set(fpr[tied])) == 1:
+        return float(fpr[tied[0]])
+    # several ROC points are equally close (e.g. constant scores: only (0,0) and (1,1)); DeepfakeBench's
+    # arg-min would return the first (EER 0 for a useless detector). Take the mean error rate there instead.
+    return float(np.mean((fpr[tied] + 1 - tpr[tied]) / 2))
 
 
 def tpr_at_fpr(y, score, max_fpr: float) -> float:
