@@ -28,7 +28,9 @@ TINY = {
 
 
 def _run(cmd, cwd, **kw):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the stages run `python`: make it this interpreter even when the venv is not activated
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, **kw)
     assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res
