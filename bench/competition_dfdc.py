@@ -39,7 +39,7 @@ SIMPLENET_COURSE = dict(run="simplenet-dfdc", model="simplenet", model_params={}
                         lr=0.001, batch_size=32, epochs=5, weight_decay=0.0, hflip=False, lr_scheduler="none",
                         label_smoothing=0.0)
 # The compact detector on real data, on top of the train-competition section.
-COMPETITION_DFDC = dict(run="competition-dfdc", image_size=224, epochs=50)
+COMPETITION_DFDC = dict(run="competition-dfdc", image_size=224, epochs=35)
 
 RUNS = {"simplenet": ("train-simplenet-fakes", SIMPLENET_COURSE),
         "competition": ("train-competition", COMPETITION_DFDC)}
