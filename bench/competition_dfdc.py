@@ -28,7 +28,7 @@ from deepfake_detect.config import load_params
 from deepfake_detect.data import ManifestDataset, Preprocess, read_manifest
 from deepfake_detect.engine import predict, resolve_device
 from deepfake_detect.io import write_json
-from deepfake_detect.splits import _check_image, prepare_dataset, scan_source
+from deepfake_detect.splits import prepare_dataset
 from deepfake_detect.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,45 +43,6 @@ COMPETITION_DFDC = dict(run="competition-dfdc", image_size=224, epochs=35)
 
 RUNS = {"simplenet": ("train-simplenet-fakes", SIMPLENET_COURSE),
         "competition": ("train-competition", COMPETITION_DFDC)}
-
-
-def leak_free_view(source: Path, view: Path) -> list[str]:
-    """A symlinked copy of a course-layout folder without cross-split duplicates.
-
-    dfdc_faces holds 5 real images whose pixels also appear in another split (DFDC reuses
-    source videos under new names); prepare-splits rightly refuses that as leakage. The view
-    keeps the copy in the earliest split (train < val < test) and leaves the later ones out.
-    Returns the paths left out.
-    """
-    import csv
-    from collections import defaultdict
-    from concurrent.futures import ThreadPoolExecutor
-
-    _, rows, _ = scan_source(source)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        hashes = list(pool.map(lambda r: _check_image(r["path"])[0], rows, chunksize=32))
-    order = {"train": 0, "val": 1, "test": 2}
-    by_hash = defaultdict(list)
-    for r, h in zip(rows, hashes):
-        by_hash[h].append(r)
-    dropped = set()
-    for rs in by_hash.values():
-        rs = sorted(rs, key=lambda r: order[r["split"]])
-        dropped |= {r["path"] for r in rs[1:] if r["split"] != rs[0]["split"]}
-    for r in rows:
-        if r["path"] in dropped:
-            continue
-        link = view / Path(r["path"]).relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(r["path"])
-    if (source / "groups.csv").exists():
-        with open(source / "groups.csv", newline="") as f, open(view / "groups.csv", "w", newline="") as g:
-            reader = csv.DictReader(f)
-            writer = csv.DictWriter(g, fieldnames=reader.fieldnames)
-            writer.writeheader()
-            writer.writerows(r for r in reader if str(source / r["path"]) not in dropped)
-    return sorted(str(Path(p).relative_to(source)) for p in dropped)
 
 
 def test_scores(ckpt_path: Path, manifest: Path, batch_size: int, device: torch.device) -> dict:
@@ -121,11 +82,12 @@ def main() -> None:
     manifest = work / "data" / "fakes" / "manifest.csv"
     dropped = []
     if not manifest.exists():
-        view = work / "source"
-        dropped = leak_free_view(source, view)
+        # dfdc_faces holds 5 real images whose pixels also appear in a later split (DFDC reuses source
+        # videos): keep only the earliest split's copy
+        summary = prepare_dataset("fakes", {**params["data"]["fakes"], "source": str(source)}, manifest.parent,
+                                  seed=params["seed"], on_leak="drop")
+        dropped = [str(Path(p).relative_to(source)) for p in summary["leak_dropped"]]
         print(f"left out {len(dropped)} cross-split duplicate(s): {', '.join(dropped)}")
-        prepare_dataset("fakes", {**params["data"]["fakes"], "source": str(view), "groups": None}, manifest.parent,
-                        seed=params["seed"])
     device = resolve_device(params["device"])
     previous = {}
     if out.exists():  # runs measured earlier (same data, same code) are kept

@@ -210,6 +210,7 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
                         f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
     summary.update(n_groups=len(group_splits), n_duplicates_within_split=dup_within,
                    n_leaked_across_splits=len(leaks), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
+                   leak_dropped=sorted(dropped),
                    n_bad_skipped=len(bad), n_ignored_files=len(ignored), bad_skipped=bad, ignored_files=ignored)
     return summary
 
