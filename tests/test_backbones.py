@@ -136,3 +136,21 @@ def test_checkpoint_reloads_with_weights_none(tmp_path):
     assert ckpt["cam_layer"] == "backbone.bn2"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), y)
+
+
+def test_timm_augment_is_train_only_and_adds_no_state():
+    plain = get_model("efficientnet_lite0", image_size=64, weights="none")
+    aug = get_model("efficientnet_lite0", image_size=64, weights="none",
+                    augment={"scale": [1.0, 1.0], "shift": 8, "jitter": 0.0, "p_degrade": 0.0})
+    assert list(plain.state_dict()) == list(aug.state_dict())  # checkpoints of either load into the other
+    aug.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    plain.eval(), aug.eval()
+    torch.testing.assert_close(aug(x), plain(x))  # eval: identity
+    aug.train()
+    torch.manual_seed(1)
+    pixels = torch.randint(0, 256, (2, 3, 64, 64)).float()
+    shifted = aug.augment(pixels)
+    assert not torch.equal(shifted, pixels)
+    torch.testing.assert_close(shifted, shifted.round(), atol=1e-3, rtol=0)  # pixel-exact shifts: no blending
+    assert set(shifted.round().unique().tolist()) <= set(pixels.unique().tolist())

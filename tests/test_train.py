@@ -127,3 +127,91 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
     with pytest.raises(TrainingError, match=r"run 'tiny': loss is not finite at epoch 1, batch [2-9]"):
         fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
+    """frozen_layers never change (weights and BN running stats); a warm-up epoch freezes only the backbone."""
+    from deepfake_detect.models import get_model
+    from deepfake_detect.train import freeze_batchnorm_stats, set_trainable, train_one_epoch, make_loaders, make_optimizer
+
+    data = make_tiny(tmp_path)
+    params = tiny_params(model="competition", model_params={}, frozen_layers=["features.stem", "features.stage0"])
+    cfg = params["train-simplenet-fakes"]
+    out = fit(cfg, params, data_dir=data, models_dir=tmp_path / "models", metrics_dir=tmp_path / "metrics",
+              cache_dir=tmp_path / "cache", progress=False)
+    torch.manual_seed(params["seed"])  # fit built its model right after seeding: rebuild the same init
+    init = _state(get_model("competition", image_size=64))
+    trained = torch.load(tmp_path / "models/tiny.pt", weights_only=True)["state_dict"]
+    frozen = [k for k in init if k.startswith(("features.stem.", "features.stage0."))]
+    assert frozen and any(k.endswith("running_mean") for k in frozen)
+    for k in frozen:
+        torch.testing.assert_close(trained[k], init[k], msg=k)
+    assert not torch.equal(trained["classifier.1.weight"], init["classifier.1.weight"])
+    assert not torch.equal(trained["features.stage1.0.dw.1.running_mean"], init["features.stage1.0.dw.1.running_mean"])
+    assert out["epochs_run"] == 2
+
+    # warm-up: a timm backbone stays as it was (BN stats too) while the head learns
+    model = get_model("efficientnet_lite0", image_size=64, weights="none")
+    cfg = dict(cfg, model="efficientnet_lite0", frozen_layers=[], freeze_backbone_epochs=1, max_steps_per_epoch=1)
+    before = _state(model)
+    loaders = make_loaders(cfg, read_manifest(data / "fakes/manifest.csv"), model, 0, torch.device("cpu"),
+                           tmp_path / "cache", progress=False)
+    opt = make_optimizer(model, cfg)
+    set_trainable(model, cfg, epoch=1)
+    train_one_epoch(model, loaders["train"], opt, torch.device("cpu"), cfg, 1, progress=False)
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["head.8.weight"], after["head.8.weight"])
+    set_trainable(model, cfg, epoch=2)
+    assert all(p.requires_grad for p in model.parameters())
+    model.train()
+    freeze_batchnorm_stats(model)
+    assert model.backbone.bn1.training
+
+
+def test_frozen_layers_must_name_parameters(tmp_path):
+    from deepfake_detect.config import ParamsError
+
+    data = make_tiny(tmp_path)
+    params = tiny_params(frozen_layers=["backbone.blocks.0"])
+    with pytest.raises(ParamsError, match="frozen_layers of run 'tiny' names 'backbone.blocks.0'.*simplenet"):
+        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+            metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_prefetcher_yields_the_loaders_batches_and_stops(tmp_path):
+    import threading
+
+    from deepfake_detect.engine import Prefetcher, prefetched
+
+    data = make_tiny(tmp_path)
+    rows = read_manifest(data / "fakes/manifest.csv", "train")
+    ds = ManifestDataset(rows, Preprocess(32, (0.5,) * 3, (0.5,) * 3), raw=True)
+    loader = torch.utils.data.DataLoader(ds, sampler=EpochSampler(len(ds), shuffle=True, hflip=True), batch_size=4,
+                                         collate_fn=collate_uint8)
+    pre = prefetched(loader)
+    assert isinstance(pre, Prefetcher) and len(pre) == len(loader) == 4
+    for (x, y), (px, py) in zip(loader, pre, strict=True):  # same batches, same order
+        assert torch.equal(x, px) and torch.equal(y, py)
+    for _ in pre:  # leaving early stops the thread
+        break
+    pre.close()
+    assert not any(t.name == "prefetch" for t in threading.enumerate())
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise ValueError("bad.jpg: cannot decode image")
+            return torch.zeros(1), 0
+
+    with pytest.raises(ValueError, match="bad.jpg"):
+        list(Prefetcher(torch.utils.data.DataLoader(Broken(), batch_size=1)))
+    workers = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)
+    assert prefetched(workers) is workers and prefetched(loader, enabled=False) is loader

@@ -34,6 +34,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "epochs": 5,
     "freeze_backbone_epochs": 0,  # train only the head for the first N epochs
+    "frozen_layers": [],  # module-name prefixes never trained (e.g. backbone.blocks.0); their BatchNorms keep ImageNet stats
     "lr_scheduler": "none",  # none | plateau | cosine
     "plateau_factor": 0.1,
     "plateau_patience": 2,
@@ -42,17 +43,14 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_test_every_epoch": True,  # the course plots a per-epoch test curve
     "max_steps_per_epoch": 0,  # 0: whole epoch (small values for smoke tests)
     "num_workers": -1,  # -1: sized to the machine's cores
+    "prefetch": True,  # in-process loading (num_workers 0): read the next batch in a thread during compute
     "decode_cache": True,  # decode each image once at image_size into an on-disk uint8 cache ($DFD_CACHE_DIR)
     "amp": True,  # mixed precision on CUDA (ignored on CPU)
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     "compile": False,  # torch.compile
-    "distill_from": None,  # optional teacher checkpoint (models/<run>.pt)
-    "distill_alpha": 0.5,
-    "distill_temperature": 2.0,
 }
 TYPES: dict[str, tuple] = {
     "backbone_lr": (float, int, type(None)),
-    "distill_from": (str, type(None)),
     "groups": (str, type(None)),
 }
 

@@ -6,7 +6,8 @@ accuracy, logged through dvclive. The checkpoint kept is the one with the best
 one at that epoch. Never is anything chosen on the test split.
 
 Speed: images are decoded once per dataset and size into an on-disk uint8 cache
-(``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device;
+(``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device; an
+in-process loader reads the next batch in a thread during compute (``engine.Prefetcher``);
 channels_last, fused Adam, bf16 autocast on CUDA; no host sync per step on CUDA. Scale:
 ``torchrun --nproc_per_node=N stages/train.py <stage>`` trains with DDP. Interruptions:
 a last-epoch state beside the checkpoint lets a rerun resume to identical numbers.
@@ -31,9 +32,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import make_checkpoint, model_state
+from .config import ParamsError
 from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
-from .engine import (all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
-                     init_distributed, predict, resolve_device, seed_everything, to_device)
+from .engine import (Prefetcher, all_reduce_sum, autocast, barrier, default_num_workers, dist_info,
+                     gather_predictions, init_distributed, predict, prefetched, resolve_device, seed_everything,
+                     to_device)
 from .io import save_torch
 from .models import get_model, num_params
 
@@ -105,26 +108,53 @@ def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tu
     """``engine.predict`` over a whole split; under DDP each process scores its shard and
     the predictions are gathered, so every process gets the full split in order."""
     probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
-                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise)
+                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise,
+                                  prefetch=cfg["prefetch"])
     return gather_predictions(probs, labels, loss)
 
 
-def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    backbone, _ = backbone_and_head(model)
-    for p in backbone:
-        p.requires_grad_(not frozen)
+def check_frozen_layers(model: nn.Module, cfg: dict) -> None:
+    """Every ``frozen_layers`` prefix names a module that holds parameters (else the key is named)."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in cfg["frozen_layers"]:
+        if not isinstance(prefix, str) or not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ParamsError(f"params.yaml: frozen_layers of run '{cfg['run']}' names {prefix!r}, which holds no "
+                              f"parameters of model '{cfg['model']}' (module names start with: {', '.join(tops)})")
+
+
+def set_trainable(model: nn.Module, cfg: dict, epoch: int) -> None:
+    """requires_grad per parameter for this epoch: the backbone is frozen during the first
+    ``freeze_backbone_epochs`` epochs, the ``frozen_layers`` always."""
+    backbone = {id(p) for p in backbone_and_head(model)[0]}
+    warmup = epoch <= cfg["freeze_backbone_epochs"]
+    for name, p in model.named_parameters():
+        frozen = any(name == f or name.startswith(f + ".") for f in cfg["frozen_layers"])
+        p.requires_grad_(not (frozen or (warmup and id(p) in backbone)))
+
+
+def freeze_batchnorm_stats(model: nn.Module) -> None:
+    """Put every BatchNorm whose parameters are all frozen in eval mode (call after ``model.train()``):
+    a frozen layer keeps its pretrained running statistics instead of drifting towards the batches."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters(recurse=False))
+            if ps and not any(p.requires_grad for p in ps):
+                m.eval()
 
 
 def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress: bool = True) -> tuple[float, float, int]:
     """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes."""
     model.train()
+    freeze_batchnorm_stats(model)
     # running sums stay on the device; the host syncs every ``check_every`` steps (progress, NaN check)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # first batch with a non-finite loss
     n, check_every = 0, 1 if device.type == "cpu" else 25
     steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
-    bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    batches = prefetched(loader, cfg["prefetch"])
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     normalise = loader.dataset.transform.normalise
     for step, (x, y) in enumerate(bar, 1):
         x = to_device(x, device, cfg["channels_last"], normalise)
@@ -146,6 +176,8 @@ def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress:
             bar.set_postfix(loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
         if step >= steps:
             break
+    if isinstance(batches, Prefetcher):
+        batches.close()
     loss_sum, correct = loss_sum.item(), correct.item()
     loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], device)
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
@@ -224,6 +256,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
     model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
     n_params = num_params(model)
+    check_frozen_layers(model, cfg)
     model = model.to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -275,7 +308,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     for epoch in range(start, cfg["epochs"] + 1):
         if stopped:
             break
-        _set_backbone_frozen(model, epoch <= cfg["freeze_backbone_epochs"])
+        set_trainable(model, cfg, epoch)
         loaders["train"].sampler.set_epoch(epoch)
         tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, device, cfg, epoch, progress)
         vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from . import register_model
+from .augment import make_augment
 
 WEIGHT_SOURCES = ("none", "timm", "packaged")  # or a path to a local weights file
 PACKAGED_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
@@ -47,13 +48,14 @@ class WeightsError(FileNotFoundError):
 class TimmClassifier(nn.Module):
     """``head(backbone(x))``: a timm network and a small MLP (or linear) head with 2 outputs."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, augment: nn.Module | None = None):
         super().__init__()
+        self.augment = augment if augment is not None else nn.Identity()  # no parameters: no state-dict keys
         self.backbone = backbone
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.augment(x)))
 
 
 def mlp_head(in_features: int, dropout: float = 0.0, num_classes: int = 2) -> nn.Sequential:
@@ -69,9 +71,11 @@ def mlp_head(in_features: int, dropout: float = 0.0, num_classes: int = 2) -> nn
 
 
 def build_timm(name: str, image_size: int = 224, weights: str = "none", head: str = "mlp",
-               dropout: float = 0.0, **kw) -> TimmClassifier:
+               dropout: float = 0.0, augment: bool | dict = False, **kw) -> TimmClassifier:
     """Any timm architecture with the course head; ``weights``: none | timm | packaged | <file>.
 
+    ``augment``: a train-only ``TrainAugment`` in front (false, true or its arguments, e.g.
+    ``{scale: [1, 1], shift: 16, jitter: 0.1, p_degrade: 0}`` for pixel-exact random shifts).
     Extra keyword arguments go to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``)."""
     if head not in ("mlp", "linear"):
         raise ValueError(f"model '{name}': model_params.head must be mlp or linear, got {head!r}")
@@ -88,7 +92,7 @@ def build_timm(name: str, image_size: int = 224, weights: str = "none", head: st
         head_module = mlp_head(backbone.num_classes, dropout)
     else:
         head_module = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, 2))
-    model = TimmClassifier(backbone, head_module)
+    model = TimmClassifier(backbone, head_module, make_augment(augment))
     data_cfg = timm.data.resolve_data_config({}, model=backbone)
     model.mean, model.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     model.cam_layer = "backbone." + cam_layer_of(backbone)
