@@ -74,11 +74,15 @@ def test_decoded_cache_gives_identical_tensors(tmp_path):
     raw = ManifestDataset(rows, prep, cache=cache, raw=True)  # the trainer's: uint8 batches, normalised on device
     x, y = collate_uint8([raw[i] for i in range(len(rows))] + [raw[(0, True)]])
     assert x.dtype == torch.uint8 and x.shape == (len(rows) + 1, 3, 64, 64)
+    assert x.is_contiguous(memory_format=torch.channels_last)  # pixel-major records: no transposing copy
+    assert prep.normalise(x).is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(prep.normalise(x), torch.stack([plain[i][0] for i in range(len(rows))] + [plain[0][0].flip(-1)]))
     assert y.tolist() == [r["label"] for r in rows] + [rows[0]["label"]]
     ref = (torch.from_numpy(np.array(load_rgb(rows[0]["path"]).resize((64, 64), Image.BILINEAR))).permute(2, 0, 1)
            .float() / 255 - prep.mean) / prep.std
     assert torch.allclose(plain[0][0], ref, atol=1e-5)
+    half = Preprocess(64, (0.5,) * 3, (0.5,) * 3)  # equal channels: the scalar fast path, same numbers
+    torch.testing.assert_close(half.normalise(x), (x.float() / 255 - 0.5) / 0.5, atol=1e-6, rtol=0)
 
 
 def test_cached_and_uncached_training_agree(tmp_path):
@@ -181,37 +185,3 @@ def test_frozen_layers_must_name_parameters(tmp_path):
     with pytest.raises(ParamsError, match="frozen_layers of run 'tiny' names 'backbone.blocks.0'.*simplenet"):
         fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
-
-
-def test_prefetcher_yields_the_loaders_batches_and_stops(tmp_path):
-    import threading
-
-    from deepfake_detect.engine import Prefetcher, prefetched
-
-    data = make_tiny(tmp_path)
-    rows = read_manifest(data / "fakes/manifest.csv", "train")
-    ds = ManifestDataset(rows, Preprocess(32, (0.5,) * 3, (0.5,) * 3), raw=True)
-    loader = torch.utils.data.DataLoader(ds, sampler=EpochSampler(len(ds), shuffle=True, hflip=True), batch_size=4,
-                                         collate_fn=collate_uint8)
-    pre = prefetched(loader)
-    assert isinstance(pre, Prefetcher) and len(pre) == len(loader) == 4
-    for (x, y), (px, py) in zip(loader, pre, strict=True):  # same batches, same order
-        assert torch.equal(x, px) and torch.equal(y, py)
-    for _ in pre:  # leaving early stops the thread
-        break
-    pre.close()
-    assert not any(t.name == "prefetch" for t in threading.enumerate())
-
-    class Broken(torch.utils.data.Dataset):
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, i):
-            if i == 2:
-                raise ValueError("bad.jpg: cannot decode image")
-            return torch.zeros(1), 0
-
-    with pytest.raises(ValueError, match="bad.jpg"):
-        list(Prefetcher(torch.utils.data.DataLoader(Broken(), batch_size=1)))
-    workers = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)
-    assert prefetched(workers) is workers and prefetched(loader, enabled=False) is loader

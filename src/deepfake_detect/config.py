@@ -43,7 +43,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_test_every_epoch": True,  # the course plots a per-epoch test curve
     "max_steps_per_epoch": 0,  # 0: whole epoch (small values for smoke tests)
     "num_workers": -1,  # -1: sized to the machine's cores
-    "prefetch": True,  # in-process loading (num_workers 0): read the next batch in a thread during compute
     "decode_cache": True,  # decode each image once at image_size into an on-disk uint8 cache ($DFD_CACHE_DIR)
     "amp": True,  # mixed precision on CUDA (ignored on CPU)
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)

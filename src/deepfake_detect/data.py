@@ -8,7 +8,9 @@ Training decodes every image once: ``build_decoded_cache`` writes the split's im
 resized to the training resolution, as one raw uint8 file on disk (keyed by the pixel
 hashes in the manifest and the size), and ``ManifestDataset(..., cache=...)`` reads single
 records from it with ``os.pread`` -- no JPEG decode or resize per epoch, and no memory that
-grows with the dataset (the OS page cache holds what fits).
+grows with the dataset (the OS page cache holds what fits). Records are stored pixel-major
+(H x W x 3, as decoders give them), so a stacked batch *is* a channels_last (B, 3, H, W)
+tensor: no transposing copy on the way to the model.
 """
 from __future__ import annotations
 
@@ -81,17 +83,30 @@ class Preprocess:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * self.std), -self.mean / self.std  # one fused multiply-add
+        same = bool((self.scale == self.scale[0]).all() and (self.shift == self.shift[0]).all())
+        self._uniform = (float(self.scale[0]), float(self.shift[0])) if same else None
         self.hflip = hflip
 
-    def to_uint8(self, im: Image.Image) -> torch.Tensor:
+    def to_hwc(self, im: Image.Image) -> np.ndarray:
+        """The image at ``image_size`` as uint8 (S, S, 3)."""
         if im.size != (self.image_size, self.image_size):
             im = im.resize((self.image_size, self.image_size), Image.BILINEAR, reducing_gap=None)
-        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return np.asarray(im, dtype=np.uint8)
+
+    def to_uint8(self, im: Image.Image) -> torch.Tensor:
+        """The image at ``image_size`` as uint8 (3, S, S)."""
+        return torch.from_numpy(self.to_hwc(im).copy()).permute(2, 0, 1)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., 3, H, W), on any device -> normalised float32, (x / 255 - mean) / std."""
+        """uint8 (..., 3, H, W), on any device, any memory format (kept) -> float32, (x / 255 - mean) / std.
+
+        When every channel has the same mean and std (SimpleNet, Xception: 0.5) the two
+        operations take scalars, which is 5-10x faster on a channels_last batch than a
+        per-channel broadcast."""
         if self.scale.device != x.device:
             self.scale, self.shift = self.scale.to(x.device), self.shift.to(x.device)
+        if self._uniform:
+            return x.float().mul_(self._uniform[0]).add_(self._uniform[1])
         return x.float().mul_(self.scale).add_(self.shift)
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
@@ -109,8 +124,8 @@ class ManifestDataset(Dataset):
     files; the tensors are identical. An index may be ``(i, flip)`` (see ``EpochSampler``):
     the flip is then decided by the sampler, not by ``transform.hflip``.
 
-    With ``raw=True`` an item is the resized uint8 image (numpy, 3 x S x S): batch it with
-    ``collate_uint8`` and normalise the whole batch where it is used (``transform.normalise``,
+    With ``raw=True`` an item is the resized uint8 image (numpy, S x S x 3): batch it with
+    ``collate_uint8`` (a channels_last (B, 3, S, S) uint8 tensor) and normalise the whole batch where it is used (``transform.normalise``,
     on the GPU when there is one) -- 4x less to copy and no per-image tensor ops.
     """
 
@@ -130,13 +145,13 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _uint8(self, i: int) -> np.ndarray:
+    def _hwc(self, i: int) -> np.ndarray:
         if self.cache is None:
-            return self.transform.to_uint8(load_rgb(self.rows[i]["path"])).numpy()
+            return self.transform.to_hwc(load_rgb(self.rows[i]["path"]))
         if self._pid != os.getpid():  # one descriptor per (worker) process
             self._fd, self._pid = os.open(self.cache, os.O_RDONLY), os.getpid()
         s = self.transform.image_size
-        return np.frombuffer(os.pread(self._fd, self._record, i * self._record), np.uint8).reshape(3, s, s)
+        return np.frombuffer(os.pread(self._fd, self._record, i * self._record), np.uint8).reshape(s, s, 3)
 
     def __getitem__(self, index) -> tuple[torch.Tensor | np.ndarray, int]:
         i, flip = index if isinstance(index, tuple) else (index, None)
@@ -145,12 +160,12 @@ class ManifestDataset(Dataset):
             return self.transform(load_rgb(self.rows[i]["path"])), label
         if flip is None:
             flip = self.transform.hflip and bool(torch.rand(()) < 0.5)
-        u8 = self._uint8(i)
+        hwc = self._hwc(i)
         if flip:
-            u8 = u8[..., ::-1]
+            hwc = hwc[:, ::-1]
         if self.raw:
-            return np.ascontiguousarray(u8), label
-        return self.transform.normalise(torch.from_numpy(np.array(u8))), label
+            return np.ascontiguousarray(hwc), label
+        return self.transform.normalise(torch.from_numpy(np.array(hwc)).permute(2, 0, 1).contiguous()), label
 
     def __getstate__(self) -> dict:  # descriptors do not cross process boundaries
         return {**self.__dict__, "_fd": None, "_pid": None}
@@ -165,8 +180,9 @@ class ManifestDataset(Dataset):
 
 
 def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack raw items (``ManifestDataset(raw=True)``) into a uint8 batch (B, 3, S, S) and labels."""
-    return torch.from_numpy(np.stack([b[0] for b in batch])), torch.tensor([b[1] for b in batch])
+    """Stack raw items (``ManifestDataset(raw=True)``, S x S x 3) into a uint8 batch (B, 3, S, S) in
+    channels_last memory format (a view of the stacked pixels, no copy) and labels."""
+    return torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2), torch.tensor([b[1] for b in batch])
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -214,7 +230,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def cache_key(rows: list[dict], image_size: int) -> str:
     """Hash of what the decoded pixels depend on: each image's path and pixel hash, and the size."""
-    h = hashlib.sha1(f"decoded-v1 {int(image_size)}\n".encode())
+    h = hashlib.sha1(f"decoded-v2-hwc {int(image_size)}\n".encode())
     for r in rows:
         h.update(f"{r['path']}\t{r.get('sha1', '')}\n".encode())
     return h.hexdigest()[:16]
@@ -229,7 +245,7 @@ def default_cache_dir() -> Path:
 
 def build_decoded_cache(rows: list[dict], image_size: int, cache_dir: str | os.PathLike | None = None,
                         threads: int | None = None, progress: bool = True) -> Path:
-    """Decode ``rows`` once at ``image_size`` into ``<cache_dir>/<key>-<size>px.u8`` (N x 3 x S x S uint8).
+    """Decode ``rows`` once at ``image_size`` into ``<cache_dir>/<key>-<size>px.u8`` (N x S x S x 3 uint8).
 
     Reused when present (the key covers paths, pixel hashes and size); written through a
     temporary file and renamed, streamed in chunks so memory stays flat. Returns the path.
@@ -245,7 +261,7 @@ def build_decoded_cache(rows: list[dict], image_size: int, cache_dir: str | os.P
     threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
     def decode(row: dict) -> bytes:
-        return prep.to_uint8(load_rgb(row["path"])).numpy().tobytes()
+        return prep.to_hwc(load_rgb(row["path"])).tobytes()
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f, ThreadPoolExecutor(threads) as pool:
         chunk = 256

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import random
-import threading
 
 import numpy as np
 import torch
@@ -127,95 +125,24 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False, normalise=None) -> torch.Tensor:
     """Batch to ``device``; ``normalise`` (e.g. ``Preprocess.normalise`` for uint8 batches) runs there."""
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.ndim == 4:  # pays on CPU too (oneDNN convolutions): ~25 % train, ~40 % eval
-        x = x.contiguous(memory_format=torch.channels_last)  # before normalising: uint8 is 4x cheaper to copy
+    x = x.to(device, non_blocking=True)  # keeps the memory format
+    if x.ndim == 4:  # channels_last pays on CPU too (oneDNN convolutions): ~25 % train, ~40 % eval
+        # a no-op for the trainer's batches (already channels_last); before normalising: uint8 is 4x cheaper to copy
+        x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if normalise is not None:
         x = normalise(x)  # elementwise: keeps the memory format
     return x
 
 
-class Prefetcher:
-    """Iterate ``loader`` in a background thread, ``depth`` batches ahead of the consumer.
-
-    For in-process loading (``num_workers=0``): reading and stacking the next batch (file reads
-    and copies, which release the GIL) overlaps the model's compute instead of following it. The
-    batches and their order are exactly the loader's. Other loaders are returned as they are
-    (their worker processes already prefetch). ``close()``, or the end of the iteration, stops
-    the thread."""
-
-    _DONE = object()
-
-    def __init__(self, loader, depth: int = 2):
-        self.loader, self.depth = loader, depth
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def _put(self, item) -> bool:
-        """Hand ``item`` to the consumer; False once the consumer has stopped."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for item in self.loader:
-                if not self._put(item):
-                    return
-            self._put(self._DONE)
-        except BaseException as e:  # re-raised in the consumer, with the loader's message
-            self._put(e)
-
-    def __iter__(self):
-        self.close()
-        self._stop.clear()
-        self._queue = queue.Queue(maxsize=self.depth)
-        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
-        self._thread.start()
-        try:
-            while True:
-                item = self._queue.get()
-                if item is self._DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-
-def prefetched(loader, enabled: bool = True):
-    """``Prefetcher(loader)`` for an in-process DataLoader when ``enabled``, else ``loader`` itself."""
-    if enabled and getattr(loader, "num_workers", 1) == 0:
-        return Prefetcher(loader)
-    return loader
-
-
 @torch.inference_mode()
 def predict(model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False,
-            desc: str = "predict", progress: bool = True, normalise=None,
-            prefetch: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+            desc: str = "predict", progress: bool = True, normalise=None) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader.
 
-    ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches).
-    ``prefetch``: load the next batch in a background thread (in-process loaders)."""
+    ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches)."""
     model.eval()
     probs, labels, loss_sum, n = [], [], torch.zeros((), dtype=torch.float64, device=device), 0
-    for batch in tqdm(prefetched(loader, prefetch), desc=desc, leave=False, disable=not progress):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x, y = batch[0], batch[1]
         labels.append(torch.as_tensor(y))
         x = to_device(x, device, channels_last, normalise)

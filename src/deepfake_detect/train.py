@@ -6,8 +6,7 @@ accuracy, logged through dvclive. The checkpoint kept is the one with the best
 one at that epoch. Never is anything chosen on the test split.
 
 Speed: images are decoded once per dataset and size into an on-disk uint8 cache
-(``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device; an
-in-process loader reads the next batch in a thread during compute (``engine.Prefetcher``);
+(``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device;
 channels_last, fused Adam, bf16 autocast on CUDA; no host sync per step on CUDA. Scale:
 ``torchrun --nproc_per_node=N stages/train.py <stage>`` trains with DDP. Interruptions:
 a last-epoch state beside the checkpoint lets a rerun resume to identical numbers.
@@ -34,9 +33,8 @@ from tqdm.auto import tqdm
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
 from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
-from .engine import (Prefetcher, all_reduce_sum, autocast, barrier, default_num_workers, dist_info,
-                     gather_predictions, init_distributed, predict, prefetched, resolve_device, seed_everything,
-                     to_device)
+from .engine import (all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
+                     init_distributed, predict, resolve_device, seed_everything, to_device)
 from .io import save_torch
 from .models import get_model, num_params
 
@@ -108,8 +106,7 @@ def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tu
     """``engine.predict`` over a whole split; under DDP each process scores its shard and
     the predictions are gathered, so every process gets the full split in order."""
     probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
-                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise,
-                                  prefetch=cfg["prefetch"])
+                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise)
     return gather_predictions(probs, labels, loss)
 
 
@@ -153,8 +150,7 @@ def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress:
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # first batch with a non-finite loss
     n, check_every = 0, 1 if device.type == "cpu" else 25
     steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
-    batches = prefetched(loader, cfg["prefetch"])
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     normalise = loader.dataset.transform.normalise
     for step, (x, y) in enumerate(bar, 1):
         x = to_device(x, device, cfg["channels_last"], normalise)
@@ -176,8 +172,6 @@ def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress:
             bar.set_postfix(loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
         if step >= steps:
             break
-    if isinstance(batches, Prefetcher):
-        batches.close()
     loss_sum, correct = loss_sum.item(), correct.item()
     loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], device)
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
