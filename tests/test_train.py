@@ -83,6 +83,13 @@ def test_decoded_cache_gives_identical_tensors(tmp_path):
     assert torch.allclose(plain[0][0], ref, atol=1e-5)
     half = Preprocess(64, (0.5,) * 3, (0.5,) * 3)  # equal channels: the scalar fast path, same numbers
     torch.testing.assert_close(half.normalise(x), (x.float() / 255 - 0.5) / 0.5, atol=1e-6, rtol=0)
+    from deepfake_detect.engine import InputBuffer, to_device
+
+    buffer, cpu = InputBuffer(), torch.device("cpu")  # the trainer's reused input batch: same numbers, same memory
+    first = to_device(x, cpu, True, prep.normalise, buffer)
+    assert torch.equal(first, prep.normalise(x)) and first.is_contiguous(memory_format=torch.channels_last)
+    second = to_device(x.flip(0), cpu, True, prep.normalise, buffer)
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, prep.normalise(x.flip(0)))
 
 
 def test_cached_and_uncached_training_agree(tmp_path):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
 from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
-from .engine import (all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
+from .engine import (InputBuffer, all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
                      init_distributed, predict, resolve_device, seed_everything, to_device)
 from .io import save_torch
 from .models import get_model, num_params
@@ -152,8 +152,9 @@ def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress:
     steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     normalise = loader.dataset.transform.normalise
+    buffer = InputBuffer() if device.type == "cpu" else None  # CUDA: the caching allocator already reuses
     for step, (x, y) in enumerate(bar, 1):
-        x = to_device(x, device, cfg["channels_last"], normalise)
+        x = to_device(x, device, cfg["channels_last"], normalise, buffer)
         y = y.to(device, non_blocking=True)
         with autocast(device, cfg["amp"]):
             logits = model(x)

@@ -1,0 +1,110 @@
+"""How much of the real-vs-StyleGAN signal is there to learn from 960 training images?
+
+Two cheap probes on ``stylegan_faces`` (course layout, 256 px JPEG), each a logistic regression
+trained on the train split, C chosen on validation, scored once on test (sklearn ROC AUC):
+
+* ``spectrum``: the azimuthally averaged log power spectrum of the grey image (the GAN
+  "fingerprint" features of Durall et al. 2020, "Watch your up-convolution").
+* ``features@S``: frozen ImageNet EfficientNet-Lite0 (the packaged weights ``finetune-xception``
+  starts from) at S px: per block, the channel means and standard deviations of its output,
+  plus the pooled final features; also each block alone.
+
+    python bench/stylegan_probe.py                       # ~5 min on 2 CPU cores
+    python bench/stylegan_probe.py --sizes 256 --out /tmp/probe.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from deepfake_detect.data import Preprocess, load_rgb
+from deepfake_detect.evaluate import labelled_images
+from deepfake_detect.io import write_json
+from deepfake_detect.models import get_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def spectrum(path: str, bins: int = 128) -> np.ndarray:
+    a = np.asarray(load_rgb(path).convert("L"), np.float64)
+    power = np.log(np.abs(np.fft.fftshift(np.fft.fft2(a - a.mean()))) + 1e-8)
+    y, x = np.indices(power.shape)
+    r = np.hypot(y - power.shape[0] / 2, x - power.shape[1] / 2).astype(int).ravel()
+    return (np.bincount(r, power.ravel()) / np.bincount(r))[:bins]
+
+
+@torch.inference_mode()
+def backbone_features(paths: list[str], size: int, batch: int = 32) -> tuple[np.ndarray, list[int]]:
+    """Per block mean+std of the activations, then the pooled final features; and each block's width."""
+    model = get_model("efficientnet_lite0", image_size=size, weights="packaged").eval()
+    prep = Preprocess(size, model.mean, model.std)
+    outs: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(model.backbone.blocks):
+        block.register_forward_hook(lambda m, inp, out, i=i: outs.__setitem__(i, out))
+    rows, widths = [], []
+    for k in tqdm(range(0, len(paths), batch), desc=f"features at {size} px", leave=False):
+        x = prep.normalise(torch.stack([prep.to_uint8(load_rgb(p)) for p in paths[k:k + batch]]))
+        final = model.backbone.forward_features(x)
+        parts = [torch.cat([outs[i].mean((2, 3)), outs[i].std((2, 3))], 1) for i in sorted(outs)]
+        parts.append(final.mean((2, 3)))
+        widths = [p.shape[1] for p in parts]
+        rows.append(torch.cat(parts, 1).numpy())
+    return np.concatenate(rows), widths
+
+
+def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
+    """Logistic regression: C picked on val AUC, then test AUC and accuracy once."""
+    best = None
+    for c in (0.001, 0.01, 0.1, 1.0):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)).fit(x["train"], y["train"])
+        val = roc_auc_score(y["val"], clf.predict_proba(x["val"])[:, 1])
+        if best is None or val > best[0]:
+            best = (val, c, clf)
+    val, c, clf = best
+    p = clf.predict_proba(x["test"])[:, 1]
+    return {"C": c, "val_auc": round(float(val), 4), "test_auc": round(float(roc_auc_score(y["test"], p)), 4),
+            "test_acc": round(float(((p > 0.5) == y["test"]).mean()), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default=str(SHARED / "stylegan_faces"), help="course-layout dataset folder")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 384], help="input sizes for the feature probe")
+    ap.add_argument("--out", default=str(REPO / "bench/results/stylegan_probe.json"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    splits = {s: labelled_images(args.source, s)[0] for s in ("train", "val", "test")}
+    paths = {s: [r["path"] for r in rows] for s, rows in splits.items()}
+    y = {s: np.array([r["label"] for r in rows]) for s, rows in splits.items()}
+    report = {"dataset": args.source, "n": {s: len(v) for s, v in y.items()}}
+    x = {s: np.stack([spectrum(p) for p in tqdm(paths[s], desc=f"spectrum {s}", leave=False)]) for s in paths}
+    report["spectrum"] = probe(x, y)
+    print("spectrum", report["spectrum"], flush=True)
+    for size in args.sizes:
+        feats = {s: backbone_features(paths[s], size) for s in paths}
+        widths = feats["train"][1]
+        x = {s: f[0] for s, f in feats.items()}
+        entry = {"all": probe(x, y), "blocks": {}}
+        start = 0
+        for i, w in enumerate(widths):
+            name = f"block{i}" if i < len(widths) - 1 else "final"
+            entry["blocks"][name] = probe({s: v[:, start:start + w] for s, v in x.items()}, y)["test_auc"]
+            start += w
+        report[f"features@{size}"] = entry
+        print(f"features@{size}", entry, flush=True)
+    write_json(args.out, report)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
