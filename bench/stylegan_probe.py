@@ -5,6 +5,8 @@ trained on the train split, C chosen on validation, scored once on test (sklearn
 
 * ``spectrum``: the azimuthally averaged log power spectrum of the grey image (the GAN
   "fingerprint" features of Durall et al. 2020, "Watch your up-convolution").
+* ``jpeg``: per class, the distinct JPEG quantisation tables and chroma subsamplings (a format
+  difference between the classes would be a shortcut, not a fingerprint).
 * ``features@S``: frozen ImageNet EfficientNet-Lite0 (the packaged weights ``finetune-xception``
   starts from) at S px: per block, the channel means and standard deviations of its output,
   plus the pooled final features; also each block alone.
@@ -33,6 +35,23 @@ from deepfake_detect.models import get_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def jpeg_formats(rows: list[dict]) -> dict:
+    """Per class: how many images use each (quantisation tables, chroma subsampling)."""
+    from PIL import Image, JpegImagePlugin
+
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        with Image.open(r["path"]) as im:
+            if im.format != "JPEG":
+                key = im.format or "unknown"
+            else:
+                tables = tuple(tuple(t) for _, t in sorted(im.quantization.items()))
+                key = f"q{abs(hash(tables)) % 10**8:08d}-sub{JpegImagePlugin.get_sampling(im)}"
+        cls = "fake" if r["label"] else "real"
+        out.setdefault(cls, {})[key] = out.setdefault(cls, {}).get(key, 0) + 1
+    return out
 
 
 def spectrum(path: str, bins: int = 128) -> np.ndarray:
@@ -86,7 +105,9 @@ def main() -> None:
     splits = {s: labelled_images(args.source, s)[0] for s in ("train", "val", "test")}
     paths = {s: [r["path"] for r in rows] for s, rows in splits.items()}
     y = {s: np.array([r["label"] for r in rows]) for s, rows in splits.items()}
-    report = {"dataset": args.source, "n": {s: len(v) for s, v in y.items()}}
+    report = {"dataset": args.source, "n": {s: len(v) for s, v in y.items()},
+              "jpeg": jpeg_formats([r for rows in splits.values() for r in rows])}
+    print("jpeg", report["jpeg"], flush=True)
     x = {s: np.stack([spectrum(p) for p in tqdm(paths[s], desc=f"spectrum {s}", leave=False)]) for s in paths}
     report["spectrum"] = probe(x, y)
     print("spectrum", report["spectrum"], flush=True)
