@@ -126,8 +126,9 @@ class ManifestDataset(Dataset):
     the flip is then decided by the sampler, not by ``transform.hflip``.
 
     With ``raw=True`` an item is the resized uint8 image (numpy, S x S x 3): batch it with
-    ``collate_uint8`` (a channels_last (B, 3, S, S) uint8 tensor) and normalise the whole batch where it is used (``transform.normalise``,
-    on the GPU when there is one) -- 4x less to copy and no per-image tensor ops.
+    ``collate_uint8`` (a channels_last (B, 3, S, S) uint8 tensor) and normalise the whole batch
+    where it is used (``transform.normalise``, on the GPU when there is one) -- 4x less to copy
+    and no per-image tensor ops.
     """
 
     def __init__(self, rows: list[dict], transform: Preprocess, cache: str | os.PathLike | None = None,

@@ -263,6 +263,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
                                                                patience=cfg["plateau_patience"])
     elif cfg["lr_scheduler"] == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg["epochs"], 1))
+    set_trainable(model, cfg, 1)  # before DDP, which registers the parameters that take gradients
     eval_model = torch.compile(model) if cfg["compile"] else model  # evaluation: no DDP collectives per batch
     run_model = eval_model
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -10,7 +10,7 @@ With the defaults (stem 24, stages 48x1, 96x2, 128x2, 160x2 blocks, 1x1 head con
 141,522 params, 0.84 % of SimpleNet's 16,901,762 at 256 px. Grad-CAM target:
 ``features.head_conv`` (the last conv block, 7x7 at 224 px).
 
-``augment`` (true or a mapping of ``TrainAugment`` arguments) adds a parameter-free
+``augment`` (true or a mapping of ``augment.TrainAugment`` arguments) adds a parameter-free
 augmentation layer in front (a Keras-style preprocessing layer, so the trainer needs no
 change): in training mode it applies a random resized crop or a pixel-exact shift,
 brightness / contrast / saturation jitter and optional blur / noise to the batch; in eval
@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_model
-from .augment import TrainAugment, make_augment  # noqa: F401  (TrainAugment: its historical home)
+from .augment import make_augment
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
