@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .errors import UserError
 from .io import save_torch
 from .models import get_model
 
@@ -20,7 +21,7 @@ FORMAT = "deepfake-detect/checkpoint-v1"
 CLASSES = ["real", "fake"]  # index = label
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable checkpoint of ours; the message names the file."""
 
 

@@ -68,15 +68,11 @@ _SUBCOMMAND_MODULES = ("evaluate", "explain")
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .config import ParamsError
-    from .data import BadImageError
-    from .splits import DatasetError
-    from .train import TrainingError
+    from .errors import UserError
 
     try:
         args.func(args)
-    except (ParamsError, DatasetError, CheckpointError, BadImageError, TrainingError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"deepfake-detect: error: {e}", file=sys.stderr)
         return 2
     return 0

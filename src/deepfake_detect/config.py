@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from .errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
@@ -106,7 +107,7 @@ CHOICES: dict[str, tuple] = {
 }
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A problem in params.yaml; the message names the key."""
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+from .errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABELS = {"real": 0, "fake": 1}
@@ -35,7 +36,7 @@ MANIFEST_FIELDS = ("path", "label", "split", "sha1", "group", "mask", "width", "
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey patch
 
 
-class BadImageError(ValueError):
+class BadImageError(UserError, ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 

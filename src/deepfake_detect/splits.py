@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, is_image_file, load_rgb
 from .io import atomic_path, write_json
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be used as it is; the message names the folder or files."""
 
 

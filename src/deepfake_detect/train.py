@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
 from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
@@ -39,7 +40,7 @@ from .io import save_torch
 from .models import get_model, num_params
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where."""
 
 

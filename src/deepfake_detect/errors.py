@@ -1,0 +1,11 @@
+"""The one base class of user errors.
+
+Anything the user can fix (a params key, a dataset folder, a checkpoint file, an output
+path) raises a subclass of ``UserError`` whose message names the key, file or path.
+Every entry point (``deepfake-detect`` and each ``stages/*.py``) turns it into one line on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the key, file or path at fault."""
