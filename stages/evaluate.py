@@ -1,12 +1,18 @@
-"""DVC stage evaluate-roc-det: metrics/evaluate/<run>.json and plots/evaluate/ for every run in params.yaml."""
-import argparse
+"""DVC stage evaluate-roc-det: metrics/evaluate/<run>.json and plots/evaluate/ for every run in the params.
 
-from deepfake_detect.config import stage_params
+    python stages/evaluate.py [--params params.yaml]
+"""
+import sys
+
+from deepfake_detect.config import stage_params, stage_parser
+from deepfake_detect.errors import run_main
 from deepfake_detect.evaluate import evaluate_runs
 
+
+def main(argv=None):
+    args = stage_parser(__doc__).parse_args(argv)
+    evaluate_runs(*stage_params("evaluate-roc-det", args.params))
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    params, cfg = stage_params("evaluate-roc-det", args.params)
-    evaluate_runs(params, cfg)
+    sys.exit(run_main(main))

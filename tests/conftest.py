@@ -1,6 +1,7 @@
 """Shared fixtures: tiny image folders and paths to the optional real data."""
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -8,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepfake_detect.config import load_params
+
 REPO = Path(__file__).resolve().parents[1]
+PARAMS_YAML = REPO / "params.yaml"  # the one source of every value: tests start from it and change a few keys
 
 
 def shared_data_dir() -> Path:
@@ -52,3 +56,29 @@ def flat_folder(tmp_path: Path) -> Path:
                 rows.append(f"{rel},id{g}")
     (root / "groups.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
+    """A manifest of n train/val/test noise images whose class shifts the brightness; returns the data dir."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    rows = []
+    for split, k in zip(("train", "val", "test"), n):
+        for i in range(k):
+            label = i % 2
+            img = rng.integers(0, 200, (size + 3 * i % 7, size, 3)) + 30 * label  # some sizes differ: resize path
+            p = root / "data/fakes/images" / split / f"{i}.{'png' if i % 3 else 'jpg'}"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.astype(np.uint8)).save(p)
+            rows.append({"path": str(p), "label": label, "split": split, "sha1": f"{split}{i}", "group": "",
+                         "mask": "", "width": size, "height": size})
+    with open(root / "data/fakes/manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "data"
+
+
+def tiny_params(**section):
+    return load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
+        "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, **section}})

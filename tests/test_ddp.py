@@ -13,20 +13,18 @@ from deepfake_detect.data import ManifestDataset, Preprocess, read_manifest
 from deepfake_detect.engine import predict
 from deepfake_detect.train import fit
 
-from test_train import make_tiny, tiny_params  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import PARAMS_YAML, make_tiny, tiny_params
 
 SCRIPT = textwrap.dedent('''
     import sys
     from pathlib import Path
-    from deepfake_detect.config import DEFAULTS, merge
+    from deepfake_detect.config import load_params
     from deepfake_detect.train import fit
 
     root, data = Path(sys.argv[1]), Path(sys.argv[2])
-    params = merge(DEFAULTS, {"device": "cpu", "train-simplenet-fakes": {
+    params = load_params(sys.argv[3], {"device": "cpu", "train-simplenet-fakes": {
         "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, "hflip": True,
         "eval_test_every_epoch": False}})
-    for k in ("train-simplenet-synth", "finetune-xception", "train-competition"):
-        params[k]["run"] = k
     fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
         metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 ''')
@@ -39,7 +37,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path / "ddp"), str(data)],
+                           str(script), str(tmp_path / "ddp"), str(data), str(PARAMS_YAML)],
                           capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "x 2 processes" in proc.stdout

@@ -3,7 +3,7 @@ import json
 
 from deepfake_detect.train import fit
 
-from test_train import make_tiny, tiny_params  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import make_tiny, tiny_params
 
 
 def test_two_runs_give_identical_metrics_json(tmp_path):

@@ -22,7 +22,7 @@ from conftest import REPO, write_image
 
 STAGE_KEYS = {"auc", "auc_score1", "eer", "ap", "acc", "balanced_acc", "tpr_at_fpr_1pct", "tpr_at_fpr_10pct",
               "tn", "fp", "fn", "tp", "auc_ci_low", "auc_ci_high", "n_real", "n_fake", "log_loss",
-              "test_acc_at_best_val"}
+              "test_acc_at_best_val", "num_params", "train_time_s"}
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from PIL import Image
 
 from deepfake_detect import explain
 from deepfake_detect.checkpoint import _builder_kwargs, load_model, save_checkpoint
-from deepfake_detect.config import DEFAULTS, merge
+from conftest import PARAMS_YAML
+from deepfake_detect.config import load_params
 from deepfake_detect.models import get_model, get_submodule, list_models
 
 
@@ -170,7 +171,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
     _write_dataset(tmp_path, "synthetic", masks=False, rng=rng)
     _tiny_checkpoint(tmp_path / "models" / "run-a.pt", run="run-a", dataset="fakes")
     _tiny_checkpoint(tmp_path / "models" / "run-b.pt", run="run-b", dataset="synthetic")
-    params = merge(DEFAULTS, {"device": "cpu", "explain": {
+    params = load_params(PARAMS_YAML, {"device": "cpu", "explain": {
         "runs": ["run-a", "run-b"], "n_examples": 2, "n_mean": 3, "n_faithfulness": 2, "batch_size": 4}})
     out = explain.run_stage(params, progress=False)
 

@@ -12,20 +12,18 @@ import pytest
 
 from deepfake_detect.train import state_path
 
-from test_train import make_tiny  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import PARAMS_YAML, make_tiny, tiny_params
 
 SCRIPT = textwrap.dedent('''
     import sys, time
     from pathlib import Path
     from deepfake_detect import train
-    from deepfake_detect.config import DEFAULTS, merge
+    from deepfake_detect.config import load_params
 
-    def main(root, data, mode):
-        params = merge(DEFAULTS, {"device": "cpu", "train-simplenet-fakes": {
+    def main(root, data, mode, params_yaml):
+        params = load_params(params_yaml, {"device": "cpu", "train-simplenet-fakes": {
             "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 3, "hflip": True,
             "lr_scheduler": "cosine"}})
-        for k in ("train-simplenet-synth", "finetune-xception", "train-competition"):
-            params[k]["run"] = k
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
             one_epoch = train.train_one_epoch
             def slow(model, loader, optimizer, device, cfg, epoch, progress=True):
@@ -39,13 +37,13 @@ SCRIPT = textwrap.dedent('''
                   metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 
     if __name__ == "__main__":
-        main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+        main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
 ''')
 
 
 def _run(root: Path, data: Path, mode: str) -> subprocess.Popen:
     root.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), str(data), mode],
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), str(data), mode, str(PARAMS_YAML)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -66,7 +64,7 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     resumed = _run(killed, data, "normal")
     namespace = {"__name__": "uninterrupted"}  # meanwhile, the same run uninterrupted, in this process
     exec(SCRIPT, namespace)
-    namespace["main"](tmp_path / "clean", data, "normal")
+    namespace["main"](tmp_path / "clean", data, "normal", PARAMS_YAML)
     out_r = resumed.communicate(timeout=120)[0]
     assert resumed.returncode == 0, out_r
     assert "resuming after epoch 1" in out_r
@@ -84,7 +82,6 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
 def test_state_of_another_config_restarts(tmp_path, capsys):
     from deepfake_detect.io import save_torch
     from deepfake_detect.train import fit
-    from test_train import tiny_params
 
     data = make_tiny(tmp_path, n=(8, 4, 4))
     save_torch(state_path(tmp_path / "models", "tiny"), {"config_hash": "something else"})

@@ -8,39 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from deepfake_detect.config import DEFAULTS, merge
+from conftest import make_tiny, tiny_params
 from deepfake_detect.data import (EpochSampler, ManifestDataset, Preprocess, build_decoded_cache, collate_uint8,
                                   load_rgb, read_manifest)
 from deepfake_detect.train import fit, state_path
-
-
-def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
-    """A manifest of n train/val/test noise images whose class shifts the brightness; returns the data dir."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    rows = []
-    for split, k in zip(("train", "val", "test"), n):
-        for i in range(k):
-            label = i % 2
-            img = rng.integers(0, 200, (size + 3 * i % 7, size, 3)) + 30 * label  # some sizes differ: resize path
-            p = root / "data/fakes/images" / split / f"{i}.{'png' if i % 3 else 'jpg'}"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img.astype(np.uint8)).save(p)
-            rows.append({"path": str(p), "label": label, "split": split, "sha1": f"{split}{i}", "group": "",
-                         "mask": "", "width": size, "height": size})
-    with open(root / "data/fakes/manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root / "data"
-
-
-def tiny_params(**section):
-    params = merge(DEFAULTS, {"device": "cpu", "train-simplenet-fakes": {
-        "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, **section}})
-    for k in ("train-simplenet-synth", "finetune-xception", "train-competition"):
-        params[k]["run"] = k
-    return params
 
 
 def test_fit_writes_outputs_and_cleans_state(tmp_path):
@@ -134,7 +105,8 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
     from deepfake_detect.train import TrainingError
 
     data = make_tiny(tmp_path)
-    params = tiny_params(optimizer="sgd", lr=1e30, momentum=0.0, epochs=3)
+    params = tiny_params(optimizer="sgd", momentum=0.0, epochs=3)
+    params["train-simplenet-fakes"]["lr"] = 1e30  # past the params range: the loop's own guard is under test
     with pytest.raises(TrainingError, match=r"run 'tiny': loss is not finite at epoch 1, batch [2-9]"):
         fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)

@@ -20,6 +20,12 @@ def _cmd_train(args) -> None:
     fit(cfg, params)
 
 
+def _cmd_report(args) -> None:
+    from .report import report
+
+    print(report(args.readme, check=args.check, write=args.write))
+
+
 def _cmd_demo(args) -> None:
     from .demo import generate_dataset
 
@@ -53,12 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("report", help="the README's results tables, generated from the metrics files")
+    p.add_argument("--readme", default="README.md")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="fail when README.md's tables differ")
+    mode.add_argument("--write", action="store_true", help="rewrite README.md's tables")
+    p.set_defaults(func=_cmd_report)
+
     import importlib
-    import importlib.util
 
     for name in _SUBCOMMAND_MODULES:  # each such module has add_cli(subparsers)
-        if importlib.util.find_spec(f"deepfake_detect.{name}") is not None:
-            importlib.import_module(f"deepfake_detect.{name}").add_cli(sub)
+        importlib.import_module(f"deepfake_detect.{name}").add_cli(sub)
     return ap
 
 
@@ -67,15 +78,13 @@ _SUBCOMMAND_MODULES = ("evaluate", "explain")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .errors import UserError
+    from .errors import run_main
 
-    try:
+    def _run(argv):
+        args = build_parser().parse_args(argv)
         args.func(args)
-    except (UserError, FileNotFoundError) as e:
-        print(f"deepfake-detect: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(_run, argv)
 
 
 if __name__ == "__main__":

@@ -1,217 +1,203 @@
-"""params.yaml: defaults, loading and validation.
+"""params.yaml: the schema and its validation.
 
-Every hyper-parameter lives in params.yaml. This module knows the valid keys and
-their types, so a misspelt key or a wrong type stops a stage with a message that
-names the key (``train-simplenet-fakes.lr``) and lists what is valid.
+Every value lives in the params file (``params.yaml`` for the demo pipeline,
+``real/params.yaml`` for the real-data one); this module only knows which keys exist,
+their types, choices and ranges. A missing key, a misspelt key, a wrong type or an
+out-of-range number stops a stage with one line that names the file and the key
+(``params.yaml: 'train-simplenet-fakes.lr' must be in (0, 10], got -1``).
 """
 from __future__ import annotations
 
-import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
 from .errors import UserError
 
 PARAMS_FILE = "params.yaml"
-
-RUNS = ["simplenet-fakes", "simplenet-synth", "finetune-synth", "competition-fakes"]
 TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition")
-
-# One schema for every training stage. A value of a tuple of types means "any of these";
-# ``None`` in the tuple allows null.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "run": "",  # run name: models/<run>.pt, metrics/train/<run>/
-    "dataset": "fakes",  # fakes | synthetic
-    "model": "simplenet",  # a registry name (see deepfake_detect.models) or any timm architecture
-    "model_params": {},  # passed to the model builder (e.g. weights, dropout)
-    "image_size": 128,
-    "hflip": False,  # random horizontal flips while training
-    "optimizer": "adam",  # adam | adamw | sgd
-    "lr": 0.001,
-    "backbone_lr": None,  # lr for a pretrained backbone (None: same as lr)
-    "momentum": 0.9,  # sgd only
-    "weight_decay": 0.0,
-    "batch_size": 32,
-    "epochs": 5,
-    "freeze_backbone_epochs": 0,  # train only the head for the first N epochs
-    "frozen_layers": [],  # module-name prefixes never trained (e.g. backbone.blocks.0); their BatchNorms keep ImageNet stats
-    "lr_scheduler": "none",  # none | plateau | cosine
-    "plateau_factor": 0.1,
-    "plateau_patience": 2,
-    "early_stopping_patience": 0,  # 0: off; else stop after N epochs without val-acc gain
-    "label_smoothing": 0.0,
-    "eval_test_every_epoch": True,  # the course plots a per-epoch test curve
-    "max_steps_per_epoch": 0,  # 0: whole epoch (small values for smoke tests)
-    "num_workers": -1,  # -1: sized to the machine's cores
-    "decode_cache": True,  # decode each image once at image_size into an on-disk uint8 cache ($DFD_CACHE_DIR)
-    "amp": True,  # mixed precision on CUDA (ignored on CPU)
-    "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
-    "compile": False,  # torch.compile
-}
-TYPES: dict[str, tuple] = {
-    "backbone_lr": (float, int, type(None)),
-    "groups": (str, type(None)),
-}
-
-DATASET_DEFAULTS = {
-    "source": "demo",  # demo | path to course layout (train|val|test/real|fake) or flat real/ + fake/
-    "groups": None,  # optional CSV (path,group[,...]) for group-disjoint splits of flat folders
-    "val_fraction": 0.15,  # flat folders only
-    "test_fraction": 0.15,
-}
-
-# evaluate-roc-det (owned by evaluate.py)
-EVALUATE_DEFAULTS: dict[str, Any] = {
-    "runs": list(RUNS),  # models/<run>.pt, each scored on the test split of the dataset it was trained on
-    "batch_size": 64,
-    "bootstrap": 1000,  # resamples for the AUC 95 % interval
-}
-
-# explain (owned by explain.py)
-EXPLAIN_DEFAULTS: dict[str, Any] = {
-    "runs": list(RUNS),
-    "n_examples": 4,  # real and fake test images per figure
-    "n_mean": 64,  # test images per class averaged into the mean saliency / Grad-CAM maps
-    "n_faithfulness": 64,  # demo fakes (with masks) scored for faithfulness
-    "batch_size": 16,
-}
-
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",  # auto | cpu | cuda
-    "demo": {
-        "image_size": 128,
-        "fakes": {"train": 450, "val": 150, "test": 150, "strength": 1.0},
-        "synthetic": {"train": 300, "val": 100, "test": 100, "strength": 1.0},
-    },
-    "data": {
-        "fakes": dict(DATASET_DEFAULTS),
-        "synthetic": dict(DATASET_DEFAULTS),
-        "on_bad_image": "error",  # error | skip (skipped files are listed in metrics)
-        "on_leak": "warn",  # same pixels in two splits: warn (listed) | drop (later copies) | error
-    },
-    **{stage: dict(TRAIN_DEFAULTS) for stage in TRAIN_STAGES},
-    "evaluate-roc-det": EVALUATE_DEFAULTS,
-    "explain": EXPLAIN_DEFAULTS,
-}
-
-CHOICES: dict[str, tuple] = {
-    "device": ("auto", "cpu", "cuda"),
-    "data.on_bad_image": ("error", "skip"),
-    "data.on_leak": ("warn", "drop", "error"),
-    "*.dataset": ("fakes", "synthetic"),
-    "*.optimizer": ("adam", "adamw", "sgd"),
-    "*.lr_scheduler": ("none", "plateau", "cosine"),
-}
+DATASETS = ("fakes", "synthetic")
 
 
 class ParamsError(UserError, ValueError):
-    """A problem in params.yaml; the message names the key."""
+    """A problem in the params file; the message names the file and the key."""
 
 
-def _type_name(types: tuple) -> str:
+@dataclass(frozen=True)
+class Key:
+    """One leaf of the schema: accepted types, and for numbers a closed or half-open range."""
+
+    types: tuple
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    choices: tuple = ()
+    nullable: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        return float in self.types or int in self.types
+
+    def range_text(self) -> str:
+        return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
+def Int(lo: int, hi: int, nullable: bool = False) -> Key:
+    return Key((int,), lo, hi, nullable=nullable)
+
+
+def Num(lo: float, hi: float, lo_open: bool = False, nullable: bool = False) -> Key:
+    return Key((float, int), lo, hi, lo_open=lo_open, nullable=nullable)
+
+
+def Choice(*choices: str) -> Key:
+    return Key((str,), choices=choices)
+
+
+BOOL, STR, LIST, MAPPING = Key((bool,)), Key((str,)), Key((list,)), Key((dict,))
+NULLABLE_STR = Key((str,), nullable=True)
+
+TRAIN_SCHEMA: dict[str, Key] = {
+    "run": STR,  # run name: models/<run>.pt, metrics/train/<run>/
+    "dataset": Choice(*DATASETS),
+    "model": STR,  # a registry name or any timm architecture (checked by the training stage)
+    "model_params": MAPPING,  # passed to the model builder, checked against its signature
+    "image_size": Int(32, 1024),
+    "hflip": BOOL,
+    "optimizer": Choice("adam", "adamw", "sgd"),
+    "lr": Num(0, 10, lo_open=True),
+    "backbone_lr": Num(0, 10, lo_open=True, nullable=True),
+    "momentum": Num(0, 0.999),
+    "weight_decay": Num(0, 10),
+    "batch_size": Int(1, 4096),
+    "epochs": Int(1, 10_000),
+    "freeze_backbone_epochs": Int(0, 10_000),
+    "frozen_layers": LIST,
+    "lr_scheduler": Choice("none", "plateau", "cosine"),
+    "plateau_factor": Num(0, 0.999, lo_open=True),
+    "plateau_patience": Int(0, 1000),
+    "early_stopping_patience": Int(0, 1000),
+    "label_smoothing": Num(0, 0.999),
+    "eval_test_every_epoch": BOOL,
+    "max_steps_per_epoch": Int(0, 10**9),
+    "num_workers": Int(-1, 256),
+    "decode_cache": BOOL,
+    "amp": BOOL,
+    "channels_last": BOOL,
+    "compile": BOOL,
+}
+
+DEMO_SPLITS_SCHEMA = {"train": Int(2, 1_000_000), "val": Int(2, 1_000_000), "test": Int(2, 1_000_000),
+                      "strength": Num(0, 10)}
+DATASET_SCHEMA = {"source": STR, "groups": NULLABLE_STR, "val_fraction": Num(0, 0.9, lo_open=True),
+                  "test_fraction": Num(0, 0.9, lo_open=True)}
+
+SCHEMA: dict[str, Any] = {
+    "seed": Int(0, 2**32 - 1),
+    "device": Choice("auto", "cpu", "cuda"),
+    "demo": {"image_size": Int(32, 1024), **{name: DEMO_SPLITS_SCHEMA for name in DATASETS}},
+    "data": {**{name: DATASET_SCHEMA for name in DATASETS},
+             "on_bad_image": Choice("error", "skip"), "on_leak": Choice("warn", "drop", "error")},
+    **{stage: TRAIN_SCHEMA for stage in TRAIN_STAGES},
+    "evaluate-roc-det": {"runs": LIST, "batch_size": Int(1, 4096), "bootstrap": Int(0, 100_000)},
+    "explain": {"runs": LIST, "n_examples": Int(1, 64), "n_mean": Int(1, 100_000),
+                "n_faithfulness": Int(0, 100_000), "batch_size": Int(1, 4096)},
+}
+
+
+def _type_name(key: Key) -> str:
     names = {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping",
-             list: "a list", type(None): "null"}
-    if float in types:  # an int is accepted where a number is
-        types = tuple(t for t in types if t is not int)
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+             list: "a list"}
+    types = tuple(t for t in key.types if t is not int) if float in key.types else key.types
+    return " or ".join([names[t] for t in types] + (["null"] if key.nullable else []))
 
 
-def _check(key: str, value: Any, default: Any, leaf: str) -> Any:
-    types = TYPES.get(leaf)
-    if types is None:
-        if isinstance(default, bool):
-            types = (bool,)
-        elif isinstance(default, float):
-            types = (float, int)
-        elif isinstance(default, int):
-            types = (int,)
-        elif default is None:
-            types = (object,)
-        else:
-            types = (type(default),)
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types and object not in types)
-    if not ok:
-        raise ParamsError(f"{PARAMS_FILE}: '{key}' must be {_type_name(types)}, got {value!r}")
-    for pattern, choices in CHOICES.items():
-        if pattern == key or (pattern.startswith("*.") and key.endswith(pattern[1:])):
-            if value not in choices:
-                raise ParamsError(f"{PARAMS_FILE}: '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}")
-    if isinstance(default, float) and isinstance(value, int):
-        value = float(value)
+def _check_leaf(where: str, name: str, value: Any, key: Key) -> Any:
+    if value is None and key.nullable:
+        return None
+    if not isinstance(value, key.types) or (isinstance(value, bool) and bool not in key.types):
+        raise ParamsError(f"{where}: '{name}' must be {_type_name(key)}, got {value!r}")
+    if key.choices and value not in key.choices:
+        raise ParamsError(f"{where}: '{name}' must be one of {', '.join(key.choices)}; got {value!r}")
+    if key.numeric:
+        low_ok = value > key.lo if key.lo_open else value >= key.lo
+        if not (math.isfinite(value) and low_ok and value <= key.hi):
+            raise ParamsError(f"{where}: '{name}' must be in {key.range_text()}, got {value!r}")
+        if float in key.types:
+            value = float(value)
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise ParamsError(f"{where}: '{name}' must be a list of strings, got {value!r}")
     return value
 
 
-def merge(defaults: dict, given: dict, prefix: str = "") -> dict:
-    """Defaults overlaid with ``given``; unknown keys and wrong types raise ParamsError."""
-    out = copy.deepcopy(defaults)
+def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "") -> dict:
+    """``given`` checked against ``schema``: every key present, no other key, each value of its type and range."""
     if not isinstance(given, dict):
-        raise ParamsError(f"{PARAMS_FILE}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {given!r}")
-    for key, value in given.items():
-        full = f"{prefix}{key}"
-        if key not in defaults:
-            valid = ", ".join(sorted(defaults))
-            raise ParamsError(f"{PARAMS_FILE}: unknown key '{full}' (valid keys here: {valid})")
-        default = defaults[key]
-        if isinstance(default, dict) and default and key != "model_params":
-            out[key] = merge(default, value if value is not None else {}, f"{full}.")
-        elif key == "model_params":
-            if not isinstance(value, dict):
-                raise ParamsError(f"{PARAMS_FILE}: '{full}' must be a mapping, got {value!r}")
-            out[key] = dict(value)
+        raise ParamsError(f"{where}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {given!r}")
+    unknown = [k for k in given if k not in schema]
+    if unknown:
+        raise ParamsError(f"{where}: unknown key '{prefix}{unknown[0]}' (valid keys here: {', '.join(schema)})")
+    missing = [k for k in schema if k not in given]
+    if missing:
+        raise ParamsError(f"{where}: missing key '{prefix}{missing[0]}' (every key is set in the params file; "
+                          f"missing here: {', '.join(missing)})")
+    out = {}
+    for name, key in schema.items():
+        if isinstance(key, dict):
+            out[name] = validate(given[name], key, where, f"{prefix}{name}.")
         else:
-            out[key] = _check(full, value, default, key)
+            out[name] = _check_leaf(where, f"{prefix}{name}", given[name], key)
     return out
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
-    """Read and validate params.yaml; missing keys take their defaults."""
+def read_params(path: str | Path = PARAMS_FILE) -> dict:
+    """The params file as YAML, not yet validated."""
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: file not found (run from the repository root)")
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root, or pass --params)")
     try:
-        given = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
-    params = merge(DEFAULTS, given)
+
+
+def override(params: dict, changes: dict) -> dict:
+    """``params`` with the nested mapping ``changes`` laid over it (a new dict; for tests and benchmarks)."""
+    out = dict(params)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "model_params":
+            out[key] = override(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> dict:
+    """Read and validate a params file (optionally with ``changes`` laid over it first)."""
+    given = override(read_params(path), changes or {})
+    params = validate(given, SCHEMA, str(path))
     for stage in TRAIN_STAGES:
         if not params[stage]["run"]:
-            raise ParamsError(f"{PARAMS_FILE}: '{stage}.run' must name the run (e.g. simplenet-fakes)")
-        check_model(stage, params[stage])
+            raise ParamsError(f"{path}: '{stage}.run' must name the run (e.g. simplenet-fakes)")
     return params
-
-
-def check_model(stage: str, cfg: dict) -> None:
-    """The model name exists and ``model_params`` fits its builder (named in the error)."""
-    import inspect
-
-    from .models import _REGISTRY, _load_all
-
-    _load_all()
-    name = cfg["model"]
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        import timm
-
-        if not timm.is_model(name):
-            raise ParamsError(f"{PARAMS_FILE}: '{stage}.model' is '{name}', not a known model "
-                              f"(registered: {', '.join(sorted(_REGISTRY))}; or any timm architecture)")
-        return
-    sig = inspect.signature(entry.builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
-        return
-    valid = sorted(k for k in sig if k != "image_size")
-    for key in cfg["model_params"]:
-        if key not in valid:
-            raise ParamsError(f"{PARAMS_FILE}: unknown key '{stage}.model_params.{key}' for model '{name}' "
-                              f"(valid keys here: {', '.join(valid) or 'none'})")
 
 
 def stage_params(stage: str, path: str | Path = PARAMS_FILE) -> tuple[dict, dict]:
     """(the whole validated params, the section of one stage)."""
     params = load_params(path)
     if stage not in params:
-        raise ParamsError(f"{PARAMS_FILE}: no section '{stage}' (sections: {', '.join(sorted(params))})")
+        raise ParamsError(f"{path}: no section '{stage}' (sections: {', '.join(params)})")
     return params, params[stage]
+
+
+def stage_parser(doc: str | None):
+    """The argument parser every stage script starts from: ``--params`` (default params.yaml in the working
+    directory, which DVC sets to the folder of the stage's dvc.yaml)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    return ap

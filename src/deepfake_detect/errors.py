@@ -9,3 +9,15 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem the user can fix; the message names the key, file or path at fault."""
+
+
+def run_main(main, argv=None, prog: str = "deepfake-detect") -> int:
+    """Call ``main(argv)``; a user error becomes one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        main(argv)
+    except (UserError, FileNotFoundError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

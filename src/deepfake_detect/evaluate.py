@@ -130,7 +130,8 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
             raise BadImageError(f"{len(errors)} test image(s) of {manifest} do not decode: "
                                 + "; ".join(list(errors.values())[:5]))
         m = compute_metrics(y, p, cfg["bootstrap"], params["seed"])
-        m["test_acc_at_best_val"] = ckpt.get("metrics", {}).get("test_acc_at_best_val")
+        trained = ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
+        m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
         write_json(Path(metrics_dir) / f"{run}.json", m)
         write_curve_points(y, p, plots_dir / "roc" / f"{run}.csv", plots_dir / "det" / f"{run}.csv")
         save_run_figure(plots_dir / "figures" / f"{run}_roc_det.png", run, y, p, subtitle=f"{dataset} test split")

@@ -37,7 +37,7 @@ from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, buil
 from .engine import (InputBuffer, all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
                      init_distributed, predict, resolve_device, seed_everything, to_device)
 from .io import save_torch
-from .models import get_model, num_params
+from .models import get_model, is_model, list_models, model_kwargs, num_params
 
 
 class TrainingError(UserError, RuntimeError):
@@ -109,6 +109,19 @@ def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tu
     probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
                                   desc=desc, progress=progress, normalise=loader.dataset.transform.normalise)
     return gather_predictions(probs, labels, loss)
+
+
+def check_model(cfg: dict, where: str = "params.yaml") -> None:
+    """The run's model exists and takes its ``model_params`` (else the key is named)."""
+    name = cfg["model"]
+    if not is_model(name):
+        raise ParamsError(f"{where}: model '{name}' of run '{cfg['run']}' is not a known model "
+                          f"(registered: {', '.join(list_models())}; or any timm architecture)")
+    valid = model_kwargs(name)
+    for key in cfg["model_params"]:
+        if valid is not None and key not in valid:
+            raise ParamsError(f"{where}: unknown key 'model_params.{key}' of run '{cfg['run']}' for model '{name}' "
+                              f"(valid keys here: {', '.join(sorted(valid)) or 'none'})")
 
 
 def check_frozen_layers(model: nn.Module, cfg: dict) -> None:
@@ -249,6 +262,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     main = rank == 0
     progress = progress and main
     seed_everything(params["seed"])
+    check_model(cfg)
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
     model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
     n_params = num_params(model)

@@ -44,19 +44,42 @@ def register_model(name: str, cam_layer: str, mean: tuple = HALF, std: tuple = H
 
 
 def list_models() -> list[str]:
+    """The registered names (any timm architecture works besides these)."""
     _load_all()
     return sorted(_REGISTRY)
 
 
+def is_model(name: str) -> bool:
+    """A registered name or a timm architecture."""
+    _load_all()
+    if name in _REGISTRY:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+def model_kwargs(name: str) -> set[str] | None:
+    """The ``model_params`` keys model ``name`` takes (None: any, e.g. a builder with ``**kwargs``)."""
+    import inspect
+
+    _load_all()
+    entry = _REGISTRY.get(name)
+    if entry is None:  # timm architectures: see backbones.build_timm
+        from .backbones import build_timm
+
+        builder = build_timm
+    else:
+        builder = entry.builder
+    sig = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        return None
+    return {k for k in sig if k not in ("image_size", "name")}
+
+
 def _load_all() -> None:
-    # importing the modules registers their models
-    from . import simplenet  # noqa: F401
-    for mod in ("meso", "competition", "backbones"):
-        try:
-            __import__(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:  # optional modules added by later work
-            if e.name != f"{__name__}.{mod}":
-                raise
+    # importing the modules registers their models (here, not at the top: they import this module)
+    from . import backbones, competition, meso, simplenet  # noqa: F401
 
 
 def get_model(name: str, image_size: int = 128, **params) -> nn.Module:
@@ -68,12 +91,8 @@ def get_model(name: str, image_size: int = 128, **params) -> nn.Module:
         model = entry.builder(image_size=image_size, **params)
         cam_layer, mean, std = entry.cam_layer, entry.mean, entry.std
     else:
-        try:
-            from .backbones import build_timm
-        except ModuleNotFoundError:
-            build_timm = None
-        if build_timm is None:
-            raise ValueError(f"unknown model '{name}' (registered: {', '.join(sorted(_REGISTRY))})")
+        from .backbones import build_timm
+
         model = build_timm(name, image_size=image_size, **params)
         cam_layer, mean, std = model.cam_layer, model.mean, model.std
     model.arch = name

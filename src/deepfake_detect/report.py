@@ -1,0 +1,136 @@
+"""Headline metrics, and the README's results tables generated from them.
+
+The ``summarize`` stage writes ``metrics/runs/<run>.json``: one row per run with the same
+headline columns (at most 12), so ``dvc metrics show`` is one readable table and ``dvc
+metrics diff`` after rerunning one run shows only that run's row. Everything else stays in
+``metrics/evaluate``, ``metrics/explain`` and ``metrics/train`` (outputs, not declared metrics).
+
+``deepfake-detect report`` renders the README's results tables from those rows and the
+params that ``dvc.lock`` recorded for each stage, each row with the command that makes it;
+``--check`` fails when README.md's tables differ, ``--write`` updates them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .io import write_json, write_text
+
+HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "eer", "ap", "acc", "balanced_acc", "tpr_at_fpr_1pct",
+            "num_params", "train_time_s", "saliency_lift", "gradcam_lift")
+
+# name -> (pipeline folder, the command that reproduces it)
+PIPELINES = {"demo": (".", "dvc repro"), "real": ("real", "dvc repro real/dvc.yaml")}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; it is written by an earlier stage (dvc repro)") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+
+
+def _round(value):
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 4)
+    return value
+
+
+def headline(evaluated: dict, explained: dict | None = None) -> dict:
+    """The headline row of one run: evaluation, size and training time, faithfulness lifts (demo data)."""
+    row = {**evaluated, **(explained or {})}
+    if row.get("train_time_s") is not None:
+        row["train_time_s"] = round(row["train_time_s"])
+    return {k: _round(row[k]) for k in HEADLINE if row.get(k) is not None}
+
+
+def summarize(params: dict, metrics_dir: str | Path = "metrics") -> dict[str, dict]:
+    """The summarize stage: metrics/runs/<run>.json for every run of evaluate-roc-det.runs."""
+    metrics_dir = Path(metrics_dir)
+    rows = {}
+    for run in params["evaluate-roc-det"]["runs"]:
+        explained = metrics_dir / "explain" / f"{run}.json"
+        rows[run] = headline(_read_json(metrics_dir / "evaluate" / f"{run}.json"),
+                             _read_json(explained) if explained.exists() else None)
+        write_json(metrics_dir / "runs" / f"{run}.json", rows[run])
+    return rows
+
+
+# ----------------------------------------------------------------------------- README tables
+def _lock(folder: Path) -> dict:
+    path = folder / "dvc.lock"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run the pipeline first ({PIPELINES})")
+    return yaml.safe_load(path.read_text())["stages"]
+
+
+def _stage_params(stage: dict) -> dict:
+    """The params a stage ran with, as dvc.lock recorded them (one params file per pipeline)."""
+    return next(iter(stage.get("params", {}).values()), {})
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _row(pipeline: str, run: str, lock: dict, folder: Path) -> str:
+    stage = next(name for name, s in lock.items() if _stage_params(s).get(name, {}).get("run") == run)
+    cfg = _stage_params(lock[stage])[stage]
+    data = _stage_params(lock["prepare-splits"])["data"][cfg["dataset"]]["source"]
+    data = f"demo {cfg['dataset']}" if data == "demo" else Path(data).name
+    m = _read_json(folder / "metrics" / "runs" / f"{run}.json")
+    ci = f" [{_fmt(m.get('auc_ci_low'))}, {_fmt(m.get('auc_ci_high'))}]" if "auc_ci_low" in m else ""
+    lifts = (f"{_fmt(m.get('saliency_lift'), '.2f')} / {_fmt(m.get('gradcam_lift'), '.2f')}"
+             if "saliency_lift" in m else "–")
+    target = f"{stage}" if pipeline == "demo" else f"real/dvc.yaml:{stage}"
+    cells = [f"`{run}`", f"`{cfg['model']}`", data, str(cfg["image_size"]), str(cfg["epochs"]),
+             f"{m.get('num_params', 0):,}", f"**{_fmt(m.get('auc'))}**{ci}", _fmt(m.get("eer"), ".1%"),
+             _fmt(m.get("ap")), _fmt(m.get("acc")), _fmt(m.get("tpr_at_fpr_1pct")), lifts,
+             f"{m.get('train_time_s', 0):,} s", f"`dvc repro {target}`"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_table(pipeline: str, root: str | Path = ".") -> str:
+    """The results table of one pipeline (markdown), from its metrics/runs rows and dvc.lock."""
+    folder = Path(root) / PIPELINES[pipeline][0]
+    lock = _lock(folder)
+    runs = _stage_params(lock["evaluate-roc-det"])["evaluate-roc-det"]["runs"]
+    header = ("| run | model | data | image px | epochs | params | test AUC [95 % CI] | EER | AP | acc @ 0.5 "
+              "| TPR @ 1 % FPR | saliency / Grad-CAM lift | train time | command |")
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    lines += [_row(pipeline, run, lock, folder) for run in runs]
+    return "\n".join(lines)
+
+
+def _marker(pipeline: str) -> re.Pattern:
+    return re.compile(rf"(<!-- report:{pipeline} -->\n)(.*?)(\n<!-- /report:{pipeline} -->)", re.S)
+
+
+def render_readme(text: str, root: str | Path = ".") -> str:
+    """README text with every ``<!-- report:<pipeline> -->`` block replaced by its generated table."""
+    for pipeline in PIPELINES:
+        if _marker(pipeline).search(text):
+            table = render_table(pipeline, root)
+            text = _marker(pipeline).sub(lambda m: m.group(1) + table + m.group(3), text)
+    return text
+
+
+def report(readme: str | Path = "README.md", check: bool = False, write: bool = False) -> str:
+    """Print, check (UserError when README.md differs) or rewrite the README's results tables."""
+    path = Path(readme)
+    old = path.read_text()
+    new = render_readme(old, path.parent)
+    if check and new != old:
+        raise UserError(f"{path}: its results tables differ from the metrics files; "
+                        "run `deepfake-detect report --write`")
+    if write and new != old:
+        write_text(path, new)
+    return "\n\n".join(f"{name}:\n{render_table(name, path.parent)}" for name in PIPELINES
+                       if (path.parent / PIPELINES[name][0] / "dvc.lock").is_file())
