@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # package modules that add their own sub-commands (evaluate, predict, explain ...)
-_SUBCOMMAND_MODULES = ("evaluate", "explain")
+_SUBCOMMAND_MODULES = ("evaluate", "explain", "plots.page")
 
 
 def main(argv: list[str] | None = None) -> int:
