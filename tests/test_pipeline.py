@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import write_image
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
+RUNS = ("simplenet-fakes", "simplenet-synth", "finetune-synth", "competition-fakes")
+TRAIN = {"train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition"}
+STAGES = {"prepare-splits", *TRAIN, "evaluate-roc-det", "explain", "summarize"}
 
 TINY = {
     "demo": {"image_size": 64, "fakes": {"train": 36, "val": 18, "test": 18},
@@ -72,7 +77,7 @@ def repro(tmp_path_factory):
 
 def test_repro_writes_models_metrics_and_plots(repro):
     work, first = repro
-    for run in ("simplenet-fakes", "simplenet-synth", "finetune-synth", "competition-fakes"):
+    for run in RUNS:
         assert (work / "models" / f"{run}.pt").is_file()
         m = json.loads((work / "metrics" / "train" / run / "metrics.json").read_text())
         assert 0.0 <= m["test_acc_at_best_val"] <= 1.0 and m["best_epoch"] >= 1 and m["num_params"] > 0
@@ -90,23 +95,124 @@ def test_second_repro_is_a_fast_noop(repro):
     assert time.perf_counter() - t0 < 30
 
 
-def test_metrics_show_and_plots_show(repro):
+def test_metrics_show_is_one_headline_row_per_run(repro):
     work, _ = repro
-    res = _run(DVC + ["metrics", "show", "--json"], work)
-    text = res.stdout
-    for run in ("simplenet-fakes", "simplenet-synth"):
-        assert f"metrics/train/{run}/metrics.json" in text
+    shown = json.loads(_run(DVC + ["metrics", "show", "--json"], work).stdout)
+    files = next(iter(shown.values()))["data"]
+    demo = {f: v["data"] for f, v in files.items() if f.startswith("metrics/")}
+    assert sorted(demo) == [f"metrics/runs/{r}.json" for r in sorted(RUNS)]
+    columns = {tuple(sorted(row)) for row in demo.values()}
+    assert len(columns) == 1 and len(next(iter(columns))) <= 12  # the same headline columns in every row
+    ev = json.loads((work / "metrics/evaluate/competition-fakes.json").read_text())
+    assert demo["metrics/runs/competition-fakes.json"]["auc"] == round(ev["auc"], 4)
+
+
+def test_plots_show_has_every_runs_training_curves(repro):
+    work, _ = repro
     _run(DVC + ["plots", "show", "-o", "html"], work)
     html = (work / "html" / "index.html").read_text()
-    assert "simplenet-fakes" in html
+    for run in RUNS:
+        assert f"loss-{run}" in html and f"acc-{run}" in html
+
+
+def test_a_changed_module_marks_the_stages_that_run_it(repro):
+    work, _ = repro
+    for module, changed, unchanged in (("config.py", STAGES, set()),
+                                       ("train.py", TRAIN, {"prepare-splits"}),
+                                       ("report.py", {"summarize"}, {"prepare-splits", *TRAIN})):
+        path = work / "src" / "deepfake_detect" / module
+        text = path.read_text()
+        path.write_text(text + "\n# a change\n")
+        try:
+            status = set(json.loads(_run(DVC + ["status", "--json"], work).stdout))
+        finally:
+            path.write_text(text)
+        assert changed <= status and not unchanged & status, (module, status)
 
 
 def test_param_change_reruns_only_dependants(repro):
     work, _ = repro
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    text = (work / "params.yaml").read_text()
+    params = yaml.safe_load(text)
     params["train-simplenet-synth"]["lr"] = 0.0005
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    res = _run(DVC + ["status", "--json"], work)
-    changed = set(json.loads(res.stdout))
+    try:
+        changed = set(json.loads(_run(DVC + ["status", "--json"], work).stdout))
+    finally:
+        (work / "params.yaml").write_text(text)
     assert "train-simplenet-synth" in changed
     assert not changed & {"prepare-splits", "train-simplenet-fakes", "finetune-xception", "train-competition"}
+
+
+def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
+    """A newcomer's first `dvc exp run` of chosen stages, on a clone whose DVC cache is empty, with a key
+    the code once hid (early_stopping_patience) and a list value, ends with a saved experiment."""
+    work, _ = repro
+    _run(["git", "add", "-A"], work)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], work)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    for key, value in (("user.email", "t@t"), ("user.name", "t")):
+        _run(["git", "config", key, value], clone)
+    res = _run(DVC + ["exp", "run", "-S", "train-competition.early_stopping_patience=1",
+                      "-S", "train-competition.frozen_layers=[features.head_conv]", "train-competition"], clone,
+               timeout=600)
+    assert "Ran experiment" in res.stdout + res.stderr
+    shown = json.loads(_run(DVC + ["exp", "show", "--json"], clone).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, shown
+    params = exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["train-competition"]
+    assert params["early_stopping_patience"] == 1 and params["frozen_layers"] == ["features.head_conv"]
+
+
+# ----------------------------------------------------------------------------- the real-data pipeline
+def test_real_pipeline_runs_the_demo_stages():
+    """real/dvc.yaml is the demo DAG over the same scripts, with the dataset folders as deps."""
+    demo = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    real = yaml.safe_load((REPO / "real" / "dvc.yaml").read_text())
+    assert list(real["stages"]) == list(demo["stages"])
+    for name, stage in demo["stages"].items():
+        other = real["stages"][name]
+        assert other["cmd"] == stage["cmd"].replace("python stages/", "python ../stages/")
+        assert [d.removeprefix("../") for d in other["deps"] if not d.startswith("${")] == stage["deps"]
+        for key in ("outs", "metrics", "plots"):
+            assert other.get(key) == stage.get(key), (name, key)
+    assert real["stages"]["prepare-splits"]["deps"][-2:] == ["${data.fakes.source}", "${data.synthetic.source}"]
+    assert len(real["plots"]) == len(demo["plots"])
+
+
+def test_real_pipeline_without_its_data_names_the_folder(repro):
+    work, _ = repro
+    assert not (work.parent / "shared").exists()
+    res = subprocess.run(DVC + ["repro", "real/dvc.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "shared/data/dfdc_faces" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def _course_folder(root: Path, n_real: int, n_fake: int, size: int, seed: int) -> None:
+    for split in ("train", "val", "test"):
+        for cls, n in (("real", n_real), ("fake", n_fake)):
+            for i in range(n):
+                seed += 1
+                write_image(root / split / cls / f"{i}.jpg", seed, size=size)
+
+
+def test_real_pipeline_end_to_end_on_tiny_folders(repro):
+    """`dvc repro real/dvc.yaml` over tiny course-layout folders where ../shared/data would be."""
+    work, _ = repro
+    shared = work.parent / "shared" / "data"
+    _course_folder(shared / "dfdc_faces", 6, 3, 48, 0)
+    _course_folder(shared / "stylegan_faces", 4, 4, 56, 1000)
+    params = yaml.safe_load((work / "real" / "params.yaml").read_text())
+    _update(params, {k: v for k, v in TINY.items() if k != "demo"})
+    (work / "real" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(DVC + ["repro", "real/dvc.yaml"], work, timeout=900)
+    for run in RUNS:
+        row = json.loads((work / "real" / "metrics" / "runs" / f"{run}.json").read_text())
+        assert 0.0 <= row["auc"] <= 1.0 and "saliency_lift" not in row  # no masks in real data
+    manifest = (work / "real" / "data" / "fakes" / "manifest.csv").read_text()
+    assert "../../shared/data/dfdc_faces/test/fake/0.jpg" in manifest  # referenced by path, never copied
+    from deepfake_detect.report import render_table
+
+    table = render_table("real", work)
+    assert "| `competition-fakes` | `competition` | dfdc_faces | 64 |" in table
+    assert "`dvc repro real/dvc.yaml:train-competition`" in table

@@ -264,7 +264,10 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     seed_everything(params["seed"])
     check_model(cfg)
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
-    model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
+    try:
+        model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
+    except (ValueError, TypeError) as e:  # the builder rejects a size or a model_params value
+        raise ParamsError(f"params: run '{run}' cannot build model '{cfg['model']}': {e}") from e
     n_params = num_params(model)
     check_frozen_layers(model, cfg)
     model = model.to(device)
