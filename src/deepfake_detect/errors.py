@@ -9,3 +9,8 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem the user can fix; the message names the key, file or path at fault."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (torch's messages span several), cut at ``limit`` characters."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:limit]
