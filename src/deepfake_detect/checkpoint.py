@@ -114,8 +114,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     try:
         model = get_model(ckpt["arch"], image_size=ckpt["image_size"], **params)
     except (ValueError, TypeError) as e:  # an architecture this version does not know, parameters it does not take
-        raise CheckpointError(f"{path}: checkpoint fields 'arch' ({ckpt['arch']!r}) and 'arch_params' "
-                              f"({ckpt['arch_params']}) do not make a model: {one_line(e)}") from e
+        raise CheckpointError(f"{path}: checkpoint fields 'arch' ({ckpt['arch']!r}), 'arch_params' "
+                              f"({ckpt['arch_params']}) and 'image_size' ({ckpt['image_size']}) do not make a model: "
+                              f"{one_line(e)}") from e
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

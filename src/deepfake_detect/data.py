@@ -71,8 +71,10 @@ def list_files(root: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, st
                 continue
             if stat.S_ISREG(mode):
                 files.append(p)
+            elif stat.S_ISDIR(mode):
+                problems.append((p, "symlink to a folder, not followed"))
             else:
-                problems.append((p, "symlink to a folder, not followed" if stat.S_ISDIR(mode) else "not a regular file"))
+                problems.append((p, "not a regular file"))
 
     visit(Path(root))
     return files, problems

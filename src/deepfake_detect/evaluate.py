@@ -203,7 +203,7 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
     ``skipped: <reason>`` (with empty p_fake) for non-image files, images that do not decode and entries
     that cannot be read (symlink loops, unreadable folders), which come last."""
     if out is not None:
-        check_writable(Path(out).parent)  # before the scoring, not after it
+        check_writable(out)  # before the scoring, not after it
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
     files, unreadable = expand_paths(paths)
@@ -246,7 +246,7 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
 
 def _cmd_evaluate(args) -> None:
     if args.out:
-        check_writable(Path(args.out).parent)  # before the scoring, not after it
+        check_writable(args.out)  # before the scoring, not after it
     m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
                         args.workers, progress=not args.quiet)
     if m["skipped"]:

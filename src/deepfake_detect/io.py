@@ -25,7 +25,7 @@ class OutputError(UserError):
 
 _REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
             errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EISDIR: "it is a folder",
-            errno.ENOENT: "no such folder"}
+            errno.ENOENT: "no such file or folder"}
 
 
 @contextlib.contextmanager
@@ -39,7 +39,7 @@ def output_errors(path: str | os.PathLike) -> Iterator[None]:
 
 def _reason(path: Path, e: OSError) -> str:
     if e.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir or open through a file
-        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        blocker = next((p for p in [*reversed(path.parents), path] if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             return f"{blocker} is a file, not a folder"
     return _REASONS.get(e.errno) or e.strerror or type(e).__name__
@@ -65,13 +65,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def check_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` and a scratch file in it, or OutputError: for writers that are not ours (dvclive)."""
-    folder = Path(folder)
-    with output_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    return folder
+def check_writable(path: str | os.PathLike) -> Path:
+    """Create the folder of ``path`` and a scratch file in it, or OutputError naming ``path``: to fail before
+    the work rather than after it, and for files written by others (dvclive)."""
+    path = Path(path)
+    with output_errors(path):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    return path
 
 
 def _umask() -> int:

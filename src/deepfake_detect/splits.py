@@ -188,7 +188,8 @@ def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo
     bad = unreadable + _decode_all(rows, name, progress)
     if bad and on_bad_image == "error":
         raise DatasetError(f"{len(bad)} file(s) in {root} cannot be read or do not decode (set data.on_bad_image: "
-                           "skip to leave them out; they are then listed in the metrics):\n  " + "\n  ".join(bad[:50]))
+                           "skip to leave them out; they are then listed in the metrics): " + "; ".join(bad[:20])
+                           + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
     rows = [r for r in rows if r["sha1"]]
     if layout == "flat":
         _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)

@@ -294,9 +294,10 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     rank, world, device = init_distributed(params["device"])
     main = rank == 0
     progress = progress and main
+    ckpt_path = Path(models_dir) / f"{run}.pt"
     if main:  # an output folder that cannot be written stops the run now, not after an epoch
-        check_writable(models_dir)
-        check_writable(Path(metrics_dir) / run)
+        check_writable(ckpt_path)
+        check_writable(Path(metrics_dir) / run / "metrics.json")  # written by dvclive
     seed_everything(params["seed"])
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
     model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
@@ -321,7 +322,6 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
 
         run_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    ckpt_path = Path(models_dir) / f"{run}.pt"
     spath = state_path(models_dir, run)
     key = resume_key(cfg, params, rows, world)
     best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
