@@ -304,7 +304,7 @@ def main() -> None:
     cache_dir = tmp / "cache"
     try:
         root, name = find_data(args.data, tmp)
-        _, rows, _ = scan_source(root)
+        _, rows, _, _ = scan_source(root)
         for r in rows:  # the cache key wants a content id; the file's size and mtime stand in for the pixel hash
             st = os.stat(r["path"])
             r["sha1"] = f"{st.st_size}-{st.st_mtime_ns}"

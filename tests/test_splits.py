@@ -141,6 +141,6 @@ def test_real_dfdc_counts():
     root = shared_data_dir() / "dfdc_faces"
     if not root.is_dir():
         pytest.skip(f"{root} not present")
-    _, rows, _ = scan_source(root)
+    _, rows, _, _ = scan_source(root)
     test = [r for r in rows if r["split"] == "test"]
     assert sum(r["label"] == 0 for r in test) == 1400 and sum(r["label"] == 1 for r in test) == 700

@@ -1,7 +1,5 @@
 """The training loop: outputs, the decoded cache, the epoch sampler (tiny synthetic data, CPU)."""
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

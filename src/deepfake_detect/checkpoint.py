@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .io import save_torch
 from .models import get_model
 
@@ -58,16 +58,50 @@ def save_checkpoint(path: str | Path, model: nn.Module, image_size: int, **kwarg
     return save_torch(path, make_checkpoint(model, image_size, **kwargs))
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numbers(n: int, positive: bool = False):
+    return lambda v: (isinstance(v, (list, tuple)) and len(v) == n
+                      and all(_number(x) and (x > 0 or not positive) for x in v))
+
+
+# every field a checkpoint of ours has and what is read from it: (what it must be, the test)
+_FIELDS = {
+    "arch": ("a model name", lambda v: isinstance(v, str) and bool(v)),
+    "arch_params": ("a dict of model parameters", lambda v: isinstance(v, dict)),
+    "image_size": ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    "mean": ("3 numbers", _numbers(3)),
+    "std": ("3 positive numbers", _numbers(3, positive=True)),
+    "classes": (f"{CLASSES} (the class order scores assume)", lambda v: v == CLASSES),
+    "threshold": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
+    "cam_layer": ("a layer name", lambda v: isinstance(v, str)),
+    "state_dict": ("a dict of tensors", lambda v: isinstance(v, dict)
+                   and all(isinstance(t, torch.Tensor) for t in v.values())),
+}
+_OPTIONAL = {"run": ("a run name", str), "dataset": ("a dataset name", str), "metrics": ("a dict", dict)}
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, every field checked; else CheckpointError naming the file and the field."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, pickle with code, not a torch file at all
-        raise CheckpointError(f"{path}: not a readable deepfake-detect checkpoint ({type(e).__name__}: {e})"[:500]) from e
+        raise CheckpointError(f"{path}: not a readable deepfake-detect checkpoint ({one_line(e)})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a deepfake-detect checkpoint (expected format '{FORMAT}')")
+    for key, (what, ok) in _FIELDS.items():
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint field '{key}' is missing (expected {what})")
+        if not ok(ckpt[key]):
+            raise CheckpointError(f"{path}: checkpoint field '{key}' must be {what}, got {repr(ckpt[key])[:80]}")
+    for key, (what, kind) in _OPTIONAL.items():
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            raise CheckpointError(f"{path}: checkpoint field '{key}' must be {what}, got {repr(ckpt[key])[:80]}")
     return ckpt
 
 
@@ -77,11 +111,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     params = dict(ckpt["arch_params"])
     if "weights" in _builder_kwargs(ckpt["arch"]):
         params["weights"] = "none"
-    model = get_model(ckpt["arch"], image_size=ckpt["image_size"], **params)
+    try:
+        model = get_model(ckpt["arch"], image_size=ckpt["image_size"], **params)
+    except (ValueError, TypeError) as e:  # an architecture this version does not know, parameters it does not take
+        raise CheckpointError(f"{path}: checkpoint fields 'arch' ({ckpt['arch']!r}), 'arch_params' "
+                              f"({ckpt['arch_params']}) and 'image_size' ({ckpt['image_size']}) do not make a model: "
+                              f"{one_line(e)}") from e
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit architecture '{ckpt['arch']}': {str(e)[:300]}") from e
+        raise CheckpointError(f"{path}: weights do not fit architecture '{ckpt['arch']}': {one_line(e)}") from e
     model.mean, model.std = tuple(ckpt["mean"]), tuple(ckpt["std"])
     return model.to(device).eval(), ckpt
 

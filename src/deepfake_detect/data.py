@@ -15,8 +15,10 @@ tensor: no transposing copy on the way to the model.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -36,12 +38,56 @@ MANIFEST_FIELDS = ("path", "label", "split", "sha1", "group", "mask", "width", "
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey patch
 
 
+class DatasetError(UserError, ValueError):
+    """A dataset that cannot be used as it is; the message names the folder or files."""
+
+
 class BadImageError(UserError, ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_files(root: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every file under the folder ``root`` (recursively, in sorted path order), and every other entry with
+    the reason it is not one: a symlink loop, a broken symlink, a folder that cannot be read, a symlink to a
+    folder (not followed: links can make cycles), a device or pipe. Nothing is left out without a word."""
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+
+    def visit(folder: Path) -> None:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as e:
+            problems.append((folder, f"folder cannot be read ({_os_reason(e)})"))
+            return
+        for name in names:
+            p = folder / name
+            try:
+                if stat.S_ISDIR(p.lstat().st_mode):
+                    visit(p)
+                    continue
+                mode = p.stat().st_mode  # through a symlink
+            except OSError as e:
+                problems.append((p, _os_reason(e)))
+                continue
+            if stat.S_ISREG(mode):
+                files.append(p)
+            elif stat.S_ISDIR(mode):
+                problems.append((p, "symlink to a folder, not followed"))
+            else:
+                problems.append((p, "not a regular file"))
+
+    visit(Path(root))
+    return files, problems
+
+
+def _os_reason(e: OSError) -> str:
+    reasons = {errno.ELOOP: "symlink loop", errno.ENOENT: "broken symlink", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}
+    return reasons.get(e.errno) or e.strerror or type(e).__name__
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:

@@ -21,3 +21,8 @@ def run_main(main, argv=None, prog: str = "deepfake-detect") -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (torch's messages span several), cut at ``limit`` characters."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:limit]

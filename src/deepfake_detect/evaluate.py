@@ -7,6 +7,7 @@ but the checkpoint is needed to score images. Scores are p(fake) = softmax outpu
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from pathlib import Path
@@ -17,11 +18,11 @@ from sklearn.metrics import log_loss
 from torch.utils.data import DataLoader
 
 from . import metrics
-from .checkpoint import load_model
+from .checkpoint import CheckpointError, load_model
 from .config import TRAIN_STAGES
-from .data import BadImageError, ManifestDataset, Preprocess, is_image_file, read_manifest
+from .data import SPLITS, BadImageError, ManifestDataset, Preprocess, is_image_file, list_files, read_manifest
 from .engine import default_num_workers, predict, resolve_device
-from .io import atomic_path, write_json
+from .io import check_writable, write_csv, write_json
 from .plots.curves import save_run_figure, save_runs_figure, write_curve_points
 from .splits import DatasetError, scan_source
 
@@ -118,7 +119,7 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
         model, ckpt = load_model(path, device)
         dataset = ckpt.get("dataset")
         if not dataset:
-            raise ValueError(f"{path}: checkpoint does not say which dataset it was trained on ('dataset')")
+            raise CheckpointError(f"{path}: checkpoint does not say which dataset it was trained on ('dataset')")
         manifest = Path(data_dir) / dataset / "manifest.csv"
         rows = read_manifest(manifest, "test")
         if not rows:
@@ -144,63 +145,74 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
 # --------------------------------------------------------------------------------------- the CLI
 def labelled_images(data: str | Path, split: str = "test") -> tuple[list[dict], list[str]]:
     """Rows {path, label} of a folder with real/ and fake/, a course-layout split folder, or a course-layout
-    root (then its ``split``); plus the non-image files found there."""
+    root (then its ``split``); plus every other entry found there, as ``path: reason`` (not an image file,
+    symlink loop, permission denied ...)."""
     root = Path(data)
     if not (root / "real").is_dir() and not (root / "fake").is_dir() and (root / split).is_dir():
         root = root / split
-    layout, rows, ignored = scan_source(root)
+    layout, rows, ignored, unreadable = scan_source(root)
+    skipped = [f"{f}: not an image file" for f in ignored] + unreadable
     if layout == "course":
         rows = [r for r in rows if r["split"] == split]
-    return rows, ignored
+    return rows, skipped
 
 
 def evaluate_folder(model_path: str | Path, data: str | Path, split: str = "test", device: str = "auto",
                     batch_size: int = 64, n_bootstrap: int = 1000, num_workers: int = -1,
-                    progress: bool = True) -> tuple[dict, list[str]]:
-    """Score a checkpoint on a labelled folder: (metrics, skipped files with reasons)."""
+                    progress: bool = True) -> dict:
+    """Score a checkpoint on a labelled folder: its metrics, ``n_skipped`` and ``skipped`` (every file in
+    the folder that was not scored, as ``path: reason``)."""
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
-    rows, ignored = labelled_images(data, split)
+    rows, skipped = labelled_images(data, split)
     y = np.array([r["label"] for r in rows])
     p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), dev, batch_size, num_workers,
                             progress, desc=f"evaluate {Path(model_path).name}")
-    skipped = [f"{f}: not an image file" for f in ignored] + [errors[i] for i in sorted(errors)]
+    skipped += [errors[i] for i in sorted(errors)]
     ok = np.isfinite(p)
     try:
         m = compute_metrics(y[ok], p[ok], n_bootstrap)
-    except ValueError as e:
-        raise DatasetError(f"{data}: cannot evaluate ({e})") from e
+    except ValueError as e:  # e.g. every fake failed to decode: say which files were left out
+        raise DatasetError(f"{data}: cannot evaluate ({e})"
+                           + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
+                           + (" ..." if len(skipped) > 10 else "")) from e
     info = {"model": str(model_path), "run": ckpt.get("run", ""), "trained_on": ckpt.get("dataset", ""),
             "data": str(data), "image_size": ckpt["image_size"], "n_skipped": len(skipped)}
-    return {**info, **m}, skipped
+    return {**info, **m, "skipped": skipped}
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given and every file under the given folders (sorted), in order."""
-    out = []
+def expand_paths(paths: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files as given and every file under the given folders (sorted), in order; plus the entries under
+    those folders that are not readable files, with the reason (``data.list_files``)."""
+    files, problems = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file())
+            found, unreadable = list_files(p)
+            files += found
+            problems += unreadable
         elif p.is_file():
-            out.append(p)
+            files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return out
+    return files, problems
 
 
 def predict_files(model_path: str | Path, paths: list[str], out: str | Path | None = None,
                   cam_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                   num_workers: int = -1, progress: bool = True) -> list[dict]:
     """Rows {path, p_fake, label} for every file: label fake/real at the checkpoint's threshold, or
-    ``skipped: <reason>`` (with empty p_fake) for non-image files and images that do not decode."""
+    ``skipped: <reason>`` (with empty p_fake) for non-image files, images that do not decode and entries
+    that cannot be read (symlink loops, unreadable folders), which come last."""
+    if out is not None:
+        check_writable(out)  # before the scoring, not after it
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
-    files = expand_paths(paths)
+    files, unreadable = expand_paths(paths)
     images = [f for f in files if is_image_file(f)]
     p, errors = score_paths(model, ckpt, [str(f) for f in images], None, dev, batch_size, num_workers, progress,
                             desc=f"predict {Path(model_path).name}")
     score = {str(f): (p[i], errors.get(i)) for i, f in enumerate(images)}
-    threshold = float(ckpt.get("threshold", 0.5))
+    threshold = float(ckpt["threshold"])
     rows = []
     for f in files:
         if str(f) not in score:
@@ -211,6 +223,7 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
             rows.append({"path": str(f), "p_fake": "", "label": "skipped: " + err.removeprefix(f"{f}: ")})
         else:
             rows.append({"path": str(f), "p_fake": f"{pf:.6f}", "label": "fake" if pf > threshold else "real"})
+    rows += [{"path": str(f), "p_fake": "", "label": f"skipped: {why}"} for f, why in unreadable]
     skipped = [r for r in rows if r["label"].startswith("skipped")]
     if skipped:
         print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {r['path']}: {r['label'][9:]}" for r in skipped),
@@ -220,11 +233,7 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
         w.writeheader()
         w.writerows(rows)
     else:
-        with atomic_path(out) as tmp:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=["path", "p_fake", "label"])
-                w.writeheader()
-                w.writerows(rows)
+        write_csv(out, rows, ["path", "p_fake", "label"])
     n_fake = sum(r["label"] == "fake" for r in rows)
     print(f"scored {len(rows) - len(skipped)} image(s): {n_fake} fake, {len(rows) - len(skipped) - n_fake} real "
           f"(threshold {threshold:g}), {len(skipped)} skipped" + (f" -> {out}" if out else ""), file=sys.stderr)
@@ -237,12 +246,15 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
 
 
 def _cmd_evaluate(args) -> None:
-    m, skipped = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
-                                 args.workers, progress=not args.quiet)
-    if skipped:
-        print(f"skipped {len(skipped)} file(s):\n  " + "\n  ".join(skipped), file=sys.stderr)
+    if args.out:
+        check_writable(args.out)  # before the scoring, not after it
+    m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
+                        args.workers, progress=not args.quiet)
+    if m["skipped"]:
+        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
     for k, v in m.items():
-        print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+        if k != "skipped":
+            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
     if args.out:
         write_json(args.out, m)
         print(f"wrote {args.out}")
@@ -253,21 +265,37 @@ def _cmd_predict(args) -> None:
                   progress=not args.quiet)
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``; anything else is a usage error naming the option and the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
 def add_cli(subparsers) -> None:
     """Register the ``evaluate`` and ``predict`` sub-commands."""
     def common(p):
         p.add_argument("--model", required=True, help="checkpoint, e.g. models/simplenet-fakes.pt")
-        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--batch-size", type=_int_at_least(1), default=64)
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
-        p.add_argument("--workers", type=int, default=-1, help="data-loader processes (-1: sized to the machine)")
+        p.add_argument("--workers", type=_int_at_least(-1), default=-1,
+                       help="data-loader processes (-1: sized to the machine, 0: in this process)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = subparsers.add_parser("evaluate", help="score a checkpoint on a labelled folder (AUC, EER, AP, acc ...)")
     common(p)
     p.add_argument("--data", required=True,
                    help="folder with real/ and fake/, a course-layout split folder, or a course-layout root")
-    p.add_argument("--split", default="test", help="split used when --data is a course-layout root")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the AUC 95 %% interval (0: off)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split used when --data is a course-layout root")
+    p.add_argument("--bootstrap", type=_int_at_least(0), default=1000,
+                   help="resamples for the AUC 95 %% interval (0: off)")
     p.add_argument("--out", help="write the metrics to this JSON file")
     p.set_defaults(func=_cmd_evaluate)
 

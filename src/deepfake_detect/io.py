@@ -1,35 +1,80 @@
-"""Atomic file output: every file a stage writes goes through here.
+"""Atomic file output: every file the package writes goes through here.
 
 A stage killed at any moment leaves either the old file or the new one, never a
-half-written file that DVC could cache.
+half-written file that DVC could cache. A file that cannot be written (permission
+denied, read-only file system, a file where a folder should be, disk full) is an
+``OutputError`` naming the path, not a traceback.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from .errors import UserError
+
+
+class OutputError(UserError):
+    """An output path that cannot be written; the message names it and says why."""
+
+
+_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EISDIR: "it is a folder",
+            errno.ENOENT: "no such file or folder"}
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` into an OutputError that names it and the reason."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({_reason(Path(path), e)})") from e
+
+
+def _reason(path: Path, e: OSError) -> str:
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir or open through a file
+        blocker = next((p for p in [*reversed(path.parents), path] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, not a folder"
+    return _REASONS.get(e.errno) or e.strerror or type(e).__name__
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        with output_errors(path):
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Create the folder of ``path`` and a scratch file in it, or OutputError naming ``path``: to fail before
+    the work rather than after it, and for files written by others (dvclive)."""
+    path = Path(path)
+    with output_errors(path):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    return path
 
 
 def _umask() -> int:
@@ -41,6 +86,15 @@ def _umask() -> int:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Iterable[str], **fmt) -> Path:
+    """A CSV with a header; ``fmt`` goes to ``csv.DictWriter`` (e.g. ``lineterminator``, ``extrasaction``)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fieldnames), **fmt)
+        w.writeheader()
+        w.writerows(rows)
     return Path(path)
 
 

@@ -21,28 +21,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, is_image_file, load_rgb
-from .io import atomic_path, write_json
+from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, DatasetError, is_image_file, list_files, load_rgb
+from .io import write_csv, write_json
 
 
-class DatasetError(UserError, ValueError):
-    """A dataset that cannot be used as it is; the message names the folder or files."""
 
 
-def _list_class_dir(d: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) in a class folder, recursively, sorted."""
-    images, other = [], []
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            (images if is_image_file(p) else other).append(p)
-    return images, other
-
-
-def scan_source(root: str | Path) -> tuple[str, list[dict], list[str]]:
+def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
     """Find the images of a dataset folder.
 
-    Returns (layout, rows with path/label/split (None for flat), ignored non-image files).
+    Returns (layout, rows with path/label/split (None for flat), non-image files, and the entries that cannot
+    be read as ``path: reason`` -- symlink loops, unreadable folders ... (``data.list_files``)).
     """
     root = Path(root)
     if not root.is_dir():
@@ -58,18 +47,22 @@ def scan_source(root: str | Path) -> tuple[str, list[dict], list[str]]:
         layout, folders = "flat", [(None, root)]
     else:
         raise DatasetError(f"{root}: expected train/ val/ test/ (course layout) or real/ and fake/ folders")
-    rows, ignored = [], []
+    rows, ignored, unreadable = [], [], []
     for split, base in folders:
         for cls, label in LABELS.items():
             d = base / cls
             if not d.is_dir():
                 raise DatasetError(f"{d}/: missing class folder")
-            images, other = _list_class_dir(d)
-            ignored += [str(p) for p in other]
+            files, problems = list_files(d)
+            problems = [f"{p}: {why}" for p, why in problems]
+            images = [p for p in files if is_image_file(p)]
             if not images:
-                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)")
+                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)"
+                                   + "".join(f"; {p}" for p in problems[:5]))
+            ignored += [str(p) for p in files if not is_image_file(p)]
+            unreadable += problems
             rows += [{"path": str(p), "label": label, "split": split} for p in images]
-    return layout, rows, ignored
+    return layout, rows, ignored, unreadable
 
 
 def read_groups(path: str | Path, root: Path) -> dict[str, str]:
@@ -117,34 +110,28 @@ def _split_flat(rows: list[dict], val_fraction: float, test_fraction: float, see
             done += len(by_group[g])
 
 
-def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> dict:
-    """Write ``out_dir/manifest.csv`` for one dataset and return its summary metrics."""
-    out_dir = Path(out_dir)
-    source = cfg["source"]
-    groups_csv = cfg.get("groups")
-    if source == "demo":
-        from .demo import generate_dataset
-
-        d = demo_cfg or {}
-        shutil.rmtree(out_dir / "images", ignore_errors=True)  # no stale images from larger earlier sizes
-        sizes = d.get(name, {})
-        generate_dataset(out_dir / "images", kind=name, n_train=sizes["train"], n_val=sizes["val"],
-                         n_test=sizes["test"], image_size=d.get("image_size", 128), seed=seed,
-                         strength=sizes.get("strength", 1.0), progress=progress)
-        root = out_dir / "images"
-        groups_csv = root / "groups.csv"
-    else:
-        root = Path(os.path.expanduser(str(source)))
+def _source(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None,
+            progress: bool) -> tuple[Path, str | Path | None]:
+    """(dataset folder, groups CSV or None); the demo source is generated into ``out_dir/images`` first."""
+    if cfg["source"] != "demo":
+        root = Path(os.path.expanduser(str(cfg["source"])))
+        groups_csv = cfg.get("groups")
         if groups_csv is None and (root / "groups.csv").exists():
             groups_csv = root / "groups.csv"
-    layout, rows, ignored = scan_source(root)
-    groups = read_groups(groups_csv, root) if groups_csv else {}
-    for r in rows:
-        r["group"] = groups.get(r["path"], "")
-        mask = root / "masks" / (r["split"] or "") / "fake" / Path(r["path"]).name if r["label"] == 1 else None
-        r["mask"] = str(mask) if mask is not None and r["split"] and mask.exists() else ""
+        return root, groups_csv
+    from .demo import generate_dataset
 
+    d = demo_cfg or {}
+    shutil.rmtree(out_dir / "images", ignore_errors=True)  # no stale images from larger earlier sizes
+    sizes = d.get(name, {})
+    generate_dataset(out_dir / "images", kind=name, n_train=sizes["train"], n_val=sizes["val"],
+                     n_test=sizes["test"], image_size=d.get("image_size", 128), seed=seed,
+                     strength=sizes.get("strength", 1.0), progress=progress)
+    return out_dir / "images", out_dir / "images" / "groups.csv"
+
+
+def _decode_all(rows: list[dict], name: str, progress: bool) -> list[str]:
+    """Decode every image once: sha1 of its pixels, width and height into its row; the errors, one per bad file."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(tqdm(pool.map(_check_image, [r["path"] for r in rows], chunksize=16), total=len(rows),
                             desc=f"prepare-splits {name}: decode+hash", disable=not progress))
@@ -153,37 +140,58 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
         r.update(sha1=sha1, width=w, height=h)
         if err:
             bad.append(err)
-    if bad and on_bad_image == "error":
-        raise DatasetError(f"{len(bad)} image(s) in {root} do not decode (set data.on_bad_image: skip to leave "
-                           "them out; they are then listed in the metrics):\n  " + "\n  ".join(bad[:50]))
-    rows = [r for r in rows if r["sha1"]]
+    return bad
 
-    if layout == "flat":
-        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
 
-    # leakage: the same pixels in two splits, or one group in two splits
+def _leaks(rows: list[dict], root: Path, name: str, on_leak: str) -> tuple[list[dict], list[str], list[str]]:
+    """Images with the same pixels in two splits: (rows kept, the leaked pairs, the paths dropped)."""
     by_hash: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_hash[r["sha1"]].append(r)
     leaks = [rs for rs in by_hash.values() if len({r["split"] for r in rs}) > 1]
     pairs = [" == ".join(f"{r['path']} ({r['split']})" for r in rs) for rs in leaks]
     dropped: list[str] = []
-    if leaks:
-        msg = f"{len(leaks)} image(s) appear in more than one split of {root} (leakage):\n  " + "\n  ".join(pairs[:50])
-        if on_leak == "error":
-            raise DatasetError(msg + "\n(set data.on_leak: drop to keep only the earliest split's copy)")
-        if on_leak == "drop":  # keep the copy in the earliest split (train < val < test)
-            for rs in leaks:
-                first = min(SPLITS.index(r["split"]) for r in rs)
-                dropped += [r["path"] for r in rs if SPLITS.index(r["split"]) > first]
-            rows = [r for r in rows if r["path"] not in set(dropped)]
-            msg += f"\n-> left out {len(dropped)} later cop(ies) (data.on_leak: drop)"
-        else:
-            msg += "\n-> kept (data.on_leak: warn); set data.on_leak: drop or error to change that"
-        print(f"prepare-splits {name}: warning: {msg}", file=sys.stderr)
-        by_hash = defaultdict(list)
-        for r in rows:
-            by_hash[r["sha1"]].append(r)
+    if not leaks:
+        return rows, pairs, dropped
+    msg = f"{len(leaks)} image(s) appear in more than one split of {root} (leakage):\n  " + "\n  ".join(pairs[:50])
+    if on_leak == "error":
+        raise DatasetError(msg + "\n(set data.on_leak: drop to keep only the earliest split's copy)")
+    if on_leak == "drop":  # keep the copy in the earliest split (train < val < test)
+        for rs in leaks:
+            first = min(SPLITS.index(r["split"]) for r in rs)
+            dropped += [r["path"] for r in rs if SPLITS.index(r["split"]) > first]
+        rows = [r for r in rows if r["path"] not in set(dropped)]
+        msg += f"\n-> left out {len(dropped)} later cop(ies) (data.on_leak: drop)"
+    else:
+        msg += "\n-> kept (data.on_leak: warn); set data.on_leak: drop or error to change that"
+    print(f"prepare-splits {name}: warning: {msg}", file=sys.stderr)
+    return rows, pairs, dropped
+
+
+def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
+                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> tuple[dict, list[dict]]:
+    """Every check of one dataset, writing nothing but the demo images: (summary metrics, manifest rows).
+
+    Files that cannot be read (symlink loops, unreadable folders) count as images that do not decode:
+    an error under ``on_bad_image: error``, listed in ``bad_skipped`` under ``skip``."""
+    root, groups_csv = _source(name, cfg, Path(out_dir), seed, demo_cfg, progress)
+    layout, rows, ignored, unreadable = scan_source(root)
+    groups = read_groups(groups_csv, root) if groups_csv else {}
+    for r in rows:
+        r["group"] = groups.get(r["path"], "")
+        mask = root / "masks" / (r["split"] or "") / "fake" / Path(r["path"]).name if r["label"] == 1 else None
+        r["mask"] = str(mask) if mask is not None and r["split"] and mask.exists() else ""
+
+    bad = unreadable + _decode_all(rows, name, progress)
+    if bad and on_bad_image == "error":
+        raise DatasetError(f"{len(bad)} file(s) in {root} cannot be read or do not decode (set data.on_bad_image: "
+                           "skip to leave them out; they are then listed in the metrics): " + "; ".join(bad[:20])
+                           + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
+    rows = [r for r in rows if r["sha1"]]
+    if layout == "flat":
+        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
+    rows, pairs, dropped = _leaks(rows, root, name, on_leak)
+
     group_splits: dict[str, set] = defaultdict(set)
     for r in rows:
         if r["group"]:
@@ -192,16 +200,8 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
     if crossing:
         raise DatasetError(f"{len(crossing)} group(s) of {groups_csv} span several splits (identity leakage): "
                            + ", ".join(crossing[:20]))
-    dup_within = sum(len(rs) - 1 for rs in by_hash.values() if len(rs) > 1)
-
-    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["label"], r["path"]))
-    with atomic_path(out_dir / "manifest.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    summary: dict = {"dataset": name, "source": str(source), "layout": layout, "n_images": len(rows)}
+    hashes = [r["sha1"] for r in rows]
+    summary: dict = {"dataset": name, "source": str(cfg["source"]), "layout": layout, "n_images": len(rows)}
     for split in SPLITS:
         n_real = sum(1 for r in rows if r["split"] == split and r["label"] == 0)
         n_fake = sum(1 for r in rows if r["split"] == split and r["label"] == 1)
@@ -209,26 +209,39 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
             raise DatasetError(f"{root}: split '{split}' has {n_real} real and {n_fake} fake images; both are needed")
         summary.update({f"{split}_real": n_real, f"{split}_fake": n_fake,
                         f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
-    summary.update(n_groups=len(group_splits), n_duplicates_within_split=dup_within,
-                   n_leaked_across_splits=len(leaks), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
+    summary.update(n_groups=len(group_splits), n_duplicates_within_split=len(hashes) - len(set(hashes)),
+                   n_leaked_across_splits=len(pairs), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
                    leak_dropped=sorted(dropped),
                    n_bad_skipped=len(bad), n_ignored_files=len(ignored), bad_skipped=bad, ignored_files=ignored)
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["label"], r["path"]))
+    return summary, rows
+
+
+def write_manifest(out_dir: str | Path, rows: list[dict]) -> Path:
+    return write_csv(Path(out_dir) / "manifest.csv", rows, MANIFEST_FIELDS, extrasaction="ignore")
+
+
+def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
+                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> dict:
+    """Check one dataset, then write ``out_dir/manifest.csv``; returns its summary metrics."""
+    summary, rows = check_dataset(name, cfg, out_dir, seed, demo_cfg, on_bad_image, on_leak, progress)
+    write_manifest(out_dir, rows)
     return summary
 
 
 def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | Path = "metrics/data",
                 progress: bool = True) -> dict[str, dict]:
-    """The prepare-splits stage: every dataset in ``params['data']``."""
-    out = {}
-    for name in ("fakes", "synthetic"):
-        summary = prepare_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
-                                  demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
-                                  on_leak=params["data"]["on_leak"],
-                                  progress=progress)
+    """The prepare-splits stage: every dataset in ``params['data']`` is checked before any manifest or
+    metrics file is written, so a failing check leaves the previous files as they were."""
+    checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
+                                   demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
+                                   on_leak=params["data"]["on_leak"], progress=progress)
+               for name in ("fakes", "synthetic")}
+    for name, (summary, rows) in checked.items():
+        write_manifest(Path(data_dir) / name, rows)
         write_json(Path(metrics_dir) / f"{name}.json", summary)
         print(f"{name}: " + ", ".join(f"{s} {summary[f'{s}_real']} real / {summary[f'{s}_fake']} fake"
                                       for s in SPLITS)
-              + (f"; skipped {len(summary['bad_skipped'])} bad image(s)" if summary["bad_skipped"] else "")
+              + (f"; skipped {len(summary['bad_skipped'])} bad file(s)" if summary["bad_skipped"] else "")
               + (f"; ignored {len(summary['ignored_files'])} non-image file(s)" if summary["ignored_files"] else ""))
-        out[name] = summary
-    return out
+    return {name: summary for name, (summary, _) in checked.items()}

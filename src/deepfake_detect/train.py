@@ -16,6 +16,8 @@ processes or a resume.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import math
@@ -30,14 +32,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
 from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
 from .engine import (InputBuffer, all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
                      init_distributed, predict, resolve_device, seed_everything, to_device)
-from .io import save_torch
+from .io import check_writable, save_torch
 from .models import get_model, is_model, list_models, model_kwargs, num_params
+from .data import DatasetError
 
 
 class TrainingError(UserError, RuntimeError):
@@ -76,8 +79,8 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
     Batches are uint8; ``loader.dataset.transform.normalise`` runs on the device."""
     rank, world = dist_info()
     if cfg["batch_size"] % world:
-        raise ValueError(f"params.yaml: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
-                         f"{world} training processes")
+        raise ParamsError(f"params.yaml: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
+                          f"{world} training processes")
     size = cfg["image_size"]
     workers = default_num_workers(cfg["num_workers"], device, cached=cfg["decode_cache"])
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
@@ -86,7 +89,7 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
     for split in ("train", "val", "test"):
         split_rows = [r for r in rows if r["split"] == split]
         if not split_rows:
-            raise ValueError(f"manifest has no '{split}' images for dataset '{cfg['dataset']}'")
+            raise DatasetError(f"manifest has no '{split}' images for dataset '{cfg['dataset']}'")
         cache = None
         if cfg["decode_cache"]:
             if rank != 0:  # rank 0 decodes, the others wait and read
@@ -199,15 +202,35 @@ def _acc(probs: np.ndarray, labels: np.ndarray) -> float:
 # ---------------------------------------------------------------- resumable state
 
 def state_path(models_dir: str | Path, run: str) -> Path:
-    """Last-epoch training state: beside the checkpoint, hidden, not a DVC out; removed when the run completes."""
+    """Last-epoch training state: beside the checkpoint, hidden, removed when the run completes.
+
+    Not a DVC out, on purpose: DVC deletes a stage's outs (a directory out with everything in it)
+    before it reruns the command, so a state inside one would never reach the rerun it exists for.
+    The flip side: when DVC restores the stage from its run cache instead, none of our code runs
+    and a killed run's state stays until the run trains again (``load_state`` then removes it unless
+    it belongs to exactly that configuration, data and code)."""
     return Path(models_dir) / f".{run}.state.pt"
 
 
-def config_hash(cfg: dict, params: dict, rows: list[dict], world: int) -> str:
-    """What a run's numbers depend on: its section, seed, device kind, data and process count."""
-    key = {"cfg": cfg, "seed": params["seed"], "device": resolve_device(params["device"]).type,
-           "data": cache_key(rows, 0), "world": world}
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Hash of every .py file of the package (names and bytes) and torch's version: a state saved
+    by other code (a resized layer, a changed update rule) is never resumed."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha1(f"torch {torch.__version__}\n".encode())
+    for p in sorted(root.rglob("*.py")):
+        h.update(f"{p.relative_to(root).as_posix()}\n".encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def resume_key(cfg: dict, params: dict, rows: list[dict], world: int) -> dict[str, str]:
+    """What a run's numbers depend on, part by part, so a mismatch can say which part changed:
+    its params (section, seed, device kind, process count), its data, and the code."""
+    parts = {"params": {"cfg": cfg, "seed": params["seed"], "device": resolve_device(params["device"]).type,
+                        "world": world},
+             "data": cache_key(rows, 0), "code": code_hash()}
+    return {k: hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest() for k, v in parts.items()}
 
 
 def _rng_state() -> dict:
@@ -227,19 +250,42 @@ def _set_rng_state(st: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def load_state(path: Path, chash: str) -> dict | None:
-    """The saved state when it belongs to this very configuration, else None (a stale one is removed)."""
+def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler) -> dict | None:
+    """Resume from the saved state when it belongs to this very configuration, data and code: model,
+    optimizer and scheduler loaded, the state returned. Else None, one line saying why, the stale file
+    removed, and model, optimizer and scheduler as they were (a clean start)."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a state cut short is not worth failing for: restart
-        print(f"{path}: unreadable training state ({type(e).__name__}), starting over")
-        return None
-    if not isinstance(state, dict) or state.get("config_hash") != chash:
-        print(f"{path}: training state of another configuration, starting over")
-        return None
-    return state
+        saved = state.get("key") or {}
+    except Exception as e:  # a state cut short (or not ours) is not worth failing for: restart
+        why = f"unreadable training state ({type(e).__name__}), starting over"
+    else:
+        changed = [part for part in key if saved.get(part) != key[part]]
+        why = (f"training state of another configuration, starting over (changed: {', '.join(changed)})" if changed
+               else _restore(state, model, optimizer, scheduler))
+    if why is None:
+        return state
+    print(f"{path}: {why}")
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> str | None:
+    """Load a state into model, optimizer and scheduler: None, or why it does not fit (then all three are
+    put back as they were, so the run starts exactly as a fresh one)."""
+    parts = [(model, "model"), (optimizer, "optimizer")] + ([(scheduler, "scheduler")] if scheduler else [])
+    before = [copy.deepcopy(obj.state_dict()) for obj, _ in parts]
+    try:
+        for obj, name in parts:
+            obj.load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        for (obj, _), sd in zip(parts, before):
+            obj.load_state_dict(sd)
+        return f"training state does not fit the model, starting over ({one_line(e, 200)})"
+    return None
 
 
 # ---------------------------------------------------------------- fit
@@ -261,6 +307,10 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     rank, world, device = init_distributed(params["device"])
     main = rank == 0
     progress = progress and main
+    ckpt_path = Path(models_dir) / f"{run}.pt"
+    if main:  # an output folder that cannot be written stops the run now, not after an epoch
+        check_writable(ckpt_path)
+        check_writable(Path(metrics_dir) / run / "metrics.json")  # written by dvclive
     seed_everything(params["seed"])
     check_model(cfg)
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
@@ -289,19 +339,14 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
 
         run_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    ckpt_path = Path(models_dir) / f"{run}.pt"
     spath = state_path(models_dir, run)
-    chash = config_hash(cfg, params, rows, world)
+    key = resume_key(cfg, params, rows, world)
     best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
     best_ckpt: dict | None = None
     history: list[dict] = []
     stale, start, stopped, elapsed = 0, 1, False, 0.0
-    state = load_state(spath, chash) if resume else None
+    state = load_state(spath, key, model, optimizer, scheduler) if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         history, best, best_ckpt, stale = state["history"], state["best"], state["best_ckpt"], state["stale"]
         start, stopped, elapsed = state["epoch"] + 1, state["stopped"], state["elapsed"]
@@ -359,7 +404,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
         if stopped and main:
             print(f"{run}: early stop after epoch {epoch} ({stale} epochs without val-acc gain)")
         if main:  # after every epoch, so a rerun goes on from here
-            save_torch(spath, {"config_hash": chash, "epoch": epoch, "model": model_state(model),
+            save_torch(spath, {"key": key, "epoch": epoch, "model": model_state(model),
                                "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                "rng": _rng_state(), "history": history, "best": best, "best_ckpt": best_ckpt,

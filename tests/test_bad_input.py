@@ -1,0 +1,348 @@
+"""Bad input, fed on purpose: each test is the reproduction of a user error that used to end in a
+traceback, a silently lost file or a half-written output, and checks that it is now one line naming
+the file, key or path (exit code 2), or a listed skip -- and that nothing valid was overwritten."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from deepfake_detect import cli, train
+from deepfake_detect.checkpoint import make_checkpoint, save_checkpoint
+from deepfake_detect.evaluate import evaluate_runs
+from deepfake_detect.io import OutputError, save_torch
+from deepfake_detect.models import get_model
+from deepfake_detect.splits import DatasetError, prepare_dataset
+
+from conftest import REPO, write_image
+from test_train import make_tiny, tiny_params
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "models" / "tiny.pt", get_model("simplenet", image_size=64), 64, run="tiny",
+                           extra={"dataset": "fakes"}, metrics={"test_acc_at_best_val": 0.5})
+
+
+@pytest.fixture
+def labelled(tmp_path) -> Path:
+    """real/ and fake/ with 3 images each."""
+    root = tmp_path / "labelled"
+    for i in range(6):
+        write_image(root / ("real" if i < 3 else "fake") / f"{i}.png", i)
+    return root
+
+
+def _predict(ckpt, *paths, out=None) -> list[str]:
+    return ["predict", "--model", str(ckpt), *map(str, paths), "--device", "cpu", "--quiet"] + (
+        ["--out", str(out)] if out else [])
+
+
+def _evaluate(ckpt, data, out=None) -> list[str]:
+    return ["evaluate", "--model", str(ckpt), "--data", str(data), "--device", "cpu", "--quiet",
+            "--bootstrap", "0"] + (["--out", str(out)] if out else [])
+
+
+def _labels(csv_path: Path) -> dict[str, str]:
+    return {r["path"]: r["label"] for r in csv.DictReader(open(csv_path))}
+
+
+# ------------------------------------------------------------------------ 2. resume state vs. code
+class Killed(Exception):
+    """Stands in for a kill -9 after epoch 1 (the state of epoch 1 is on disk)."""
+
+
+def _fit(root: Path, data: Path, kill_at: int | None = None, code: str | None = None) -> dict:
+    """Two epochs of the tiny run; ``kill_at``: dies as that epoch starts; ``code``: as if saved by other code."""
+    params = tiny_params(epochs=2, hflip=True, lr_scheduler="cosine")
+    one_epoch = train.train_one_epoch
+
+    def dies(model, loader, optimizer, device, cfg, epoch, progress=True):
+        if epoch == kill_at:
+            raise Killed
+        return one_epoch(model, loader, optimizer, device, cfg, epoch, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "train_one_epoch", dies)
+        if code is not None:
+            mp.setattr(train, "code_hash", lambda: code)
+        return train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+                         metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
+
+
+def test_resume_state_of_other_code_or_shapes_starts_over(tmp_path, capsys):
+    data = make_tiny(tmp_path, n=(8, 4, 4))
+    _fit(tmp_path / "clean", data)
+    clean = (tmp_path / "clean/metrics/tiny/metrics.json").read_text()
+
+    # killed under other code (as if models/backbones.py had been edited since), rerun: starts over
+    with pytest.raises(Killed):
+        _fit(tmp_path / "edited", data, kill_at=2, code="the code before the edit")
+    state = train.state_path(tmp_path / "edited/models", "tiny")
+    assert state.exists()
+    capsys.readouterr()
+    assert _fit(tmp_path / "edited", data)["epochs_run"] == 2
+    out = capsys.readouterr().out
+    assert f"{state}: training state of another configuration, starting over (changed: code)" in out
+    assert "resuming" not in out and not state.exists()
+    assert (tmp_path / "edited/metrics/tiny/metrics.json").read_text() == clean
+
+    # a state that matches the key but not the model (a resized layer): one line, then exactly a fresh run
+    with pytest.raises(Killed):
+        _fit(tmp_path / "resized", data, kill_at=2)
+    state = train.state_path(tmp_path / "resized/models", "tiny")
+    saved = torch.load(state, weights_only=True)
+    name = next(k for k, v in saved["model"].items() if v.ndim == 2)
+    saved["model"][name] = torch.zeros(3, 3)
+    save_torch(state, saved)
+    capsys.readouterr()
+    assert _fit(tmp_path / "resized", data)["epochs_run"] == 2
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if str(state) in ln]
+    assert len(lines) == 1 and "does not fit the model, starting over" in lines[0] and "size mismatch" in lines[0]
+    assert not state.exists()
+    assert (tmp_path / "resized/metrics/tiny/metrics.json").read_text() == clean  # the rollback left nothing behind
+
+
+def test_unreadable_resume_state_starts_over(tmp_path, capsys):
+    data = make_tiny(tmp_path, n=(8, 4, 4))
+    state = train.state_path(tmp_path / "models", "tiny")
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"PK\x03\x04 cut short")
+    assert _fit(tmp_path, data)["epochs_run"] == 2
+    assert f"{state}: unreadable training state" in capsys.readouterr().out and not state.exists()
+
+
+def test_training_into_unwritable_folder_fails_before_the_first_epoch(tmp_path):
+    data = make_tiny(tmp_path, n=(8, 4, 4))
+    (tmp_path / "metrics").write_text("a file where the metrics folder should be")
+    params = tiny_params()
+    with pytest.raises(OutputError, match=r"tiny/metrics.json: cannot write \(.*metrics is a file, not a folder\)"):
+        train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+                  metrics_dir=tmp_path / "metrics" / "train", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "models" / "tiny.pt").exists()
+
+
+# ------------------------------------------------------------------------ 4. checkpoint fields
+def _broken(ckpt: Path, change) -> Path:
+    c = torch.load(ckpt, weights_only=True)
+    change(c)
+    torch.save(c, ckpt)
+    return ckpt
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(arch="no-such-net"), r"fields 'arch' \('no-such-net'\).*unknown model 'no-such-net'"),
+    (lambda c: c.pop("image_size"), r"field 'image_size' is missing \(expected an integer >= 1\)"),
+    (lambda c: c.update(image_size="64"), r"field 'image_size' must be an integer >= 1, got '64'"),
+    (lambda c: c.update(image_size=10), r"'image_size' \(10\) do not make a model: .*image_size >= 50"),
+    (lambda c: c.update(arch_params={"width": 3}), r"'arch_params' \(\{'width': 3\}\).*unexpected keyword"),
+    (lambda c: c.update(mean=[0.5, 0.5]), r"field 'mean' must be 3 numbers"),
+    (lambda c: c.update(std=[0.5, 0.0, 0.5]), r"field 'std' must be 3 positive numbers"),
+    (lambda c: c.update(classes=["fake", "real"]), r"field 'classes' must be \['real', 'fake'\]"),
+    (lambda c: c.update(threshold="high"), r"field 'threshold' must be a number in \[0, 1\]"),
+    (lambda c: c.update(state_dict=[1, 2]), r"field 'state_dict' must be a dict of tensors"),
+    (lambda c: c.update(metrics=None), r"field 'metrics' must be a dict"),
+    (lambda c: c.update(state_dict=make_checkpoint(get_model("competition"), 64)["state_dict"]),
+     r"weights do not fit architecture 'simplenet': RuntimeError: Error\(s\) in loading state_dict"),
+], ids=["unknown-arch", "no-image-size", "image-size-str", "image-size-too-small", "unknown-arch-param", "mean-2",
+        "std-zero", "classes-swapped", "threshold-str", "state-dict-list", "metrics-none", "other-weights"])
+def test_checkpoint_with_bad_field_names_file_and_field(tmp_path, ckpt, labelled, capsys, change, message):
+    _broken(ckpt, change)
+    for argv in (_predict(ckpt, labelled), _evaluate(ckpt, labelled)):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"deepfake-detect: error: {ckpt}: ") and len(err.strip().splitlines()) == 1
+        assert re.search(message, err), err
+
+
+def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, ckpt, monkeypatch):
+    from deepfake_detect.checkpoint import CheckpointError
+    from deepfake_detect.config import load_params
+
+    _broken(ckpt, lambda c: c.pop("dataset"))
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    params["device"] = "cpu"
+    with pytest.raises(CheckpointError, match=r"tiny\.pt: checkpoint does not say which dataset"):
+        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
+
+
+# ------------------------------------------------------------------------ 5. files left out without a word
+def test_symlink_loop_and_broken_link_are_listed_by_predict_and_evaluate(tmp_path, ckpt, labelled, capsys):
+    real = labelled / "real"
+    os.symlink("b", real / "a")
+    os.symlink("a", real / "b")
+    os.symlink("nowhere.png", labelled / "fake" / "gone.png")
+    os.symlink(labelled / "real", labelled / "fake" / "elsewhere")
+    reasons = {str(real / "a"): "symlink loop", str(real / "b"): "symlink loop",
+               str(labelled / "fake" / "gone.png"): "broken symlink",
+               str(labelled / "fake" / "elsewhere"): "symlink to a folder, not followed"}
+
+    assert cli.main(_predict(ckpt, labelled, out=tmp_path / "p.csv")) == 0
+    labels = _labels(tmp_path / "p.csv")
+    assert {p: labels[p] for p in reasons} == {p: f"skipped: {why}" for p, why in reasons.items()}
+    assert sum(not v.startswith("skipped") for v in labels.values()) == 6
+    err = capsys.readouterr().err
+    assert "skipped 4 file(s)" in err and all(f"{p}: {why}" in err for p, why in reasons.items())
+
+    assert cli.main(_evaluate(ckpt, labelled, out=tmp_path / "m.json")) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["n_skipped"] == 4 and sorted(m["skipped"]) == sorted(f"{p}: {why}" for p, why in reasons.items())
+    assert (m["n_real"], m["n_fake"]) == (3, 3)
+
+
+def test_every_fake_undecodable_names_the_files(tmp_path, ckpt, labelled, capsys):
+    for f in (labelled / "fake").iterdir():
+        f.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert cli.main(_evaluate(ckpt, labelled)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "0 fake" in err and "skipped 3 file(s)" in err
+    assert all(f"{labelled / 'fake' / f'{i}.png'}: cannot decode image" in err for i in (3, 4, 5))
+
+
+def test_prepare_splits_does_not_lose_a_symlink_loop(course_folder, tmp_path):
+    d = course_folder / "train" / "fake"
+    os.symlink("y.png", d / "x.png")
+    os.symlink("x.png", d / "y.png")
+    cfg = {"source": str(course_folder), "groups": None, "val_fraction": 0.2, "test_fraction": 0.2}
+    with pytest.raises(DatasetError, match=r"2 file\(s\) in .* cannot be read or do not decode .*x\.png: symlink loop"):
+        prepare_dataset("fakes", cfg, tmp_path / "out", progress=False)
+    summary = prepare_dataset("fakes", cfg, tmp_path / "out", on_bad_image="skip", progress=False)
+    assert summary["bad_skipped"] == [f"{d / 'x.png'}: symlink loop", f"{d / 'y.png'}: symlink loop"]
+    assert summary["n_bad_skipped"] == 2 and summary["train_fake"] == 2
+
+
+DROP_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+            "--inh-caps", "-dac_override,-dac_read_search"]
+CLI = ("import json, sys; from deepfake_detect.cli import main; "
+       "print(json.dumps([main(a) for a in json.loads(sys.argv[1])]))")
+
+
+def _as_unprivileged(tmp_path: Path) -> list[str]:
+    """The command prefix under which file permissions hold (root: setpriv without the DAC capabilities);
+    skips the test where they cannot be made to hold."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and no setpriv to drop the DAC capabilities")
+        prefix = DROP_DAC
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o000)
+    try:
+        held = subprocess.run(prefix + ["ls", str(probe)], capture_output=True).returncode != 0
+    finally:
+        probe.rmdir()
+    if not held:
+        pytest.skip("file permissions cannot be taken away here")
+    return prefix
+
+
+def _cli_unprivileged(prefix: list[str], *argvs: list[str]) -> tuple[list[int], str]:
+    proc = subprocess.run(prefix + [sys.executable, "-c", CLI, json.dumps(argvs)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1]), proc.stderr
+
+
+def test_unreadable_subfolder_is_listed_and_read_only_output_is_one_line(tmp_path, ckpt, labelled):
+    prefix = _as_unprivileged(tmp_path)
+    sub = labelled / "fake" / "sub"
+    write_image(sub / "hidden.png", 9)
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    sub.chmod(0o000)
+    read_only.chmod(0o555)
+    try:
+        codes, err = _cli_unprivileged(prefix, _predict(ckpt, labelled, out=tmp_path / "p.csv"),
+                                       _evaluate(ckpt, labelled, out=tmp_path / "m.json"),
+                                       _predict(ckpt, labelled, out=read_only / "p.csv"),
+                                       _evaluate(ckpt, labelled, out=read_only / "m.json"))
+    finally:
+        sub.chmod(0o755)
+        read_only.chmod(0o755)
+    why = "folder cannot be read (permission denied)"
+    assert codes == [0, 0, 2, 2]
+    assert _labels(tmp_path / "p.csv")[str(sub)] == f"skipped: {why}"
+    assert json.loads((tmp_path / "m.json").read_text())["skipped"] == [f"{sub}: {why}"]
+    for name in ("p.csv", "m.json"):
+        assert f"deepfake-detect: error: {read_only / name}: cannot write (permission denied)" in err
+    assert "Traceback" not in err and not list(read_only.iterdir())
+
+
+# ------------------------------------------------------------------------ 6. write errors
+def test_outputs_that_cannot_be_written_are_one_line(tmp_path, ckpt, labelled, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    for argv, out in ((_predict(ckpt, labelled, out=blocker / "p.csv"), blocker / "p.csv"),
+                      (_evaluate(ckpt, labelled, out=blocker / "m.json"), blocker / "m.json"),
+                      (_predict(ckpt, labelled, out=tmp_path), tmp_path)):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"deepfake-detect: error: {out}: cannot write (") and len(err.splitlines()) == 1
+    assert "it is a folder" in err
+
+
+def test_stage_into_unwritable_metrics_folder(tmp_path, ckpt, monkeypatch):
+    from deepfake_detect.config import load_params
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"path": str(write_image(Path("imgs") / f"{i}.png", i)), "label": i % 2, "split": "test"}
+            for i in range(4)]
+    Path("data/fakes").mkdir(parents=True)
+    Path("data/fakes/manifest.csv").write_text("path,label,split\n" + "".join(
+        f"{r['path']},{r['label']},{r['split']}\n" for r in rows))
+    Path("metrics").write_text("a file where metrics/ should be")
+    params = load_params(REPO / "params.yaml")
+    params["device"] = "cpu"
+    with pytest.raises(OutputError, match=r"^metrics/evaluate/tiny\.json: cannot write \(metrics is a file"):
+        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"], "bootstrap": 0}, progress=False)
+
+
+# ------------------------------------------------------------------------ 7. check first, then write
+def test_failing_prepare_splits_leaves_the_manifests_as_they_were(tmp_path, course_folder, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["fakes"]["source"] = params["data"]["synthetic"]["source"] = str(course_folder)
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert cli.main(["prepare-splits"]) == 0
+    outputs = [Path(p) for p in ("data/fakes/manifest.csv", "data/synthetic/manifest.csv",
+                                 "metrics/data/fakes.json", "metrics/data/synthetic.json")]
+    before = [p.read_bytes() for p in outputs]
+
+    few = tmp_path / "few"  # 2 real and 1 fake: some split gets no fake, the last check fails
+    for i, cls in enumerate(("real", "real", "fake")):
+        write_image(few / cls / f"{i}.png", 50 + i)
+    for name in ("fakes", "synthetic"):  # the failing dataset itself, and the one after a good one
+        changed = {**params, "data": {**params["data"], name: {**params["data"][name], "source": str(few)}}}
+        Path("params.yaml").write_text(yaml.safe_dump(changed))
+        assert cli.main(["prepare-splits"]) == 2
+        assert "has 1 real and 0 fake images; both are needed" in capsys.readouterr().err
+        assert [p.read_bytes() for p in outputs] == before
+
+
+# ------------------------------------------------------------------------ CLI numbers
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "argument --batch-size: must be an integer >= 1, got '0'"),
+    ("--batch-size", "many", "argument --batch-size: must be an integer >= 1, got 'many'"),
+    ("--workers", "-2", "argument --workers: must be an integer >= -1, got '-2'"),
+    ("--bootstrap", "-1", "argument --bootstrap: must be an integer >= 0, got '-1'"),
+    ("--split", "tset", "argument --split: invalid choice: 'tset'"),
+], ids=["batch-0", "batch-word", "workers-minus-2", "bootstrap-minus-1", "split-typo"])
+def test_numeric_options_out_of_range(tmp_path, ckpt, labelled, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(_evaluate(ckpt, labelled) + [option, value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    if option in ("--batch-size", "--workers"):
+        with pytest.raises(SystemExit):
+            cli.main(_predict(ckpt, labelled) + [option, value])
+        assert message in capsys.readouterr().err
