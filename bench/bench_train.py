@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from deepfake_detect.config import DEFAULTS, merge
-from deepfake_detect.data import build_decoded_cache, load_rgb, Preprocess
+from deepfake_detect.config import load_params
+from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
 from deepfake_detect.engine import cpu_cores, resolve_device, seed_everything
 from deepfake_detect.models import get_model
 from deepfake_detect.splits import scan_source
@@ -65,7 +65,8 @@ def subset(rows: list[dict], split: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def section(**kw) -> dict:
-    params = merge(DEFAULTS, {"device": kw.pop("device", "auto"), "train-simplenet-fakes": {"run": "bench", **kw}})
+    params = load_params(REPO / "params.yaml", {"device": kw.pop("device", "auto"),
+                                                "train-simplenet-fakes": {"run": "bench", **kw}})
     return params, params["train-simplenet-fakes"]
 
 
@@ -212,10 +213,10 @@ def bench_course(cfg, device, rows_train, rows_val, steps) -> dict:
 RSS_SCRIPT = r'''
 import json, resource, sys, time
 from pathlib import Path
-from deepfake_detect.config import DEFAULTS, merge
+from deepfake_detect.config import load_params
 from deepfake_detect.train import fit
 data, out, cache, size, steps = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-params = merge(DEFAULTS, {"train-simplenet-fakes": {"run": "rss", "image_size": size, "epochs": 1,
+params = load_params(sys.argv[6], {"train-simplenet-fakes": {"run": "rss", "image_size": size, "epochs": 1,
                "max_steps_per_epoch": steps, "eval_test_every_epoch": False}})
 t = time.perf_counter()
 fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=out / "models",
@@ -245,7 +246,8 @@ def bench_rss(rows: list[dict], tmp: Path, size: int, steps: int) -> dict:
         data = tmp / f"rss-{name}" / "data"
         write_manifest(part, data / "fakes" / "manifest.csv")
         proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(data), str(tmp / f"rss-{name}"),
-                               str(tmp / "rss-cache"), str(size), str(steps)], capture_output=True, text=True)
+                               str(tmp / "rss-cache"), str(size), str(steps), str(REPO / "params.yaml")],
+                              capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
         if proc.returncode or not line:
             out[name] = {"error": (proc.stdout + proc.stderr)[-1500:]}
@@ -400,7 +402,8 @@ def main() -> None:
         report["profile_b"] = {  # where a step of (b) goes: the data path's share, median over the rounds
             "data_ms_per_batch": float(np.median([p["b_ours"]["data_ms_per_batch"] for p in pairs])),
             "step_ms": float(np.median([p["b_ours"]["step_ms"] for p in pairs]))}
-        report["profile_b"]["data_share_of_step"] = report["profile_b"]["data_ms_per_batch"] / report["profile_b"]["step_ms"]
+        prof = report["profile_b"]
+        prof["data_share_of_step"] = prof["data_ms_per_batch"] / prof["step_ms"]
         report["targets_met"] = {"b_ge_95pct_a": report["ratios"]["b_over_a_train_img_s"] >= 0.95,
                                  "b_ge_95pct_a_median_of_pairs": report["ratios"]["b_over_a_train_median_of_pairs"]
                                  >= 0.95,

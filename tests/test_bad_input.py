@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_train import make_tiny, tiny_params
 
 from deepfake_detect import cli, train
 from deepfake_detect.checkpoint import make_checkpoint, save_checkpoint
@@ -24,7 +25,6 @@ from deepfake_detect.models import get_model
 from deepfake_detect.splits import DatasetError, prepare_dataset
 
 from conftest import REPO, write_image
-from test_train import make_tiny, tiny_params
 
 
 @pytest.fixture

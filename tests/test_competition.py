@@ -9,6 +9,7 @@ from deepfake_detect.checkpoint import load_model, save_checkpoint
 from deepfake_detect.config import load_params
 from deepfake_detect.models import get_model, get_submodule, num_params
 from deepfake_detect.models.augment import TrainAugment
+
 from conftest import REPO
 
 SIMPLENET_256 = 16_901_762

@@ -14,9 +14,10 @@ from PIL import Image
 
 from deepfake_detect import explain
 from deepfake_detect.checkpoint import _builder_kwargs, load_model, save_checkpoint
-from conftest import PARAMS_YAML
 from deepfake_detect.config import load_params
 from deepfake_detect.models import get_model, get_submodule, list_models
+
+from conftest import PARAMS_YAML
 
 
 def _model_names() -> list[str]:

@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 from scipy.stats import norm
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
-                             det_curve, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    det_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from deepfake_detect import metrics
 

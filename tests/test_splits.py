@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_image
 from deepfake_detect.splits import DatasetError, prepare_dataset, scan_source
+
+from conftest import write_image
 
 CFG = {"source": None, "groups": None, "val_fraction": 0.2, "test_fraction": 0.2}
 

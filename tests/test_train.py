@@ -6,10 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tiny, tiny_params
-from deepfake_detect.data import (EpochSampler, ManifestDataset, Preprocess, build_decoded_cache, collate_uint8,
-                                  load_rgb, read_manifest)
+from deepfake_detect.data import (
+    EpochSampler,
+    ManifestDataset,
+    Preprocess,
+    build_decoded_cache,
+    collate_uint8,
+    load_rgb,
+    read_manifest,
+)
 from deepfake_detect.train import fit, state_path
+
+from conftest import make_tiny, tiny_params
 
 
 def test_fit_writes_outputs_and_cleans_state(tmp_path):
@@ -117,7 +125,13 @@ def _state(model):
 def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
     """frozen_layers never change (weights and BN running stats); a warm-up epoch freezes only the backbone."""
     from deepfake_detect.models import get_model
-    from deepfake_detect.train import freeze_batchnorm_stats, set_trainable, train_one_epoch, make_loaders, make_optimizer
+    from deepfake_detect.train import (
+        freeze_batchnorm_stats,
+        make_loaders,
+        make_optimizer,
+        set_trainable,
+        train_one_epoch,
+    )
 
     data = make_tiny(tmp_path)
     params = tiny_params(model="competition", model_params={}, frozen_layers=["features.stem", "features.stage0"])

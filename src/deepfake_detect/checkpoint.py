@@ -126,8 +126,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 
 def _builder_kwargs(arch: str) -> set[str]:
-    from .models import _REGISTRY, _load_all
     import inspect
+
+    from .models import _REGISTRY, _load_all
 
     _load_all()
     entry = _REGISTRY.get(arch)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
 from .errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

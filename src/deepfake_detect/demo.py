@@ -135,7 +135,10 @@ def _pick(rng: np.random.Generator, table: np.ndarray, jitter: float) -> list[fl
 def make_identity(rng: np.random.Generator) -> dict:
     """Draw the fixed attributes of one identity (plain floats/ints, JSON-friendly)."""
     t = rng.uniform(0.0, 1.0)
-    skin = (_SKIN_LIGHT * (1 - 2 * t) + _SKIN_MID * 2 * t) if t < 0.5 else (_SKIN_MID * (2 - 2 * t) + _SKIN_DARK * (2 * t - 1))
+    if t < 0.5:
+        skin = _SKIN_LIGHT * (1 - 2 * t) + _SKIN_MID * 2 * t
+    else:
+        skin = _SKIN_MID * (2 - 2 * t) + _SKIN_DARK * (2 * t - 1)
     skin = np.clip(skin * rng.uniform(0.95, 1.05, 3), 0, 255)
     hair_i = int(rng.integers(len(_HAIR)))
     hair = np.clip(_HAIR[hair_i] * rng.uniform(0.9, 1.1, 3), 0, 255)
@@ -398,7 +401,8 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
         _over(sub, 0.35 * _ellipse(xs, ys, nx - side * 0.15 * nw, ny - 0.25 * nw, nw * 0.45, nw * 0.35, 3 * px),
               np.minimum(skin * 1.2 + 20, 255))
         for s in (-1.0, 1.0):
-            _over(sub, 0.75 * _ellipse(xs, ys, nx + s * nw * 0.5, ny + 0.15 * nw, nw * 0.28, nw * 0.16, px), skin * 0.35)
+            nostril = _ellipse(xs, ys, nx + s * nw * 0.5, ny + 0.15 * nw, nw * 0.28, nw * 0.16, px)
+            _over(sub, 0.75 * nostril, skin * 0.35)
 
     # mouth
     mx, mw, lh = fx * 1.2, idt["mouth_w"], idt["lip_h"]
@@ -409,7 +413,8 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
         xm = (xs - mx) / mw
         inside = np.clip(1 - xm ** 2, 0, 1)
         yl = my - idt["smile"] * xm ** 2
-        upper = _soft(np.maximum(yl - ys - 0.8 * lh * np.sqrt(inside) * (1 - 0.25 * np.exp(-(xm / 0.15) ** 2)), ys - yl), px)
+        bow = 1 - 0.25 * np.exp(-(xm / 0.15) ** 2)
+        upper = _soft(np.maximum(yl - ys - 0.8 * lh * np.sqrt(inside) * bow, ys - yl), px)
         lower = _soft(np.maximum(ys - yl - lh * np.sqrt(inside), yl - ys), px)
         lips = np.maximum(upper, lower) * _soft(np.abs(xm) - 1.0, px / mw)
         lip_c = _col(idt["lips"])
@@ -427,9 +432,11 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
     vol = idt["hair_volume"]
     cap = _ellipse(x, y, 0.0, -0.04 * hh, hw * vol, hh * (vol - 0.02), px) * _soft((yy - hl) * hh, px)
     if style == "long":
-        cap = np.maximum(cap, _ellipse(x, y, 0, 0.2 * hh, hw * 1.22, hh * 1.2, px) * _soft(hw * 0.86 - np.abs(x), px) * _soft(y - 1.3 * hh, px))
+        cap = np.maximum(cap, _ellipse(x, y, 0, 0.2 * hh, hw * 1.22, hh * 1.2, px)
+                         * _soft(hw * 0.86 - np.abs(x), px) * _soft(y - 1.3 * hh, px))
     elif style == "bob":
-        cap = np.maximum(cap, _ellipse(x, y, 0, 0.0, hw * 1.2, hh * 1.08, px) * _soft(hw * 0.88 - np.abs(x), px) * _soft(y - 0.45 * hh, px))
+        cap = np.maximum(cap, _ellipse(x, y, 0, 0.0, hw * 1.2, hh * 1.08, px)
+                         * _soft(hw * 0.88 - np.abs(x), px) * _soft(y - 0.45 * hh, px))
     elif style == "volume":
         cap = np.maximum(cap, _ellipse(x, y, 0, -0.3 * hh, hw * 1.4, hh * 0.95, px) * _soft((yy + 0.45) * hh, px))
     elif style == "buzz":
@@ -451,7 +458,8 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
                 rg = np.sqrt(((xs - gx) / (ew * 1.45)) ** 2 + ((ys - ey) / (ew * 1.1)) ** 2)
                 _over(sub, _soft(np.abs(rg - 1.0) * ew * 1.1 - t, px), gc)
                 _over(sub, 0.08 * _soft((rg - 1.0) * ew, px), white)
-            bridge = _soft(np.abs(ys - ey + 0.25 * ew) - t, px) * _soft(np.abs(xs - fx) - (idt["eye_sep"] - ew * 1.4), px)
+            bridge = (_soft(np.abs(ys - ey + 0.25 * ew) - t, px)
+                      * _soft(np.abs(xs - fx) - (idt["eye_sep"] - ew * 1.4), px))
             _over(sub, bridge, gc)
 
     # lighting: lambertian shading of the head as a sphere, global gradient, white balance, vignette
@@ -550,7 +558,8 @@ def render_swap(rng: np.random.Generator, image_size: int, target: dict, source:
     c = (size - 1) / 2.0
     ca, sa = math.cos(ang) / sc, math.sin(ang) / sc
     coeffs = (ca, -sa, c - ca * c + sa * c - tx, sa, ca, c - sa * c - ca * c - ty)
-    warped = Image.fromarray(_to_uint8(src), mode="RGB").transform((size, size), Image.AFFINE, coeffs, resample=Image.BICUBIC)
+    warped = Image.fromarray(_to_uint8(src), mode="RGB").transform((size, size), Image.AFFINE, coeffs,
+                                                                   resample=Image.BICUBIC)
     warped = np.asarray(warped).astype(np.float64)
 
     fake = pr * (1.0 - w) + warped * w

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import norm
-from sklearn.metrics import (average_precision_score, balanced_accuracy_score, confusion_matrix, det_curve,
-                             roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    det_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 # DET coordinates are clipped to [PROBIT_EPS, 1 - PROBIT_EPS] before the probit transform, so that rates of
 # exactly 0 or 1 stay finite (probit(1e-4) = -3.72); 1e-4 is below 1/N for any test split up to 10,000 images.

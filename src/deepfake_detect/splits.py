@@ -25,8 +25,6 @@ from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, DatasetError, 
 from .io import write_csv, write_json
 
 
-
-
 def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
     """Find the images of a dataset folder.
 

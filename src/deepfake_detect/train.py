@@ -32,15 +32,35 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .errors import UserError, one_line
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
-from .data import EpochSampler, ManifestDataset, collate_uint8, Preprocess, build_decoded_cache, cache_key, read_manifest
-from .engine import (InputBuffer, all_reduce_sum, autocast, barrier, default_num_workers, dist_info, gather_predictions,
-                     init_distributed, predict, resolve_device, seed_everything, to_device)
+from .data import (
+    DatasetError,
+    EpochSampler,
+    ManifestDataset,
+    Preprocess,
+    build_decoded_cache,
+    cache_key,
+    collate_uint8,
+    read_manifest,
+)
+from .engine import (
+    InputBuffer,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    default_num_workers,
+    dist_info,
+    gather_predictions,
+    init_distributed,
+    predict,
+    resolve_device,
+    seed_everything,
+    to_device,
+)
+from .errors import UserError, one_line
 from .io import check_writable, save_torch
 from .models import get_model, is_model, list_models, model_kwargs, num_params
-from .data import DatasetError
 
 
 class TrainingError(UserError, RuntimeError):
@@ -157,7 +177,8 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
                 m.eval()
 
 
-def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int, progress: bool = True) -> tuple[float, float, int]:
+def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int,
+                    progress: bool = True) -> tuple[float, float, int]:
     """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes."""
     model.train()
     freeze_batchnorm_stats(model)
