@@ -63,8 +63,8 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     params = tiny_params(hflip=True, eval_test_every_epoch=False)
     single = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "single/models",
                  metrics_dir=tmp_path / "single/metrics", cache_dir=tmp_path / "cache", progress=False)
-    single = torch.load(tmp_path / "single/models/tiny.pt", weights_only=True)["metrics"]["history"]
-    for a, b in zip(m["history"], single):
+    single_history = torch.load(tmp_path / "single/models/tiny.pt", weights_only=True)["metrics"]["history"]
+    for a, b in zip(m["history"], single_history):
         assert a["train_images"] == b["train_images"] == 16
         np.testing.assert_allclose([a["train_loss"], a["val_loss"]], [b["train_loss"], b["val_loss"]], rtol=2e-3)
     assert single["train_images_per_epoch"] == 16

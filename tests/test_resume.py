@@ -26,12 +26,13 @@ SCRIPT = textwrap.dedent('''
             "lr_scheduler": "cosine"}})
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
             one_epoch = train.train_one_epoch
-            def slow(model, loader, optimizer, device, cfg, epoch, progress=True):
+            def slow(model, loader, optimizer, scaler, device, cfg, epoch, progress=True):
                 if epoch == 2:
-                    one_epoch(model, loader, optimizer, device, {**cfg, "max_steps_per_epoch": 1}, epoch, progress)
+                    one_epoch(model, loader, optimizer, scaler, device, {**cfg, "max_steps_per_epoch": 1}, epoch,
+                              progress)
                     (root / "in-epoch-2").touch()
                     time.sleep(600)
-                return one_epoch(model, loader, optimizer, device, cfg, epoch, progress)
+                return one_epoch(model, loader, optimizer, scaler, device, cfg, epoch, progress)
             train.train_one_epoch = slow
         train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
                   metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)

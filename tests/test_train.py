@@ -124,6 +124,7 @@ def _state(model):
 
 def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
     """frozen_layers never change (weights and BN running stats); a warm-up epoch freezes only the backbone."""
+    from deepfake_detect.engine import grad_scaler
     from deepfake_detect.models import get_model
     from deepfake_detect.train import (
         freeze_batchnorm_stats,
@@ -157,7 +158,8 @@ def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
                            tmp_path / "cache", progress=False)
     opt = make_optimizer(model, cfg)
     set_trainable(model, cfg, epoch=1)
-    train_one_epoch(model, loaders["train"], opt, torch.device("cpu"), cfg, 1, progress=False)
+    train_one_epoch(model, loaders["train"], opt, grad_scaler(torch.device("cpu")), torch.device("cpu"), cfg, 1,
+                    progress=False)
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
     assert not torch.equal(before["head.8.weight"], after["head.8.weight"])
@@ -176,3 +178,41 @@ def test_frozen_layers_must_name_parameters(tmp_path):
     with pytest.raises(ParamsError, match="frozen_layers of run 'tiny' names 'backbone.blocks.0'.*simplenet"):
         fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_fp16_autocast_gets_loss_scaling(tmp_path, monkeypatch):
+    """fp16 (CUDA GPUs without bf16: T4, V100) trains through a GradScaler; bf16, fp32 and CPU do not need one.
+    The scaler's wiring is tested on CPU with a CPU scaler standing in for the CUDA one."""
+    from deepfake_detect import engine
+    from deepfake_detect.models import get_model
+    from deepfake_detect.train import make_loaders, make_optimizer, train_one_epoch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert engine.amp_dtype(torch.device("cuda")) == torch.float16
+    assert engine.amp_dtype(torch.device("cuda"), enabled=False) is None
+    assert not engine.grad_scaler(torch.device("cpu")).is_enabled()  # CPU: full precision, no scaling
+
+    data = make_tiny(tmp_path)
+    cfg = tiny_params(max_steps_per_epoch=1, optimizer="sgd", lr=0.1)["train-simplenet-fakes"]
+    cpu = torch.device("cpu")
+
+    def one_step(scaler):
+        torch.manual_seed(0)
+        model = get_model("simplenet", image_size=64)
+        loaders = make_loaders(cfg, read_manifest(data / "fakes/manifest.csv"), model, 0, cpu, tmp_path / "cache",
+                               progress=False)
+        before = _state(model)
+        train_one_epoch(model, loaders["train"], make_optimizer(model, cfg), scaler, cpu, cfg, 1, progress=False)
+        return before, _state(model)
+
+    monkeypatch.setattr(engine, "amp_dtype", lambda device, enabled=True: torch.float16)
+    scaled = engine.grad_scaler(cpu)
+    assert scaled.is_enabled() and scaled.get_scale() == 65536.0
+    _, plain = one_step(torch.amp.GradScaler("cpu", enabled=False))
+    _, with_scaler = one_step(scaled)
+    for k in plain:  # scaling by 2**16 and back is exact: the same update
+        torch.testing.assert_close(with_scaler[k], plain[k], msg=k)
+    # gradients that overflow in fp16 skip the step and lower the scale, instead of writing inf into the weights
+    overflow = torch.amp.GradScaler("cpu", init_scale=3e38)
+    before, after = one_step(overflow)
+    assert all(torch.equal(before[k], after[k]) for k in before) and overflow.get_scale() < 3e38

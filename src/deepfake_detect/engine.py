@@ -116,12 +116,24 @@ def gather_predictions(probs: np.ndarray, labels: np.ndarray, loss: float) -> tu
     return all_probs, all_labels, sum(p[2] for p in parts) / max(n, 1)
 
 
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype: bf16 on CUDA GPUs that have it, fp16 on those that do not (T4, V100);
+    None (full precision) on CPU or when ``amp`` is off."""
+    if not (enabled and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (no grad scaler needed); a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    """Mixed precision on CUDA (``amp_dtype``); a no-op on CPU."""
+    dtype = amp_dtype(device, enabled)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """Loss scaling, on only under fp16 autocast: fp16 gradients underflow without it, bf16 and
+    fp32 ones do not. Disabled, its scale/step/update are exactly backward() and optimizer.step()."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device, enabled) == torch.float16)
 
 
 class InputBuffer:

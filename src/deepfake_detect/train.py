@@ -23,6 +23,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from .engine import (
     default_num_workers,
     dist_info,
     gather_predictions,
+    grad_scaler,
     init_distributed,
     predict,
     resolve_device,
@@ -177,9 +179,10 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
                 m.eval()
 
 
-def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int,
+def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
                     progress: bool = True) -> tuple[float, float, int]:
-    """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes."""
+    """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes.
+    ``scaler``: ``engine.grad_scaler`` (loss scaling under fp16 autocast; a pass-through otherwise)."""
     model.train()
     freeze_batchnorm_stats(model)
     # running sums stay on the device; the host syncs every ``check_every`` steps (progress, NaN check)
@@ -199,8 +202,9 @@ def train_one_epoch(model, loader, optimizer, device, cfg, epoch: int,
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
         first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skips the step when fp16 gradients overflowed, then lowers the scale
+        scaler.update()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
@@ -271,11 +275,20 @@ def _set_rng_state(st: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def save_state(path: Path, key: dict[str, str], model: nn.Module, optimizer, scheduler, scaler,
+               done: "Progress") -> None:
+    """Everything a rerun needs to go on after the last finished epoch as if never stopped."""
+    save_torch(path, {"key": key, "epoch": len(done.history), "model": model_state(model),
+                      "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                      "scaler": scaler.state_dict(), "rng": _rng_state(), **vars(done)})
+
+
 def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler) -> dict | None:
+               scheduler, scaler) -> "Progress | None":
     """Resume from the saved state when it belongs to this very configuration, data and code: model,
-    optimizer and scheduler loaded, the state returned. Else None, one line saying why, the stale file
-    removed, and model, optimizer and scheduler as they were (a clean start)."""
+    optimizer, scheduler, loss scaler and random generators restored, the run's progress returned. Else
+    None, one line saying why, the stale file removed, and everything as it was (a clean start)."""
     if not path.exists():
         return None
     try:
@@ -286,18 +299,20 @@ def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: tor
     else:
         changed = [part for part in key if saved.get(part) != key[part]]
         why = (f"training state of another configuration, starting over (changed: {', '.join(changed)})" if changed
-               else _restore(state, model, optimizer, scheduler))
+               else _restore(state, model, optimizer, scheduler, scaler))
     if why is None:
-        return state
+        _set_rng_state(state["rng"])
+        return Progress(**{f.name: state[f.name] for f in fields(Progress)})
     print(f"{path}: {why}")
     path.unlink(missing_ok=True)
     return None
 
 
-def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> str | None:
-    """Load a state into model, optimizer and scheduler: None, or why it does not fit (then all three are
+def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler) -> str | None:
+    """Load a state into model, optimizer, scheduler and scaler: None, or why it does not fit (then all are
     put back as they were, so the run starts exactly as a fresh one)."""
     parts = [(model, "model"), (optimizer, "optimizer")] + ([(scheduler, "scheduler")] if scheduler else [])
+    parts += [(scaler, "scaler")] if scaler.is_enabled() else []
     before = [copy.deepcopy(obj.state_dict()) for obj, _ in parts]
     try:
         for obj, name in parts:
@@ -311,6 +326,99 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 
 # ---------------------------------------------------------------- fit
 
+@dataclass
+class Progress:
+    """What the epoch loop carries from one epoch to the next (and what a resumed run gets back)."""
+
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, accuracies, lr, images
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0})
+    best_ckpt: dict | None = None  # the checkpoint of the best validation epoch
+    stale: int = 0  # epochs since the last validation gain
+    stopped: bool = False  # early stopping has ended the run
+    elapsed: float = 0.0  # training seconds so far
+
+    def record(self, row: dict, model: nn.Module, cfg: dict) -> bool:
+        """Add an epoch; when its validation accuracy is the best so far (ties: lower validation loss),
+        keep a checkpoint of the model and return True. Test numbers never take part."""
+        self.history.append(row)
+        improved = (row["val_acc"] > self.best["val_acc"]
+                    or (row["val_acc"] == self.best["val_acc"] and row["val_loss"] < self.best["val_loss"]))
+        if improved:
+            self.best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": row["epoch"]}
+            ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], extra={"dataset": cfg["dataset"]},
+                                   metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"]})
+            ckpt["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}  # not views
+            self.best_ckpt, self.stale = ckpt, 0
+        else:
+            self.stale += 1
+        self.stopped = bool(cfg["early_stopping_patience"] and self.stale >= cfg["early_stopping_patience"])
+        return improved
+
+
+def build_model(cfg: dict, device: torch.device) -> nn.Module:
+    """The run's model, checked (name, model_params, frozen_layers), on the device."""
+    check_model(cfg)
+    try:
+        model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
+    except (ValueError, TypeError) as e:  # the builder rejects a size or a model_params value
+        raise ParamsError(f"params: run '{cfg['run']}' cannot build model '{cfg['model']}': {e}") from e
+    check_frozen_layers(model, cfg)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if cfg["channels_last"] else model
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict):
+    if cfg["lr_scheduler"] == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg["plateau_factor"],
+                                                          patience=cfg["plateau_patience"])
+    if cfg["lr_scheduler"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg["epochs"], 1))
+    return None
+
+
+def step_scheduler(scheduler, val_loss: float) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+def wrap_model(model: nn.Module, cfg: dict, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(the model evaluation runs, the model training runs): compiled if asked, and under torchrun the
+    training one in DDP (evaluation needs no collectives per batch)."""
+    eval_model = torch.compile(model) if cfg["compile"] else model
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.nn.parallel import DistributedDataParallel
+
+        return eval_model, DistributedDataParallel(eval_model,
+                                                   device_ids=[device.index] if device.type == "cuda" else None)
+    return eval_model, eval_model
+
+
+def run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device, cfg, epoch: int,
+              progress: bool) -> dict:
+    """Train one epoch (``run_model``: the model, compiled or in DDP), then score validation (and test, with
+    ``eval_test_every_epoch``) with ``eval_model``: the epoch's row."""
+    set_trainable(model, cfg, epoch)
+    loaders["train"].sampler.set_epoch(epoch)
+    tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, scaler, device, cfg, epoch,
+                                            progress)
+    vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)
+    row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
+           "lr": optimizer.param_groups[0]["lr"]}
+    if cfg["eval_test_every_epoch"]:
+        tp, ty, te_loss = evaluate(eval_model, loaders["test"], device, cfg, f"epoch {epoch} test", progress)
+        row.update(test_loss=te_loss, test_acc=_acc(tp, ty))
+    return {**row, "train_images": seen}
+
+
+def _epoch_line(cfg: dict, row: dict, improved: bool) -> str:
+    return (f"{cfg['run']} epoch {row['epoch']}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+            + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
+            + (" *" if improved else ""))
+
+
 def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
         metrics_dir: str | Path = "metrics/train", progress: bool = True, resume: bool = True,
         cache_dir: str | Path | None = None) -> dict:
@@ -322,136 +430,89 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     ``models/.<run>.state.pt``; a rerun with the same configuration resumes from it and
     ends with the same numbers as an uninterrupted run. ``resume=False`` starts over.
     """
-    from dvclive import Live
-
     run = cfg["run"]
     rank, world, device = init_distributed(params["device"])
-    main = rank == 0
-    progress = progress and main
-    ckpt_path = Path(models_dir) / f"{run}.pt"
+    main, progress = rank == 0, progress and rank == 0
+    ckpt_path, spath = Path(models_dir) / f"{run}.pt", state_path(models_dir, run)
     if main:  # an output folder that cannot be written stops the run now, not after an epoch
         check_writable(ckpt_path)
         check_writable(Path(metrics_dir) / run / "metrics.json")  # written by dvclive
     seed_everything(params["seed"])
-    check_model(cfg)
+    model = build_model(cfg, device)
     rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
-    try:
-        model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
-    except (ValueError, TypeError) as e:  # the builder rejects a size or a model_params value
-        raise ParamsError(f"params: run '{run}' cannot build model '{cfg['model']}': {e}") from e
-    n_params = num_params(model)
-    check_frozen_layers(model, cfg)
-    model = model.to(device)
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
     loaders = make_loaders(cfg, rows, model, params["seed"], device, cache_dir, progress)
     optimizer = make_optimizer(model, cfg)
-    scheduler = None
-    if cfg["lr_scheduler"] == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg["plateau_factor"],
-                                                               patience=cfg["plateau_patience"])
-    elif cfg["lr_scheduler"] == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg["epochs"], 1))
+    scheduler, scaler = make_scheduler(optimizer, cfg), grad_scaler(device, cfg["amp"])
     set_trainable(model, cfg, 1)  # before DDP, which registers the parameters that take gradients
-    eval_model = torch.compile(model) if cfg["compile"] else model  # evaluation: no DDP collectives per batch
-    run_model = eval_model
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from torch.nn.parallel import DistributedDataParallel
-
-        run_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    spath = state_path(models_dir, run)
+    eval_model, run_model = wrap_model(model, cfg, device)
     key = resume_key(cfg, params, rows, world)
-    best = {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
-    best_ckpt: dict | None = None
-    history: list[dict] = []
-    stale, start, stopped, elapsed = 0, 1, False, 0.0
-    state = load_state(spath, key, model, optimizer, scheduler) if resume else None
-    if state is not None:
-        _set_rng_state(state["rng"])
-        history, best, best_ckpt, stale = state["history"], state["best"], state["best_ckpt"], state["stale"]
-        start, stopped, elapsed = state["epoch"] + 1, state["stopped"], state["elapsed"]
-        if main:
-            print(f"{run}: resuming after epoch {state['epoch']} from {spath}")
-            save_torch(ckpt_path, best_ckpt)  # DVC removes a stage's outs before rerunning it
-    live = None
+    done = (load_state(spath, key, model, optimizer, scheduler, scaler) if resume else None) or Progress()
+    if main and done.history:
+        print(f"{run}: resuming after epoch {len(done.history)} from {spath}")
+        save_torch(ckpt_path, done.best_ckpt)  # DVC removes a stage's outs before rerunning it
+    live = _open_live(cfg, metrics_dir, done.history) if main else None
     if main:
-        live = Live(dir=str(Path(metrics_dir) / run), dvcyaml=None, save_dvc_exp=False, report=None,
-                    monitor_system=False)
-        for row in history:  # a resumed run rewrites the epochs it already has: no gaps, no duplicates
-            _log_epoch(live, row)
-        print(f"{run}: {cfg['model']} ({n_params:,} params) on {cfg['dataset']} "
+        print(f"{run}: {cfg['model']} ({num_params(model):,} params) on {cfg['dataset']} "
               f"({', '.join(f'{k} {len(v.dataset)}' for k, v in loaders.items())}) on {device}"
               + (f" x {world} processes" if world > 1 else ""))
-    t0 = time.perf_counter() - elapsed
-    seen = history[-1]["train_images"] if history else 0
-    for epoch in range(start, cfg["epochs"] + 1):
-        if stopped:
+    t0 = time.perf_counter() - done.elapsed
+    for epoch in range(len(done.history) + 1, cfg["epochs"] + 1):
+        if done.stopped:
             break
-        set_trainable(model, cfg, epoch)
-        loaders["train"].sampler.set_epoch(epoch)
-        tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, device, cfg, epoch, progress)
-        vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)
-        row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
-               "lr": optimizer.param_groups[0]["lr"]}
-        if cfg["eval_test_every_epoch"]:
-            tp, ty, te_loss = evaluate(eval_model, loaders["test"], device, cfg, f"epoch {epoch} test", progress)
-            row.update(test_loss=te_loss, test_acc=_acc(tp, ty))
-        history.append({**row, "train_images": seen})
+        row = run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device, cfg, epoch, progress)
         if main:
             _log_epoch(live, row)
-        improved = (row["val_acc"] > best["val_acc"]
-                    or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"]))
-        if improved:
-            best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": epoch}
-            best_ckpt = make_checkpoint(model, cfg["image_size"], run=run, extra={"dataset": cfg["dataset"]},
-                                        metrics={"best_epoch": epoch, "best_val_acc": row["val_acc"]})
-            best_ckpt["state_dict"] = {k: v.clone() for k, v in best_ckpt["state_dict"].items()}  # not views
-            if main:
-                save_torch(ckpt_path, best_ckpt)
-            stale = 0
-        else:
-            stale += 1
+        improved = done.record(row, model, cfg)
         if main:
-            print(f"{run} epoch {epoch}/{cfg['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f} | "
-                  f"val loss {va_loss:.4f} acc {row['val_acc']:.4f}"
-                  + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
-                  + (" *" if improved else ""))
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(va_loss)
-        elif scheduler is not None:
-            scheduler.step()
-        stopped = bool(cfg["early_stopping_patience"] and stale >= cfg["early_stopping_patience"])
-        if stopped and main:
-            print(f"{run}: early stop after epoch {epoch} ({stale} epochs without val-acc gain)")
+            if improved:
+                save_torch(ckpt_path, done.best_ckpt)
+            print(_epoch_line(cfg, row, improved))
+        step_scheduler(scheduler, row["val_loss"])
+        if done.stopped and main:
+            print(f"{run}: early stop after epoch {epoch} ({done.stale} epochs without val-acc gain)")
+        done.elapsed = time.perf_counter() - t0
         if main:  # after every epoch, so a rerun goes on from here
-            save_torch(spath, {"key": key, "epoch": epoch, "model": model_state(model),
-                               "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                               "rng": _rng_state(), "history": history, "best": best, "best_ckpt": best_ckpt,
-                               "stale": stale, "stopped": stopped, "elapsed": time.perf_counter() - t0})
-    train_time = time.perf_counter() - t0
+            save_state(spath, key, model, optimizer, scheduler, scaler, done)
+    return _finish(cfg, model, eval_model, loaders, device, done, live, ckpt_path, spath, progress,
+                   train_time=time.perf_counter() - t0)
 
-    best_row = history[best["epoch"] - 1]
+
+def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
+    """dvclive's logger for the run; a resumed run rewrites the epochs it already has (no gaps, no duplicates)."""
+    from dvclive import Live
+
+    live = Live(dir=str(Path(metrics_dir) / cfg["run"]), dvcyaml=None, save_dvc_exp=False, report=None,
+                monitor_system=False)
+    for row in history:
+        _log_epoch(live, row)
+    return live
+
+
+def _finish(cfg, model, eval_model, loaders, device, done: Progress, live, ckpt_path: Path, spath: Path,
+            progress: bool, train_time: float) -> dict:
+    """The run's summary (test accuracy at the best validation epoch) into metrics.json and the checkpoint;
+    the resume state removed."""
+    best_row = done.history[done.best["epoch"] - 1]
     if "test_acc" in best_row:
         test_acc = best_row["test_acc"]
     else:  # evaluate the best-validation weights once on test
-        model.load_state_dict(best_ckpt["state_dict"])
+        model.load_state_dict(done.best_ckpt["state_dict"])
         tp, ty, _ = evaluate(eval_model, loaders["test"], device, cfg, "test", progress)
         test_acc = _acc(tp, ty)
-    summary = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "test_acc_at_best_val": test_acc,
-               "epochs_run": len(history), "num_params": n_params, "train_images_per_epoch": seen}
-    summary.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "lr", "train_images")})
-    if main:
+    summary = {"best_val_acc": done.best["val_acc"], "best_epoch": done.best["epoch"],
+               "test_acc_at_best_val": test_acc, "epochs_run": len(done.history), "num_params": num_params(model),
+               "train_images_per_epoch": done.history[-1]["train_images"]}
+    summary.update({f"final_{k}": v for k, v in done.history[-1].items() if k not in ("epoch", "lr", "train_images")})
+    if live is not None:
         for key, value in summary.items():  # metrics.json: no timings, so equal inputs give equal files
             live.summary[key] = value
         live.end()
-        best_ckpt["metrics"] = {**best_ckpt["metrics"], **summary, "train_time_s": round(train_time, 2),
-                                "history": history}
-        save_torch(ckpt_path, best_ckpt)  # the checkpoint carries the run's summary too
+        done.best_ckpt["metrics"] = {**done.best_ckpt["metrics"], **summary, "train_time_s": round(train_time, 2),
+                                     "history": done.history}
+        save_torch(ckpt_path, done.best_ckpt)  # the checkpoint carries the run's summary too
         spath.unlink(missing_ok=True)
-        print(f"{run}: best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, test acc there {test_acc:.4f} "
-              f"({train_time:.0f} s) -> {ckpt_path}")
+        print(f"{cfg['run']}: best val acc {done.best['val_acc']:.4f} at epoch {done.best['epoch']}, test acc there "
+              f"{test_acc:.4f} ({train_time:.0f} s) -> {ckpt_path}")
     barrier()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
