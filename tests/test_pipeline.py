@@ -144,12 +144,24 @@ def test_param_change_reruns_only_dependants(repro):
     assert not changed & {"prepare-splits", "train-simplenet-fakes", "finetune-xception", "train-competition"}
 
 
+def test_metrics_diff_after_one_runs_change_shows_only_that_run(repro):
+    work, _ = repro
+    _run(["git", "add", "-A"], work)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first repro"], work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train-simplenet-synth"]["lr"] = 0.003
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(DVC + ["repro"], work, timeout=600)
+    diff = json.loads(_run(DVC + ["metrics", "diff", "--json"], work).stdout)
+    assert set(diff) == {"metrics/runs/simplenet-synth.json"}, diff
+
+
 def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
     """A newcomer's first `dvc exp run` of chosen stages, on a clone whose DVC cache is empty, with a key
     the code once hid (early_stopping_patience) and a list value, ends with a saved experiment."""
     work, _ = repro
     _run(["git", "add", "-A"], work)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], work)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro", "--allow-empty"], work)
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
     for key, value in (("user.email", "t@t"), ("user.name", "t")):
