@@ -170,6 +170,19 @@ def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, tiny_c
         evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
 
 
+def test_empty_runs_and_a_run_without_dataset_are_user_errors():
+    """Both used to be a bare ValueError (a traceback); still ValueErrors, now also one line (UserError)."""
+    from deepfake_detect.config import load_params
+    from deepfake_detect.errors import UserError
+    from deepfake_detect.explain import run_dataset
+
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(UserError, match=r"'evaluate-roc-det.runs' is empty"):
+        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": []}, progress=False)
+    with pytest.raises(UserError, match=r"run 'tiny': checkpoint names no dataset"):
+        run_dataset("tiny", {}, params)
+
+
 # ------------------------------------------------------------------------ 5. files left out without a word
 def test_symlink_loop_and_broken_link_are_listed_by_predict_and_evaluate(tmp_path, tiny_ckpt, labelled, capsys):
     real = labelled / "real"

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import metrics
 from .checkpoint import CheckpointError, load_model
-from .config import TRAIN_STAGES
+from .config import TRAIN_STAGES, ParamsError
 from .data import BadImageError, DatasetError, read_manifest
 from .engine import resolve_device
 from .io import write_json
@@ -72,7 +72,7 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
     plots/evaluate/figures/<run>_roc_det.png; plus figures/all_runs_roc_det.png."""
     runs = list(dict.fromkeys(cfg["runs"]))
     if not runs:
-        raise ValueError("params.yaml: 'evaluate-roc-det.runs' is empty")
+        raise ParamsError("params.yaml: 'evaluate-roc-det.runs' is empty")
     paths = {run: checkpoint_path(params, run, models_dir) for run in runs}  # all missing ones fail first
     device = resolve_device(params["device"])
     plots_dir, results, scores = Path(plots_dir), {}, {}

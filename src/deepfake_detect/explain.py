@@ -24,7 +24,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoint import load_model
+from .checkpoint import CheckpointError, load_model
 from .config import TRAIN_STAGES
 from .data import FAKE, Preprocess, load_rgb, read_manifest
 from .io import save_figure, write_json
@@ -182,7 +182,8 @@ def run_dataset(run: str, ckpt: dict, params: dict) -> str:
     for stage in TRAIN_STAGES:
         if params[stage]["run"] == run:
             return params[stage]["dataset"]
-    raise ValueError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has this run")
+    raise CheckpointError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has "
+                          "this run")
 
 
 def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
