@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image folders and paths to the optional real data."""
+"""Shared fixtures and helpers (tests import them from here, never from another test file): tiny image
+folders and manifests, a tiny checkpoint, the params of a tiny run and paths to the optional real data."""
 from __future__ import annotations
 
 import csv
@@ -82,3 +83,22 @@ def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
 def tiny_params(**section):
     return load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
         "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, **section}})
+
+
+def tiny_checkpoint(path: Path, run: str = "tiny", dataset: str = "fakes", image_size: int = 64) -> Path:
+    """An untrained SimpleNet checkpoint (seeded: the same weights every time) that says it was trained on
+    ``dataset``; its recorded training metrics are {"test_acc_at_best_val": 0.5}."""
+    import torch
+
+    from deepfake_detect.checkpoint import save_checkpoint
+    from deepfake_detect.models import get_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(path, get_model("simplenet", image_size=image_size), image_size, run=run,
+                           extra={"dataset": dataset}, metrics={"test_acc_at_best_val": 0.5})
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    """models/tiny.pt under tmp_path: ``tiny_checkpoint`` of run 'tiny' on 'fakes'."""
+    return tiny_checkpoint(tmp_path / "models" / "tiny.pt")

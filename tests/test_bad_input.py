@@ -15,23 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train import make_tiny, tiny_params
 
 from deepfake_detect import cli, train
-from deepfake_detect.checkpoint import make_checkpoint, save_checkpoint
+from deepfake_detect.checkpoint import make_checkpoint
+from deepfake_detect.data import DatasetError
 from deepfake_detect.evaluate import evaluate_runs
 from deepfake_detect.io import OutputError, save_torch
 from deepfake_detect.models import get_model
-from deepfake_detect.splits import DatasetError, prepare_dataset
+from deepfake_detect.splits import prepare_dataset
 
-from conftest import REPO, write_image
-
-
-@pytest.fixture
-def ckpt(tmp_path) -> Path:
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "models" / "tiny.pt", get_model("simplenet", image_size=64), 64, run="tiny",
-                           extra={"dataset": "fakes"}, metrics={"test_acc_at_best_val": 0.5})
+from conftest import REPO, make_tiny, tiny_params, write_image
 
 
 @pytest.fixture
@@ -156,20 +149,20 @@ def _broken(ckpt: Path, change) -> Path:
      r"weights do not fit architecture 'simplenet': RuntimeError: Error\(s\) in loading state_dict"),
 ], ids=["unknown-arch", "no-image-size", "image-size-str", "image-size-too-small", "unknown-arch-param", "mean-2",
         "std-zero", "classes-swapped", "threshold-str", "state-dict-list", "metrics-none", "other-weights"])
-def test_checkpoint_with_bad_field_names_file_and_field(tmp_path, ckpt, labelled, capsys, change, message):
-    _broken(ckpt, change)
-    for argv in (_predict(ckpt, labelled), _evaluate(ckpt, labelled)):
+def test_checkpoint_with_bad_field_names_file_and_field(tmp_path, tiny_ckpt, labelled, capsys, change, message):
+    _broken(tiny_ckpt, change)
+    for argv in (_predict(tiny_ckpt, labelled), _evaluate(tiny_ckpt, labelled)):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"deepfake-detect: error: {ckpt}: ") and len(err.strip().splitlines()) == 1
+        assert err.startswith(f"deepfake-detect: error: {tiny_ckpt}: ") and len(err.strip().splitlines()) == 1
         assert re.search(message, err), err
 
 
-def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, ckpt, monkeypatch):
+def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, tiny_ckpt, monkeypatch):
     from deepfake_detect.checkpoint import CheckpointError
     from deepfake_detect.config import load_params
 
-    _broken(ckpt, lambda c: c.pop("dataset"))
+    _broken(tiny_ckpt, lambda c: c.pop("dataset"))
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
@@ -177,8 +170,21 @@ def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, ckpt, 
         evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
 
 
+def test_empty_runs_and_a_run_without_dataset_are_user_errors():
+    """Both used to be a bare ValueError (a traceback); still ValueErrors, now also one line (UserError)."""
+    from deepfake_detect.config import load_params
+    from deepfake_detect.errors import UserError
+    from deepfake_detect.explain import run_dataset
+
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(UserError, match=r"'evaluate-roc-det.runs' is empty"):
+        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": []}, progress=False)
+    with pytest.raises(UserError, match=r"run 'tiny': checkpoint names no dataset"):
+        run_dataset("tiny", {}, params)
+
+
 # ------------------------------------------------------------------------ 5. files left out without a word
-def test_symlink_loop_and_broken_link_are_listed_by_predict_and_evaluate(tmp_path, ckpt, labelled, capsys):
+def test_symlink_loop_and_broken_link_are_listed_by_predict_and_evaluate(tmp_path, tiny_ckpt, labelled, capsys):
     real = labelled / "real"
     os.symlink("b", real / "a")
     os.symlink("a", real / "b")
@@ -188,23 +194,23 @@ def test_symlink_loop_and_broken_link_are_listed_by_predict_and_evaluate(tmp_pat
                str(labelled / "fake" / "gone.png"): "broken symlink",
                str(labelled / "fake" / "elsewhere"): "symlink to a folder, not followed"}
 
-    assert cli.main(_predict(ckpt, labelled, out=tmp_path / "p.csv")) == 0
+    assert cli.main(_predict(tiny_ckpt, labelled, out=tmp_path / "p.csv")) == 0
     labels = _labels(tmp_path / "p.csv")
     assert {p: labels[p] for p in reasons} == {p: f"skipped: {why}" for p, why in reasons.items()}
     assert sum(not v.startswith("skipped") for v in labels.values()) == 6
     err = capsys.readouterr().err
     assert "skipped 4 file(s)" in err and all(f"{p}: {why}" in err for p, why in reasons.items())
 
-    assert cli.main(_evaluate(ckpt, labelled, out=tmp_path / "m.json")) == 0
+    assert cli.main(_evaluate(tiny_ckpt, labelled, out=tmp_path / "m.json")) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n_skipped"] == 4 and sorted(m["skipped"]) == sorted(f"{p}: {why}" for p, why in reasons.items())
     assert (m["n_real"], m["n_fake"]) == (3, 3)
 
 
-def test_every_fake_undecodable_names_the_files(tmp_path, ckpt, labelled, capsys):
+def test_every_fake_undecodable_names_the_files(tmp_path, tiny_ckpt, labelled, capsys):
     for f in (labelled / "fake").iterdir():
         f.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert cli.main(_evaluate(ckpt, labelled)) == 2
+    assert cli.main(_evaluate(tiny_ckpt, labelled)) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "0 fake" in err and "skipped 3 file(s)" in err
     assert all(f"{labelled / 'fake' / f'{i}.png'}: cannot decode image" in err for i in (3, 4, 5))
@@ -254,7 +260,7 @@ def _cli_unprivileged(prefix: list[str], *argvs: list[str]) -> tuple[list[int], 
     return json.loads(proc.stdout.splitlines()[-1]), proc.stderr
 
 
-def test_unreadable_subfolder_is_listed_and_read_only_output_is_one_line(tmp_path, ckpt, labelled):
+def test_unreadable_subfolder_is_listed_and_read_only_output_is_one_line(tmp_path, tiny_ckpt, labelled):
     prefix = _as_unprivileged(tmp_path)
     sub = labelled / "fake" / "sub"
     write_image(sub / "hidden.png", 9)
@@ -263,10 +269,10 @@ def test_unreadable_subfolder_is_listed_and_read_only_output_is_one_line(tmp_pat
     sub.chmod(0o000)
     read_only.chmod(0o555)
     try:
-        codes, err = _cli_unprivileged(prefix, _predict(ckpt, labelled, out=tmp_path / "p.csv"),
-                                       _evaluate(ckpt, labelled, out=tmp_path / "m.json"),
-                                       _predict(ckpt, labelled, out=read_only / "p.csv"),
-                                       _evaluate(ckpt, labelled, out=read_only / "m.json"))
+        codes, err = _cli_unprivileged(prefix, _predict(tiny_ckpt, labelled, out=tmp_path / "p.csv"),
+                                       _evaluate(tiny_ckpt, labelled, out=tmp_path / "m.json"),
+                                       _predict(tiny_ckpt, labelled, out=read_only / "p.csv"),
+                                       _evaluate(tiny_ckpt, labelled, out=read_only / "m.json"))
     finally:
         sub.chmod(0o755)
         read_only.chmod(0o755)
@@ -280,19 +286,19 @@ def test_unreadable_subfolder_is_listed_and_read_only_output_is_one_line(tmp_pat
 
 
 # ------------------------------------------------------------------------ 6. write errors
-def test_outputs_that_cannot_be_written_are_one_line(tmp_path, ckpt, labelled, capsys):
+def test_outputs_that_cannot_be_written_are_one_line(tmp_path, tiny_ckpt, labelled, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
-    for argv, out in ((_predict(ckpt, labelled, out=blocker / "p.csv"), blocker / "p.csv"),
-                      (_evaluate(ckpt, labelled, out=blocker / "m.json"), blocker / "m.json"),
-                      (_predict(ckpt, labelled, out=tmp_path), tmp_path)):
+    for argv, out in ((_predict(tiny_ckpt, labelled, out=blocker / "p.csv"), blocker / "p.csv"),
+                      (_evaluate(tiny_ckpt, labelled, out=blocker / "m.json"), blocker / "m.json"),
+                      (_predict(tiny_ckpt, labelled, out=tmp_path), tmp_path)):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"deepfake-detect: error: {out}: cannot write (") and len(err.splitlines()) == 1
     assert "it is a folder" in err
 
 
-def test_stage_into_unwritable_metrics_folder(tmp_path, ckpt, monkeypatch):
+def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
     from deepfake_detect.config import load_params
 
     monkeypatch.chdir(tmp_path)
@@ -338,11 +344,27 @@ def test_failing_prepare_splits_leaves_the_manifests_as_they_were(tmp_path, cour
     ("--bootstrap", "-1", "argument --bootstrap: must be an integer >= 0, got '-1'"),
     ("--split", "tset", "argument --split: invalid choice: 'tset'"),
 ], ids=["batch-0", "batch-word", "workers-minus-2", "bootstrap-minus-1", "split-typo"])
-def test_numeric_options_out_of_range(tmp_path, ckpt, labelled, capsys, option, value, message):
+def test_numeric_options_out_of_range(tmp_path, tiny_ckpt, labelled, capsys, option, value, message):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(_evaluate(ckpt, labelled) + [option, value])
+        cli.main(_evaluate(tiny_ckpt, labelled) + [option, value])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     if option in ("--batch-size", "--workers"):
         with pytest.raises(SystemExit):
-            cli.main(_predict(ckpt, labelled) + [option, value])
+            cli.main(_predict(tiny_ckpt, labelled) + [option, value])
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--n-train", "1", "argument --n-train: must be an integer >= 2, got '1'"),
+    ("--n-val", "0", "argument --n-val: must be an integer >= 2, got '0'"),
+    ("--n-test", "two", "argument --n-test: must be an integer >= 2, got 'two'"),
+    ("--image-size", "31", "argument --image-size: must be an integer >= 32, got '31'"),
+    ("--seed", "-1", "argument --seed: must be an integer >= 0, got '-1'"),
+], ids=["n-train-1", "n-val-0", "n-test-word", "image-size-31", "seed-minus-1"])
+def test_demo_options_out_of_range(tmp_path, capsys, option, value, message):
+    """Out-of-range numbers used to reach generate_dataset's ValueError (a traceback): now a usage error
+    naming the option and its range, before anything is written."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", str(tmp_path / "demo"), option, value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

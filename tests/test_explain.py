@@ -1,5 +1,5 @@
 """explain: saliency / Grad-CAM shapes and ranges for every model, the faithfulness
-metrics on hand-made cases, CAM overlays for predict --cam, and the stage end to end."""
+metrics on hand-made cases, and the stage end to end."""
 from __future__ import annotations
 
 import csv
@@ -13,11 +13,10 @@ import torch.nn as nn
 from PIL import Image
 
 from deepfake_detect import explain
-from deepfake_detect.checkpoint import load_model, save_checkpoint
 from deepfake_detect.config import load_params
 from deepfake_detect.models import get_model, get_submodule, list_models, model_kwargs
 
-from conftest import PARAMS_YAML
+from conftest import PARAMS_YAML, tiny_checkpoint
 
 
 def _model_names() -> list[str]:
@@ -117,30 +116,6 @@ def test_faithfulness_metrics_on_hand_made_cases():
         explain.energy_in_mask(uniform, mask[:, :5])
 
 
-def _tiny_checkpoint(path, image_size=64, run="tiny", dataset="fakes"):
-    torch.manual_seed(0)
-    model = get_model("simplenet", image_size=image_size)
-    save_checkpoint(path, model, image_size, run=run, extra={"dataset": dataset})
-    return path
-
-
-def test_write_cam_overlays_one_png_per_input(tmp_path):
-    model, ckpt = load_model(_tiny_checkpoint(tmp_path / "m.pt"))
-    rng = np.random.default_rng(0)
-    paths = []
-    for i, (sub, size) in enumerate([("a", (80, 60)), ("b", (64, 64)), ("c", (50, 90))]):
-        p = tmp_path / sub / ("same.jpg" if i < 2 else "other.png")  # two inputs share a stem
-        p.parent.mkdir()
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    written = explain.write_cam_overlays(model, ckpt, paths, tmp_path / "cams", batch_size=2, progress=False)
-    assert len(written) == 3 and len(set(written)) == 3
-    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(p.name for p in written)
-    for src, out in zip(paths, written):
-        with Image.open(src) as a, Image.open(out) as b:
-            assert b.format == "PNG" and b.mode == "RGB" and b.size == a.size
-
-
 def _write_dataset(root, name, masks: bool, rng, size=64, n=3):
     rows = []
     for split in ("train", "val", "test"):
@@ -170,8 +145,8 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     _write_dataset(tmp_path, "fakes", masks=True, rng=rng)
     _write_dataset(tmp_path, "synthetic", masks=False, rng=rng)
-    _tiny_checkpoint(tmp_path / "models" / "run-a.pt", run="run-a", dataset="fakes")
-    _tiny_checkpoint(tmp_path / "models" / "run-b.pt", run="run-b", dataset="synthetic")
+    tiny_checkpoint(tmp_path / "models" / "run-a.pt", run="run-a", dataset="fakes")
+    tiny_checkpoint(tmp_path / "models" / "run-b.pt", run="run-b", dataset="synthetic")
     params = load_params(PARAMS_YAML, {"device": "cpu", "explain": {
         "runs": ["run-a", "run-b"], "n_examples": 2, "n_mean": 3, "n_faithfulness": 2, "batch_size": 4}})
     out = explain.run_stage(params, progress=False)
@@ -194,10 +169,3 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
     assert not any(k.startswith(("saliency_", "gradcam_")) for k in b)
     # no temporary files left behind by the atomic writers
     assert not [p for p in tmp_path.rglob(".*.tmp")]
-
-
-def test_cli_registers_explain():
-    from deepfake_detect.cli import build_parser
-
-    args = build_parser().parse_args(["explain", "--runs", "x", "y"])
-    assert args.runs == ["x", "y"] and args.func is explain._cmd_explain

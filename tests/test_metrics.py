@@ -8,6 +8,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     det_curve,
+    log_loss,
     roc_auc_score,
     roc_curve,
 )
@@ -45,6 +46,7 @@ def test_binary_metrics_match_sklearn(seed):
         best = max(((s[y == 1] >= t).mean() for t in np.r_[np.unique(s), np.inf] if (s[y == 0] >= t).mean() <= x))
         assert m[key] == pytest.approx(best)
     assert np.isnan(m["auc_ci_low"]) and np.isnan(m["auc_ci_high"])
+    assert m["log_loss"] == pytest.approx(log_loss(y, np.clip(s, 1e-7, 1 - 1e-7)))
 
 
 def test_eer_hand_worked():

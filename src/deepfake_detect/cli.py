@@ -1,10 +1,21 @@
-"""The ``deepfake-detect`` command."""
+"""The ``deepfake-detect`` command: ``get_args_parser()`` builds every sub-command, ``main(argv)`` runs one.
+
+Each ``_cmd_*`` function calls the package function that does the work. Package modules are imported
+inside those functions (torch, sklearn and matplotlib are slow to import), so ``deepfake-detect --help``
+and argument errors stay fast.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+# The choices below are literals so that building the parser imports nothing heavy; tests/test_cli.py
+# checks that they match data.SPLITS and demo.DEMO_KINDS.
+SPLITS = ("train", "val", "test")
+DEMO_KINDS = ("fakes", "synthetic")
 
+
+# ----------------------------------------------------------------------------- the commands
 def _cmd_prepare(args) -> None:
     from .config import load_params
     from .splits import prepare_all
@@ -20,12 +31,6 @@ def _cmd_train(args) -> None:
     fit(cfg, params)
 
 
-def _cmd_report(args) -> None:
-    from .report import report
-
-    print(report(args.readme, check=args.check, write=args.write))
-
-
 def _cmd_demo(args) -> None:
     from .demo import generate_dataset
 
@@ -34,31 +39,96 @@ def _cmd_demo(args) -> None:
     print(f"wrote {args.kind} demo data to {args.out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="deepfake-detect", description="Train, evaluate and explain deepfake detectors.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _cmd_report(args) -> None:
+    from .report import report
+
+    print(report(args.readme, check=args.check, write=args.write))
+
+
+def _cmd_evaluate(args) -> None:
+    from .io import check_writable, write_json
+    from .predict import evaluate_folder
+
+    if args.out:
+        check_writable(args.out)  # before the scoring, not after it
+    m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
+                        args.workers, progress=not args.quiet)
+    if m["skipped"]:
+        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
+    for k, v in m.items():
+        if k != "skipped":
+            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+    if args.out:
+        write_json(args.out, m)
+        print(f"wrote {args.out}")
+
+
+def _cmd_predict(args) -> None:
+    from .predict import predict_files
+
+    predict_files(args.model, args.paths, args.out, args.cam, args.device, args.batch_size, args.workers,
+                  progress=not args.quiet)
+
+
+def _cmd_explain(args) -> None:
+    from .config import load_params
+    from .explain import run_stage
+
+    params = load_params(args.params)
+    if args.runs:
+        params["explain"]["runs"] = list(args.runs)
+    run_stage(params)
+
+
+def _cmd_plots(args) -> None:
+    from .plots.page import write_page
+
+    path = write_page(args.out, args.revs)
+    print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- the arguments
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``; anything else is a usage error naming the option and the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_pipeline_commands(sub) -> None:
+    """prepare-splits and train: the pipeline's stages, as params.yaml sets them."""
+    from .config import TRAIN_STAGES  # light (no torch): the stage names are the choices
 
     p = sub.add_parser("prepare-splits", help="write split manifests for the datasets in params.yaml")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_prepare)
-
-    from .config import TRAIN_STAGES
 
     p = sub.add_parser("train", help="run one training stage of params.yaml")
     p.add_argument("stage", choices=TRAIN_STAGES)
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="write a procedural demo dataset in the course layout")
     p.add_argument("out")
-    p.add_argument("--kind", choices=("fakes", "synthetic"), default="fakes")
-    p.add_argument("--n-train", type=int, default=300)
-    p.add_argument("--n-val", type=int, default=90)
-    p.add_argument("--n-test", type=int, default=90)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=DEMO_KINDS, default="fakes")
+    p.add_argument("--n-train", type=_int_at_least(2), default=300)
+    p.add_argument("--n-val", type=_int_at_least(2), default=90)
+    p.add_argument("--n-test", type=_int_at_least(2), default=90)
+    p.add_argument("--image-size", type=_int_at_least(32), default=128)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="the README's results tables, generated from the metrics files")
     p.add_argument("--readme", default="README.md")
     mode = p.add_mutually_exclusive_group()
@@ -66,22 +136,74 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="rewrite README.md's tables")
     p.set_defaults(func=_cmd_report)
 
-    import importlib
 
-    for name in _SUBCOMMAND_MODULES:  # each such module has add_cli(subparsers)
-        importlib.import_module(f"deepfake_detect.{name}").add_cli(sub)
+def _add_scoring_options(p) -> None:
+    """The options evaluate and predict share: the checkpoint and how to run it."""
+    p.add_argument("--model", required=True, help="checkpoint, e.g. models/simplenet-fakes.pt")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--workers", type=_int_at_least(-1), default=-1,
+                   help="data-loader processes (-1: sized to the machine, 0: in this process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_scoring_commands(sub) -> None:
+    """evaluate and predict: any checkpoint on any images."""
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled folder (AUC, EER, AP, acc ...)")
+    _add_scoring_options(p)
+    p.add_argument("--data", required=True,
+                   help="folder with real/ and fake/, a course-layout split folder, or a course-layout root")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split used when --data is a course-layout root")
+    p.add_argument("--bootstrap", type=_int_at_least(0), default=1000,
+                   help="resamples for the AUC 95 %% interval (0: off)")
+    p.add_argument("--out", help="write the metrics to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="p(fake) for image files or folders, as CSV")
+    _add_scoring_options(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--out", help="CSV path,p_fake,label (default: stdout)")
+    p.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays to DIR")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="saliency, Grad-CAM and faithfulness figures/metrics per run")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--runs", nargs="+", help="runs to explain (default: explain.runs in params.yaml)")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _add_plots(sub) -> None:
+    p = sub.add_parser("plots", help="every DVC plot on one offline HTML page (no CDN)",
+                       description="Render `dvc plots show` (or `dvc plots diff REV ...`) to one "
+                                   "self-contained HTML page: charts as inline SVG, images embedded.")
+    p.add_argument("revs", nargs="*", help="git revisions to compare, as for `dvc plots diff` "
+                                           "(none: the workspace, as `dvc plots show`)")
+    p.add_argument("--out", default="dvc_plots/offline.html", help="the page to write (default: %(default)s)")
+    p.set_defaults(func=_cmd_plots)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """Every sub-command of ``deepfake-detect``; each sets ``func``, the ``_cmd_*`` function that runs it."""
+    ap = argparse.ArgumentParser(prog="deepfake-detect", description="Train, evaluate and explain deepfake detectors.",
+                                 add_help=add_help)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_pipeline_commands(sub)
+    _add_demo(sub)
+    _add_report(sub)
+    _add_scoring_commands(sub)
+    _add_explain(sub)
+    _add_plots(sub)
     return ap
 
 
-# package modules that add their own sub-commands (evaluate, predict, explain ...)
-_SUBCOMMAND_MODULES = ("evaluate", "explain", "plots.page")
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]) and run the sub-command; a user error is one line and exit 2."""
     from .errors import run_main
 
     def _run(argv):
-        args = build_parser().parse_args(argv)
+        args = get_args_parser().parse_args(argv)
         args.func(args)
 
     return run_main(_run, argv)

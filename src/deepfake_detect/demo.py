@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,6 @@ __all__ = [
     "render_swap",
     "render_synthetic",
     "nyquist_peak_score",
-    "save_sample_grid",
 ]
 
 DEMO_KINDS = ("fakes", "synthetic")
@@ -244,19 +244,24 @@ def _background(rng, size, scene, u, v):
     return img.astype(np.float32)
 
 
-def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.Generator):
-    """Noise-free render; returns (float32 HxWx3 image in 0..255, geometry dict).
+class _Canvas:
+    """The picture being drawn: a channel-first float32 image (``img``, the scene's background to start
+    with) over image coordinates ``u, v`` in [-1, 1] and face-local coordinates ``x, y`` (the pose undone);
+    ``px`` is one pixel in face-local units.
 
-    Small features are computed only inside their bounding box (``box``), which keeps a
-    128 px render at a few milliseconds.
+    Small features are computed only inside their bounding box (``box``), which keeps a 128 px render
+    at a few milliseconds.
     """
-    idt = identity
-    u, v, x, y, px = _grid(size, pose)
-    img = _background(rng, size, scene, u, v)
-    cr, sr, sc = math.cos(pose["roll"]), math.sin(pose["roll"]), pose["scale"]
 
-    def box(x0, x1, y0, y1):
+    def __init__(self, size: int, pose: dict, scene: dict, rng: np.random.Generator):
+        self.size, self.pose = size, pose
+        self.u, self.v, self.x, self.y, self.px = _grid(size, pose)
+        self.img = _background(rng, size, scene, self.u, self.v)
+
+    def box(self, x0, x1, y0, y1):
         """Pixel slices covering the face-local rectangle [x0,x1]x[y0,y1] (None when off-image)."""
+        pose, size = self.pose, self.size
+        cr, sr, sc = math.cos(pose["roll"]), math.sin(pose["roll"]), pose["scale"]
         xs = np.array([x0, x1, x0, x1])
         ys = np.array([y0, y0, y1, y1])
         cu = pose["cx"] + sc * (cr * xs - sr * ys)
@@ -269,161 +274,213 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
             return None
         return (slice(i0, i1), slice(j0, j1))
 
-    def at(sl):  # channel-first image view for a pixel box
-        return img[(slice(None),) + sl]
+    def at(self, sl):
+        """Channel-first view of the image in a pixel box."""
+        return self.img[(slice(None),) + sl]
 
-    hw, hh = idt["head_w"], idt["head_h"]
-    skin = _col(idt["skin"])
-    hair = _col(idt["hair"])
-    style = idt["hair_style"]
-    yaw = pose["yaw"]
-    fx = 0.09 * yaw * hw  # horizontal shift of the features when the head turns
-    ey = idt["eye_y"]
-    ny, nw = idt["nose_y"], idt["nose_w"]
-    my = ny + idt["mouth_dy"]
-    ew, eh = idt["eye_w"], idt["eye_h"]
 
-    # head shape: ellipse narrowing towards the chin
-    wy = 1.0 - idt["jaw"] * np.clip(y / hh, 0, 1) ** 2
-    r_head = np.sqrt((x / (hw * wy)) ** 2 + (y / hh) ** 2)
-    head = _soft((r_head - 1.0) * hw, px)
+@dataclass
+class _Face:
+    """Where an identity's features sit under a pose (face-local units), and its skin and hair colours."""
 
-    theta = np.arctan2(x, y + 0.35 * hh)  # hair strands radiate from the crown
-    strands = np.sin(idt["hair_freq"] * theta + 2.5 * _smooth_noise(rng, size, 5)[0])
-    hair_img = hair * (1.0 + 0.12 * strands + 0.07 * _smooth_noise(rng, size, max(8, size // 8))[0])
+    hw: float  # head half-width
+    hh: float  # head half-height
+    yaw: float
+    fx: float  # horizontal shift of the features when the head turns
+    ey: float  # eye line
+    ew: float
+    eh: float
+    ny: float  # nose tip
+    nw: float
+    my: float  # mouth line
+    skin: np.ndarray
+    hair: np.ndarray
 
-    # hair behind the head
-    if style in ("long", "bob", "volume"):
-        if style == "long":
-            back = _ellipse(x, y, 0.0, 0.2 * hh, hw * 1.25, hh * 1.25, px) * _soft(y - 1.35 * hh, px)
-        elif style == "bob":
-            back = _ellipse(x, y, 0.0, 0.0, hw * 1.22, hh * 1.1, px) * _soft(y - 0.45 * hh, px)
-        else:
-            back = _ellipse(x, y, 0.0, -0.25 * hh, hw * 1.45, hh * 1.05, px)
-        _over(img, back, hair_img * 0.8)
+    @classmethod
+    def of(cls, idt: dict, pose: dict) -> "_Face":
+        hw, ny = idt["head_w"], idt["nose_y"]
+        return cls(hw=hw, hh=idt["head_h"], yaw=pose["yaw"], fx=0.09 * pose["yaw"] * hw, ey=idt["eye_y"],
+                   ew=idt["eye_w"], eh=idt["eye_h"], ny=ny, nw=idt["nose_w"], my=ny + idt["mouth_dy"],
+                   skin=_col(idt["skin"]), hair=_col(idt["hair"]))
 
-    # neck and clothes
+
+def _head_shape(c: _Canvas, f: _Face, idt: dict) -> np.ndarray:
+    """Coverage of the head: an ellipse narrowing towards the chin."""
+    wy = 1.0 - idt["jaw"] * np.clip(c.y / f.hh, 0, 1) ** 2
+    r_head = np.sqrt((c.x / (f.hw * wy)) ** 2 + (c.y / f.hh) ** 2)
+    return _soft((r_head - 1.0) * f.hw, c.px)
+
+
+def _hair_texture(c: _Canvas, f: _Face, idt: dict, rng: np.random.Generator) -> np.ndarray:
+    """The hair colour over the whole image, with strands radiating from the crown."""
+    theta = np.arctan2(c.x, c.y + 0.35 * f.hh)
+    strands = np.sin(idt["hair_freq"] * theta + 2.5 * _smooth_noise(rng, c.size, 5)[0])
+    return f.hair * (1.0 + 0.12 * strands + 0.07 * _smooth_noise(rng, c.size, max(8, c.size // 8))[0])
+
+
+def _draw_hair_behind(c: _Canvas, f: _Face, style: str, hair_img: np.ndarray) -> None:
+    x, y, px, hw, hh = c.x, c.y, c.px, f.hw, f.hh
+    if style == "long":
+        back = _ellipse(x, y, 0.0, 0.2 * hh, hw * 1.25, hh * 1.25, px) * _soft(y - 1.35 * hh, px)
+    elif style == "bob":
+        back = _ellipse(x, y, 0.0, 0.0, hw * 1.22, hh * 1.1, px) * _soft(y - 0.45 * hh, px)
+    elif style == "volume":
+        back = _ellipse(x, y, 0.0, -0.25 * hh, hw * 1.45, hh * 1.05, px)
+    else:
+        return
+    _over(c.img, back, hair_img * 0.8)
+
+
+def _draw_neck_and_clothes(c: _Canvas, f: _Face, idt: dict, rng: np.random.Generator) -> np.ndarray:
+    """The neck and the clothes; returns the neck's coverage (it is lit with the head)."""
+    x, y, px, hw, hh = c.x, c.y, c.px, f.hw, f.hh
     neck = _soft(np.abs(x) - 0.45 * hw, px) * _soft(0.4 * hh - y, px)
-    _over(img, neck, skin * 0.78)
+    _over(c.img, neck, f.skin * 0.78)
     cy0 = hh * 1.55
-    sl = box(-2.4 * hw, 2.4 * hw, cy0 - 0.25, 4.0)
+    sl = c.box(-2.4 * hw, 2.4 * hw, cy0 - 0.25, 4.0)
     if sl is not None:
         xs, ys = x[sl], y[sl]
         clothes = np.maximum(_ellipse(xs, ys, 0.0, cy0 + 0.55, 2.3 * hw, 0.75, px),
                              _soft(cy0 + 0.55 - ys, px) * _soft(np.abs(xs) - 2.3 * hw, px))
         clothes = clothes * (1 - _ellipse(xs, ys, 0.0, cy0 - 0.12, 0.45 * hw, 0.3 * hh, px))
-        cloth_c = _col(idt["clothes"]) * (1 + 0.05 * _smooth_noise(rng, size, 10)[0][sl])
-        _over(at(sl), clothes, cloth_c)
+        cloth_c = _col(idt["clothes"]) * (1 + 0.05 * _smooth_noise(rng, c.size, 10)[0][sl])
+        _over(c.at(sl), clothes, cloth_c)
+    return neck
 
-    # ears
+
+def _draw_ears(c: _Canvas, f: _Face) -> None:
+    hw, hh = f.hw, f.hh
     for s in (-1.0, 1.0):
-        ear_x = s * hw * 0.97 - 0.05 * yaw * hw
-        ear_y = ey + 0.12 * hh
-        sl = box(ear_x - 0.17 * hw, ear_x + 0.17 * hw, ear_y - 0.18 * hh, ear_y + 0.18 * hh)
+        ear_x = s * hw * 0.97 - 0.05 * f.yaw * hw
+        ear_y = f.ey + 0.12 * hh
+        sl = c.box(ear_x - 0.17 * hw, ear_x + 0.17 * hw, ear_y - 0.18 * hh, ear_y + 0.18 * hh)
         if sl is None:
             continue
-        xs, ys = x[sl], y[sl]
-        _over(at(sl), _ellipse(xs, ys, ear_x, ear_y, hw * 0.16, hh * 0.17, px), skin * 0.9)
-        _over(at(sl), 0.5 * _ellipse(xs, ys, ear_x, ear_y, hw * 0.08, hh * 0.1, px), skin * 0.7)
+        xs, ys = c.x[sl], c.y[sl]
+        _over(c.at(sl), _ellipse(xs, ys, ear_x, ear_y, hw * 0.16, hh * 0.17, c.px), f.skin * 0.9)
+        _over(c.at(sl), 0.5 * _ellipse(xs, ys, ear_x, ear_y, hw * 0.08, hh * 0.1, c.px), f.skin * 0.7)
 
-    # head with a little skin texture and blush
-    skin_img = skin * (1.0 + 0.025 * _smooth_noise(rng, size, max(8, size // 5)))
-    _over(img, head, skin_img)
+
+def _draw_skin(c: _Canvas, f: _Face, idt: dict, head: np.ndarray, rng: np.random.Generator) -> None:
+    """The head with a little skin texture, and the blush on the cheeks."""
+    skin_img = f.skin * (1.0 + 0.025 * _smooth_noise(rng, c.size, max(8, c.size // 5)))
+    _over(c.img, head, skin_img)
     for s in (-1.0, 1.0):
-        bx = s * idt["eye_sep"] * 1.1 + fx
-        sl = box(bx - 0.5 * hw, bx + 0.5 * hw, ny - 0.3 * hh, ny + 0.3 * hh)
+        bx = s * idt["eye_sep"] * 1.1 + f.fx
+        sl = c.box(bx - 0.5 * f.hw, bx + 0.5 * f.hw, f.ny - 0.3 * f.hh, f.ny + 0.3 * f.hh)
         if sl is None or idt["blush"] <= 0:
             continue
-        blush = np.exp(-(((x[sl] - bx) / (0.2 * hw)) ** 2 + ((y[sl] - ny) / (0.12 * hh)) ** 2))
-        _over(at(sl), idt["blush"] * blush * head[sl], _col([215.0, 90.0, 90.0]))
+        blush = np.exp(-(((c.x[sl] - bx) / (0.2 * f.hw)) ** 2 + ((c.y[sl] - f.ny) / (0.12 * f.hh)) ** 2))
+        _over(c.at(sl), idt["blush"] * blush * head[sl], _col([215.0, 90.0, 90.0]))
 
-    # beard
-    if idt["beard"] > 0:
-        sl = box(-hw, hw, ny - 0.1 * hh, hh)
-        if sl is not None:
-            xs, ys = x[sl], y[sl]
-            beard = head[sl] * _soft(ny + 0.05 * hh - ys, 3 * px) * _soft(np.abs(xs - fx) - hw * 0.95, px)
-            beard = beard * (1.0 - 0.8 * _ellipse(xs, ys, fx, ny + 0.04 * hh, nw * 2.0, 0.05 * hh, 3 * px))
-            density = np.clip(0.8 + 0.4 * _smooth_noise(rng, size, max(8, size // 4))[0][sl], 0, 1)
-            _over(at(sl), idt["beard"] * beard * density, hair_img[(slice(None),) + sl] * 0.9)
 
-    # eyes and brows
-    white = _col([255.0, 255.0, 255.0])
-    for s in (-1.0, 1.0):
-        ex = s * idt["eye_sep"] + fx
-        sl = box(ex - 1.3 * ew, ex + 1.3 * ew, ey - 1.5 * eh - 0.3 * eh, ey + 1.5 * eh)
-        if sl is not None:
-            xs, ys = x[sl], y[sl]
-            sub = at(sl)
-            xe, ye = xs - ex, ys - ey
-            almond = eh * (1.0 - 0.35 * (xe / ew) ** 2)
-            r_eye = np.sqrt((xe / ew) ** 2 + (ye / np.maximum(almond, 1e-3)) ** 2)
-            sclera = _soft((r_eye - 1.0) * eh, px)
-            socket = _ellipse(xs, ys, ex, ey - 0.3 * eh, ew * 1.25, eh * 1.5, px)
-            _over(sub, 0.35 * socket * (1 - sclera), skin * 0.75)
-            _over(sub, sclera, _col([238.0, 234.0, 228.0]))
-            ir = eh * idt["iris"]
-            ix = ex + pose["gaze"] * ew * 0.35
-            rr = np.sqrt((xs - ix) ** 2 + ye ** 2)
-            iris = _soft(rr - ir, px) * sclera
-            _over(sub, iris, _col(idt["eye_colour"]) * (1.15 - 0.5 * np.clip(rr / ir, 0, 1)))
-            _over(sub, _soft(rr - 0.45 * ir, px) * sclera, _col([12.0, 10.0, 10.0]))
-            hl = _soft(np.sqrt((xs - ix + 0.3 * ir) ** 2 + (ye + 0.35 * ir) ** 2) - 0.22 * ir, px) * sclera
-            _over(sub, 0.85 * hl, white)
-            lid = _soft(np.abs(r_eye - 1.05) * eh - 0.09 * eh - 0.6 * px, px) * _soft(ye - 0.25 * eh, px)
-            _over(sub, 0.9 * lid, _col([35.0, 22.0, 20.0]))
-            low = _soft(np.abs(r_eye - 1.05) * eh - 0.03 * eh - 0.3 * px, px) * _soft(-ye, px)
-            _over(sub, 0.3 * low, skin * 0.5)
+def _draw_beard(c: _Canvas, f: _Face, idt: dict, head: np.ndarray, hair_img: np.ndarray,
+                rng: np.random.Generator) -> None:
+    if idt["beard"] <= 0:
+        return
+    sl = c.box(-f.hw, f.hw, f.ny - 0.1 * f.hh, f.hh)
+    if sl is None:
+        return
+    xs, ys, px = c.x[sl], c.y[sl], c.px
+    beard = head[sl] * _soft(f.ny + 0.05 * f.hh - ys, 3 * px) * _soft(np.abs(xs - f.fx) - f.hw * 0.95, px)
+    beard = beard * (1.0 - 0.8 * _ellipse(xs, ys, f.fx, f.ny + 0.04 * f.hh, f.nw * 2.0, 0.05 * f.hh, 3 * px))
+    density = np.clip(0.8 + 0.4 * _smooth_noise(rng, c.size, max(8, c.size // 4))[0][sl], 0, 1)
+    _over(c.at(sl), idt["beard"] * beard * density, hair_img[(slice(None),) + sl] * 0.9)
 
-        bw = ew * 1.3
-        by = ey - idt["brow_dy"]
-        reach = idt["brow_arch"] + abs(idt["brow_tilt"]) * bw * 0.5 + idt["brow_thick"]
-        sl = box(ex - bw - 0.02, ex + bw + 0.02, by - reach - 0.02, by + reach + 0.02)
-        if sl is not None:
-            xs, ys = x[sl], y[sl]
-            xb = (xs - ex) * s
-            yc = by - idt["brow_arch"] * (1 - (xb / bw) ** 2) - idt["brow_tilt"] * xb * 0.5
-            thick = idt["brow_thick"] * (1.0 - 0.45 * np.clip((xb / bw + 1) / 2, 0, 1))
-            brow = _soft(np.abs(ys - yc) - thick / 2, px) * _soft(np.abs(xb) - bw, 2 * px)
-            _over(at(sl), 0.92 * brow, _col(idt["brow_colour"]))
 
-    # nose
-    nx = fx * 1.6
+def _draw_eye(c: _Canvas, f: _Face, idt: dict, ex: float, gaze: float) -> None:
+    """One eye centred at face-local ``ex``: socket shadow, sclera, iris, pupil, highlight and lids."""
+    ew, eh, ey, px, skin = f.ew, f.eh, f.ey, c.px, f.skin
+    sl = c.box(ex - 1.3 * ew, ex + 1.3 * ew, ey - 1.5 * eh - 0.3 * eh, ey + 1.5 * eh)
+    if sl is None:
+        return
+    xs, ys = c.x[sl], c.y[sl]
+    sub = c.at(sl)
+    xe, ye = xs - ex, ys - ey
+    almond = eh * (1.0 - 0.35 * (xe / ew) ** 2)
+    r_eye = np.sqrt((xe / ew) ** 2 + (ye / np.maximum(almond, 1e-3)) ** 2)
+    sclera = _soft((r_eye - 1.0) * eh, px)
+    socket = _ellipse(xs, ys, ex, ey - 0.3 * eh, ew * 1.25, eh * 1.5, px)
+    _over(sub, 0.35 * socket * (1 - sclera), skin * 0.75)
+    _over(sub, sclera, _col([238.0, 234.0, 228.0]))
+    ir = eh * idt["iris"]
+    ix = ex + gaze * ew * 0.35
+    rr = np.sqrt((xs - ix) ** 2 + ye ** 2)
+    iris = _soft(rr - ir, px) * sclera
+    _over(sub, iris, _col(idt["eye_colour"]) * (1.15 - 0.5 * np.clip(rr / ir, 0, 1)))
+    _over(sub, _soft(rr - 0.45 * ir, px) * sclera, _col([12.0, 10.0, 10.0]))
+    hl = _soft(np.sqrt((xs - ix + 0.3 * ir) ** 2 + (ye + 0.35 * ir) ** 2) - 0.22 * ir, px) * sclera
+    _over(sub, 0.85 * hl, _col([255.0, 255.0, 255.0]))
+    lid = _soft(np.abs(r_eye - 1.05) * eh - 0.09 * eh - 0.6 * px, px) * _soft(ye - 0.25 * eh, px)
+    _over(sub, 0.9 * lid, _col([35.0, 22.0, 20.0]))
+    low = _soft(np.abs(r_eye - 1.05) * eh - 0.03 * eh - 0.3 * px, px) * _soft(-ye, px)
+    _over(sub, 0.3 * low, skin * 0.5)
+
+
+def _draw_brow(c: _Canvas, f: _Face, idt: dict, ex: float, s: float) -> None:
+    """The brow above the eye at ``ex``; ``s``: -1 left, 1 right (the tilt is mirrored)."""
+    px = c.px
+    bw = f.ew * 1.3
+    by = f.ey - idt["brow_dy"]
+    reach = idt["brow_arch"] + abs(idt["brow_tilt"]) * bw * 0.5 + idt["brow_thick"]
+    sl = c.box(ex - bw - 0.02, ex + bw + 0.02, by - reach - 0.02, by + reach + 0.02)
+    if sl is None:
+        return
+    xs, ys = c.x[sl], c.y[sl]
+    xb = (xs - ex) * s
+    yc = by - idt["brow_arch"] * (1 - (xb / bw) ** 2) - idt["brow_tilt"] * xb * 0.5
+    thick = idt["brow_thick"] * (1.0 - 0.45 * np.clip((xb / bw + 1) / 2, 0, 1))
+    brow = _soft(np.abs(ys - yc) - thick / 2, px) * _soft(np.abs(xb) - bw, 2 * px)
+    _over(c.at(sl), 0.92 * brow, _col(idt["brow_colour"]))
+
+
+def _draw_nose(c: _Canvas, f: _Face, scene: dict) -> None:
+    """Shadowed bridge, tip, highlight and nostrils."""
+    nx, nw, ny, px, skin = f.fx * 1.6, f.nw, f.ny, c.px, f.skin
     side = 1.0 if scene["light"][0] < 0 else -1.0  # shadow side of the nose bridge
-    sl = box(nx - 2 * nw, nx + 2 * nw, ey - 0.05 * hh, ny + nw)
-    if sl is not None:
-        xs, ys = x[sl], y[sl]
-        sub = at(sl)
-        ridge = (np.exp(-((xs - nx - side * nw * 0.55) / (nw * 0.35)) ** 2)
-                 * _soft(ey + 0.08 * hh - ys, 6 * px) * _soft(ys - ny, 3 * px))
-        _over(sub, 0.45 * ridge, skin * 0.5)
-        _over(sub, 0.5 * _ellipse(xs, ys, nx, ny + 0.2 * nw, nw * 1.1, nw * 0.45, 3 * px), skin * 0.55)
-        _over(sub, 0.35 * _ellipse(xs, ys, nx - side * 0.15 * nw, ny - 0.25 * nw, nw * 0.45, nw * 0.35, 3 * px),
-              np.minimum(skin * 1.2 + 20, 255))
-        for s in (-1.0, 1.0):
-            nostril = _ellipse(xs, ys, nx + s * nw * 0.5, ny + 0.15 * nw, nw * 0.28, nw * 0.16, px)
-            _over(sub, 0.75 * nostril, skin * 0.35)
+    sl = c.box(nx - 2 * nw, nx + 2 * nw, f.ey - 0.05 * f.hh, ny + nw)
+    if sl is None:
+        return
+    xs, ys = c.x[sl], c.y[sl]
+    sub = c.at(sl)
+    ridge = (np.exp(-((xs - nx - side * nw * 0.55) / (nw * 0.35)) ** 2)
+             * _soft(f.ey + 0.08 * f.hh - ys, 6 * px) * _soft(ys - ny, 3 * px))
+    _over(sub, 0.45 * ridge, skin * 0.5)
+    _over(sub, 0.5 * _ellipse(xs, ys, nx, ny + 0.2 * nw, nw * 1.1, nw * 0.45, 3 * px), skin * 0.55)
+    _over(sub, 0.35 * _ellipse(xs, ys, nx - side * 0.15 * nw, ny - 0.25 * nw, nw * 0.45, nw * 0.35, 3 * px),
+          np.minimum(skin * 1.2 + 20, 255))
+    for s in (-1.0, 1.0):
+        nostril = _ellipse(xs, ys, nx + s * nw * 0.5, ny + 0.15 * nw, nw * 0.28, nw * 0.16, px)
+        _over(sub, 0.75 * nostril, skin * 0.35)
 
-    # mouth
-    mx, mw, lh = fx * 1.2, idt["mouth_w"], idt["lip_h"]
-    sl = box(mx - 1.1 * mw, mx + 1.1 * mw, my - abs(idt["smile"]) - lh - 0.02, my + abs(idt["smile"]) + 2.2 * lh + 0.02)
-    if sl is not None:
-        xs, ys = x[sl], y[sl]
-        sub = at(sl)
-        xm = (xs - mx) / mw
-        inside = np.clip(1 - xm ** 2, 0, 1)
-        yl = my - idt["smile"] * xm ** 2
-        bow = 1 - 0.25 * np.exp(-(xm / 0.15) ** 2)
-        upper = _soft(np.maximum(yl - ys - 0.8 * lh * np.sqrt(inside) * bow, ys - yl), px)
-        lower = _soft(np.maximum(ys - yl - lh * np.sqrt(inside), yl - ys), px)
-        lips = np.maximum(upper, lower) * _soft(np.abs(xm) - 1.0, px / mw)
-        lip_c = _col(idt["lips"])
-        _over(sub, lips, lip_c * (1.0 - 0.15 * upper))
-        line = _soft(np.abs(ys - yl) - 0.5 * px, px) * _soft(np.abs(xm) - 1.02, px / mw)
-        _over(sub, 0.85 * line, lip_c * 0.35)
-        _over(sub, 0.25 * _ellipse(xs, ys, mx, yl + 1.6 * lh, mw * 0.5, lh * 0.5, 3 * px), skin * 0.7)  # chin shade
 
-    # hair in front
+def _draw_mouth(c: _Canvas, f: _Face, idt: dict) -> None:
+    """Lips (upper with a bow), the line between them and the shade of the chin."""
+    mx, my, mw, lh, px = f.fx * 1.2, f.my, idt["mouth_w"], idt["lip_h"], c.px
+    curve = abs(idt["smile"])
+    sl = c.box(mx - 1.1 * mw, mx + 1.1 * mw, my - curve - lh - 0.02, my + curve + 2.2 * lh + 0.02)
+    if sl is None:
+        return
+    xs, ys = c.x[sl], c.y[sl]
+    sub = c.at(sl)
+    xm = (xs - mx) / mw
+    inside = np.clip(1 - xm ** 2, 0, 1)
+    yl = my - idt["smile"] * xm ** 2
+    bow = 1 - 0.25 * np.exp(-(xm / 0.15) ** 2)
+    upper = _soft(np.maximum(yl - ys - 0.8 * lh * np.sqrt(inside) * bow, ys - yl), px)
+    lower = _soft(np.maximum(ys - yl - lh * np.sqrt(inside), yl - ys), px)
+    lips = np.maximum(upper, lower) * _soft(np.abs(xm) - 1.0, px / mw)
+    lip_c = _col(idt["lips"])
+    _over(sub, lips, lip_c * (1.0 - 0.15 * upper))
+    line = _soft(np.abs(ys - yl) - 0.5 * px, px) * _soft(np.abs(xm) - 1.02, px / mw)
+    _over(sub, 0.85 * line, lip_c * 0.35)
+    _over(sub, 0.25 * _ellipse(xs, ys, mx, yl + 1.6 * lh, mw * 0.5, lh * 0.5, 3 * px), f.skin * 0.7)  # chin shade
+
+
+def _draw_hair_front(c: _Canvas, f: _Face, idt: dict, head: np.ndarray, hair_img: np.ndarray) -> np.ndarray:
+    """The hair over the head (its shape by style); returns its coverage (it is lit with the head)."""
+    x, y, px, hw, hh, ey = c.x, c.y, c.px, f.hw, f.hh, f.ey
+    style = idt["hair_style"]
     yy = y / hh
     hl = (-idt["hairline"] + 0.1 * (x / hw) ** 2
           + (ey / hh + 0.05 + idt["hairline"]) * np.clip((np.abs(x) / hw - 0.6) / 0.3, 0, 1) ** 1.5)
@@ -443,30 +500,38 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
         cap = cap * 0.55 * head
     elif style == "bald":
         cap = 0.6 * cap * _soft(hw * 0.75 - np.abs(x), px) * _soft(y + 0.15 * hh, px)  # fringe at the sides only
-    _over(img, cap, hair_img)
+    _over(c.img, cap, hair_img)
+    return cap
 
-    # glasses
-    if idt["glasses"]:
-        gc = _col(idt["glasses_colour"])
-        t = 0.044 * hw
-        sl = box(fx - idt["eye_sep"] - 1.6 * ew, fx + idt["eye_sep"] + 1.6 * ew, ey - 1.25 * ew, ey + 1.25 * ew)
-        if sl is not None:
-            xs, ys = x[sl], y[sl]
-            sub = at(sl)
-            for s in (-1.0, 1.0):
-                gx = s * idt["eye_sep"] + fx
-                rg = np.sqrt(((xs - gx) / (ew * 1.45)) ** 2 + ((ys - ey) / (ew * 1.1)) ** 2)
-                _over(sub, _soft(np.abs(rg - 1.0) * ew * 1.1 - t, px), gc)
-                _over(sub, 0.08 * _soft((rg - 1.0) * ew, px), white)
-            bridge = (_soft(np.abs(ys - ey + 0.25 * ew) - t, px)
-                      * _soft(np.abs(xs - fx) - (idt["eye_sep"] - ew * 1.4), px))
-            _over(sub, bridge, gc)
 
-    # lighting: lambertian shading of the head as a sphere, global gradient, white balance, vignette
+def _draw_glasses(c: _Canvas, f: _Face, idt: dict) -> None:
+    if not idt["glasses"]:
+        return
+    ew, ey, fx, sep, px = f.ew, f.ey, f.fx, idt["eye_sep"], c.px
+    gc = _col(idt["glasses_colour"])
+    t = 0.044 * f.hw
+    sl = c.box(fx - sep - 1.6 * ew, fx + sep + 1.6 * ew, ey - 1.25 * ew, ey + 1.25 * ew)
+    if sl is None:
+        return
+    xs, ys = c.x[sl], c.y[sl]
+    sub = c.at(sl)
+    for s in (-1.0, 1.0):
+        gx = s * sep + fx
+        rg = np.sqrt(((xs - gx) / (ew * 1.45)) ** 2 + ((ys - ey) / (ew * 1.1)) ** 2)
+        _over(sub, _soft(np.abs(rg - 1.0) * ew * 1.1 - t, px), gc)
+        _over(sub, 0.08 * _soft((rg - 1.0) * ew, px), _col([255.0, 255.0, 255.0]))
+    bridge = _soft(np.abs(ys - ey + 0.25 * ew) - t, px) * _soft(np.abs(xs - fx) - (sep - ew * 1.4), px)
+    _over(sub, bridge, gc)
+
+
+def _lit(c: _Canvas, f: _Face, scene: dict, head: np.ndarray, cap: np.ndarray, neck: np.ndarray) -> np.ndarray:
+    """The image under the scene's light: lambertian shading of the head as a sphere, global gradient,
+    white balance, vignette (a new array)."""
+    x, y, u, v = c.x, c.y, c.u, c.v
     lx, ly = scene["light"]
     lz = math.sqrt(max(0.05, 1 - lx * lx - ly * ly))
-    nxn = np.clip(x / (hw * 1.1), -1, 1)
-    nyn = np.clip(y / (hh * 1.1), -1, 1)
+    nxn = np.clip(x / (f.hw * 1.1), -1, 1)
+    nyn = np.clip(y / (f.hh * 1.1), -1, 1)
     nz = np.sqrt(np.clip(1 - nxn ** 2 - nyn ** 2, 0, 1))
     amb = scene["ambient"]
     shade = amb + (1 - amb) * np.clip(nxn * lx + nyn * ly + nz * lz, 0, 1) / max(lz, 0.3)
@@ -475,18 +540,48 @@ def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.G
     light = 1.0 + fg * (shade - 1.0)
     light *= 1.0 + scene["gradient"][0] * u + scene["gradient"][1] * v
     light *= 1.0 - scene["vignette"] * (u * u + v * v) / 2
-    img = img * (light * scene["exposure"]) * _col(scene["wb"])
+    return c.img * (light * scene["exposure"]) * _col(scene["wb"])
 
-    top = ey - idt["brow_dy"] - idt["brow_thick"] - 0.07 * hh
-    bottom = min(my + lh + 0.14 * hh, 0.8 * hh)
-    geom = {
+
+def _geometry(c: _Canvas, f: _Face, idt: dict, head: np.ndarray) -> dict:
+    """What the fakes need of a render: the head's coverage, the face-local grid and the inner face
+    (forehead above the brows to the chin below the lower lip, cheek to cheek) as an ellipse."""
+    top = f.ey - idt["brow_dy"] - idt["brow_thick"] - 0.07 * f.hh
+    bottom = min(f.my + idt["lip_h"] + 0.14 * f.hh, 0.8 * f.hh)
+    return {
         "head": head,
-        "x": x, "y": y, "px": px,
-        # inner face: forehead above the brows to the chin below the lower lip, cheek to cheek
-        "inner_center": (fx, 0.5 * (top + bottom)),
-        "inner_axes": (min(idt["eye_sep"] + ew * 1.9, 0.8 * hw), 0.5 * (bottom - top)),
+        "x": c.x, "y": c.y, "px": c.px,
+        "inner_center": (f.fx, 0.5 * (top + bottom)),
+        "inner_axes": (min(idt["eye_sep"] + f.ew * 1.9, 0.8 * f.hw), 0.5 * (bottom - top)),
     }
-    return np.ascontiguousarray(img.transpose(1, 2, 0), dtype=np.float32), geom
+
+
+def _render(identity: dict, pose: dict, scene: dict, size: int, rng: np.random.Generator):
+    """Noise-free render; returns (float32 HxWx3 image in 0..255, geometry dict).
+
+    Drawn back to front, one function per feature. The draws from ``rng`` follow this order: changing
+    the order changes every demo image.
+    """
+    idt = identity
+    c = _Canvas(size, pose, scene, rng)
+    f = _Face.of(idt, pose)
+    head = _head_shape(c, f, idt)
+    hair_img = _hair_texture(c, f, idt, rng)
+    _draw_hair_behind(c, f, idt["hair_style"], hair_img)
+    neck = _draw_neck_and_clothes(c, f, idt, rng)
+    _draw_ears(c, f)
+    _draw_skin(c, f, idt, head, rng)
+    _draw_beard(c, f, idt, head, hair_img, rng)
+    for s in (-1.0, 1.0):
+        ex = s * idt["eye_sep"] + f.fx
+        _draw_eye(c, f, idt, ex, pose["gaze"])
+        _draw_brow(c, f, idt, ex, s)
+    _draw_nose(c, f, scene)
+    _draw_mouth(c, f, idt)
+    cap = _draw_hair_front(c, f, idt, head, hair_img)
+    _draw_glasses(c, f, idt)
+    img = _lit(c, f, scene, head, cap, neck)
+    return np.ascontiguousarray(img.transpose(1, 2, 0), dtype=np.float32), _geometry(c, f, idt, head)
 
 
 def _camera(img: np.ndarray, scene: dict, rng: np.random.Generator) -> np.ndarray:
@@ -760,29 +855,3 @@ def _remove_stale(out: Path, records: list[dict]) -> None:
             for p in sorted(d.glob("*.png")):
                 if f"{folder}/{p.name}" not in keep:
                     p.unlink()
-
-
-def save_sample_grid(path, image_size: int = 128, n: int = 4, seed: int = 0, strength: float = 1.0) -> Path:
-    """Figure: rows = fakes real / fakes fake / fakes mask / synthetic real / synthetic fake /
-    synthetic |fake - bicubic| x40 (the fingerprint made visible)."""
-    rows = []
-    ids = [make_identity(_rng_for(seed, 99, i)) for i in range(2 * n)]
-    rows.append([_real_photo(_rng_for(seed, 98, i), image_size, ids[i]) for i in range(n)])
-    swaps = [render_swap(_rng_for(seed, 97, i), image_size, ids[i], ids[n + i], strength) for i in range(n)]
-    rows.append([s[0] for s in swaps])
-    rows.append([np.repeat(s[1][..., None], 3, axis=2) for s in swaps])
-    fp = _fingerprint(seed, image_size)
-    rows.append([render_synthetic(_rng_for(seed, 96, i), image_size, ids[i], False, strength, fp)[0] for i in range(n)])
-    fakes = [render_synthetic(_rng_for(seed, 95, i), image_size, ids[i], True, strength, fp)[0] for i in range(n)]
-    rows.append(fakes)
-    hp = []
-    for f in fakes:
-        g = f.astype(np.float64)
-        g = g - ndimage.uniform_filter(g, (3, 3, 1))
-        hp.append(_to_uint8(128 + 40 * g))
-    rows.append(hp)
-    grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-    return path

@@ -15,7 +15,6 @@ class) and ``metrics/explain/<run>.json``; per dataset ``plots/explain/dataset_<
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,10 +24,10 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoint import load_model
+from .checkpoint import CheckpointError, load_model
 from .config import TRAIN_STAGES
 from .data import FAKE, Preprocess, load_rgb, read_manifest
-from .io import atomic_path, save_figure, write_json
+from .io import save_figure, write_json
 from .models import get_submodule
 
 
@@ -183,11 +182,92 @@ def run_dataset(run: str, ckpt: dict, params: dict) -> str:
     for stage in TRAIN_STAGES:
         if params[stage]["run"] == run:
             return params[stage]["dataset"]
-    raise ValueError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has this run")
+    raise CheckpointError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has "
+                          "this run")
 
 
 def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     return [rows[i] for i in rng.permutation(len(rows))[:n]]
+
+
+class _Attributions:
+    """The output of ``attribute`` for a list of paths, looked up by manifest rows."""
+
+    def __init__(self, att: dict[str, np.ndarray], paths: Sequence[str]):
+        self.att, self.index = att, {p: i for i, p in enumerate(paths)}
+
+    def take(self, rows: list[dict], key: str) -> np.ndarray:
+        return self.att[key][[self.index[r["path"]] for r in rows]]
+
+
+def _choose(rows: list[dict], cfg: dict, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Test rows to explain, drawn with ``seed``: (reals, fakes) to show and average, and the fakes with a
+    ground-truth mask scored for faithfulness."""
+    rng = np.random.default_rng(seed)
+    n = max(cfg["n_examples"], cfg["n_mean"])
+    reals = _pick([r for r in rows if r["label"] == 0], n, rng)
+    fakes = _pick([r for r in rows if r["label"] == 1], n, rng)
+    masked = _pick([r for r in rows if r["label"] == 1 and r.get("mask")], cfg["n_faithfulness"], rng)
+    return reals, fakes, masked
+
+
+def _save_figures(out: Path, run: str, label: str, cam_layer: str, att: _Attributions, show: dict[str, list],
+                  mean_rows: dict[str, list], masks: dict[str, np.ndarray]) -> None:
+    """``<run>_saliency.png`` and ``<run>_gradcam.png`` of the ``show`` rows (real, then fake) and
+    ``<run>_means.png``, the class means over ``mean_rows``; ground-truth masks outlined where known."""
+    from .plots import images as plots
+
+    shown = show["real"] + show["fake"]
+    show_masks = [masks.get(r["path"]) for r in shown]
+    titles = [f"{name} · p(fake) {p:.2f}" + (" · CAM=0" if cam.max() <= 0 else "")
+              for name in ("real", "fake")
+              for p, cam in zip(att.take(show[name], "p_fake"), att.take(show[name], "gradcam"))]
+    images = att.take(shown, "images")
+    save_figure(out / f"{run}_saliency.png", plots.saliency_pairs(
+        images, att.take(shown, "saliency"), titles, masks=show_masks, n_rows=2,
+        title=f"Saliency |∂p(fake)/∂x| — {label}"), dpi=110)
+    save_figure(out / f"{run}_gradcam.png", plots.cam_overlays(
+        images, att.take(shown, "gradcam"), titles, masks=show_masks, n_rows=2,
+        title=f"Grad-CAM (fake class, layer {cam_layer}) — {label}"), dpi=110)
+    fake_masks = [masks[r["path"]] for r in mean_rows["fake"] if r["path"] in masks]
+    save_figure(out / f"{run}_means.png", plots.mean_maps(
+        {name: _unit_mean(att.take(rs, "saliency")) for name, rs in mean_rows.items()},
+        {name: att.take(rs, "gradcam") for name, rs in mean_rows.items()},
+        mask=np.mean(fake_masks, 0) if fake_masks else None,
+        title=f"Mean attribution per class — {label}"), dpi=110)
+
+
+def _faithfulness_metrics(att: _Attributions, masked: list[dict], masks: dict[str, np.ndarray],
+                          control: list[dict]) -> dict:
+    """Faithfulness of saliency and Grad-CAM on the ``masked`` fakes, and the real-image ``control``."""
+    if not masked:
+        return {"faithfulness": "no masks in dataset", "n_images": 0}
+    m = np.stack([masks[r["path"]] for r in masked])
+    out = {**faithfulness(att.take(masked, "saliency"), m, "saliency"),
+           **faithfulness(att.take(masked, "gradcam"), m, "gradcam")}
+    # an all-zero CAM (no positive evidence for "fake" at the CAM layer) scores the mask share
+    out["gradcam_zero_maps"] = round(float((att.take(masked, "gradcam").reshape(len(masked), -1).max(1) <= 0)
+                                           .mean()), 4)
+    out["mean_p_fake"] = round(float(att.take(masked, "p_fake").mean()), 4)
+    # control: real images scored against the fakes' masks (cycled). A model that only looks at
+    # facial features, not at the manipulation, scores as high here as on the fakes.
+    if control:
+        cm = np.stack([m[i % len(m)] for i in range(len(control))])
+        for method in ("saliency", "gradcam"):
+            out[f"{method}_energy_in_mask_real_control"] = round(
+                float(energy_in_mask(att.take(control, method), cm).mean()), 4)
+    out["n_images"] = len(masked)
+    return out
+
+
+def _print_summary(run: str, dataset: str, m: dict) -> None:
+    if m["n_images"]:
+        print(f"explain {run}: energy in mask saliency {m['saliency_energy_in_mask']:.3f} / "
+              f"Grad-CAM {m['gradcam_energy_in_mask']:.3f} vs mask share {m['saliency_mask_share']:.3f}; "
+              f"pointing {m['saliency_pointing']:.2f} / {m['gradcam_pointing']:.2f} "
+              f"({m['n_images']} fakes)")
+    else:
+        print(f"explain {run}: figures written; no masks in dataset '{dataset}', faithfulness skipped")
 
 
 def explain_run(run: str, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
@@ -195,80 +275,26 @@ def explain_run(run: str, params: dict, data_dir: str | Path = "data", models_di
                 progress: bool = True) -> dict:
     """Figures and faithfulness metrics of one run (on the test split of its dataset)."""
     from .engine import resolve_device
-    from .plots import images as plots
 
     cfg = params["explain"]
-    device = resolve_device(params["device"])
-    model, ckpt = load_model(Path(models_dir) / f"{run}.pt", device)
+    model, ckpt = load_model(Path(models_dir) / f"{run}.pt", resolve_device(params["device"]))
     dataset = run_dataset(run, ckpt, params)
-    size = ckpt["image_size"]
-    prep = Preprocess(size, ckpt["mean"], ckpt["std"])
-    rows = read_manifest(Path(data_dir) / dataset / "manifest.csv", "test")
-    rng = np.random.default_rng(params["seed"])
-    n_show, n_mean = cfg["n_examples"], cfg["n_mean"]
-    reals = _pick([r for r in rows if r["label"] == 0], max(n_show, n_mean), rng)
-    fakes = _pick([r for r in rows if r["label"] == 1], max(n_show, n_mean), rng)
-    masked = _pick([r for r in rows if r["label"] == 1 and r.get("mask")], cfg["n_faithfulness"], rng)
-    # explain each needed image once
-    paths = list(dict.fromkeys(r["path"] for r in reals + fakes + masked))
-    att = attribute(model, prep, paths, cfg["batch_size"], desc=f"explain {run}", progress=progress)
-    index = {p: i for i, p in enumerate(paths)}
-
-    def take(rs: list[dict], key: str) -> np.ndarray:
-        return att[key][[index[r["path"]] for r in rs]]
-
-    masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], size))}
-    show = {"real": reals[:n_show], "fake": fakes[:n_show]}
-    show_masks = [masks.get(r["path"]) for r in show["real"] + show["fake"]]
-    titles = [f"{name} · p(fake) {p:.2f}" + (" · CAM=0" if cam.max() <= 0 else "")
-              for name in ("real", "fake") for p, cam in zip(take(show[name], "p_fake"), take(show[name], "gradcam"))]
-    images = np.concatenate([take(show["real"], "images"), take(show["fake"], "images")])
-    label = f"{run} ({ckpt['arch']}, {dataset} test)"
-    out = Path(plots_dir)
-    save_figure(out / f"{run}_saliency.png", plots.saliency_pairs(
-        images, np.concatenate([take(show["real"], "saliency"), take(show["fake"], "saliency")]), titles,
-        masks=show_masks, n_rows=2, title=f"Saliency |∂p(fake)/∂x| — {label}"), dpi=110)
-    save_figure(out / f"{run}_gradcam.png", plots.cam_overlays(
-        images, np.concatenate([take(show["real"], "gradcam"), take(show["fake"], "gradcam")]), titles,
-        masks=show_masks, n_rows=2, title=f"Grad-CAM (fake class, layer {model.cam_layer}) — {label}"), dpi=110)
-    mean_rows = {"real": reals[:n_mean], "fake": fakes[:n_mean]}
-    fake_masks = [masks[r["path"]] for r in mean_rows["fake"] if r["path"] in masks]
-    save_figure(out / f"{run}_means.png", plots.mean_maps(
-        {name: _unit_mean(take(rs, "saliency")) for name, rs in mean_rows.items()},
-        {name: take(rs, "gradcam") for name, rs in mean_rows.items()},
-        mask=np.mean(fake_masks, 0) if fake_masks else None,
-        title=f"Mean attribution per class — {label}"), dpi=110)
-
-    metrics: dict = {"run": run, "arch": ckpt["arch"], "dataset": dataset, "cam_layer": model.cam_layer,
-                     "n_mean_real": len(mean_rows["real"]), "n_mean_fake": len(mean_rows["fake"])}
-    if masked:
-        m = np.stack([masks[r["path"]] for r in masked])
-        metrics.update(faithfulness(take(masked, "saliency"), m, "saliency"))
-        metrics.update(faithfulness(take(masked, "gradcam"), m, "gradcam"))
-        # an all-zero CAM (no positive evidence for "fake" at the CAM layer) scores the mask share
-        metrics["gradcam_zero_maps"] = round(float((take(masked, "gradcam").reshape(len(masked), -1).max(1) <= 0)
-                                                   .mean()), 4)
-        metrics["mean_p_fake"] = round(float(take(masked, "p_fake").mean()), 4)
-        # control: real images scored against the fakes' masks (cycled). A model that only looks at
-        # facial features, not at the manipulation, scores as high here as on the fakes.
-        ctrl = mean_rows["real"]
-        if ctrl:
-            cm = np.stack([m[i % len(m)] for i in range(len(ctrl))])
-            for method in ("saliency", "gradcam"):
-                metrics[f"{method}_energy_in_mask_real_control"] = round(
-                    float(energy_in_mask(take(ctrl, method), cm).mean()), 4)
-        metrics["n_images"] = len(masked)
-    else:
-        metrics["faithfulness"] = "no masks in dataset"
-        metrics["n_images"] = 0
+    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
+    reals, fakes, masked = _choose(read_manifest(Path(data_dir) / dataset / "manifest.csv", "test"), cfg,
+                                   params["seed"])
+    paths = list(dict.fromkeys(r["path"] for r in reals + fakes + masked))  # explain each needed image once
+    att = _Attributions(attribute(model, prep, paths, cfg["batch_size"], desc=f"explain {run}", progress=progress),
+                        paths)
+    masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], ckpt["image_size"]))}
+    show = {"real": reals[:cfg["n_examples"]], "fake": fakes[:cfg["n_examples"]]}
+    mean_rows = {"real": reals[:cfg["n_mean"]], "fake": fakes[:cfg["n_mean"]]}
+    _save_figures(Path(plots_dir), run, f"{run} ({ckpt['arch']}, {dataset} test)", model.cam_layer, att, show,
+                  mean_rows, masks)
+    metrics = {"run": run, "arch": ckpt["arch"], "dataset": dataset, "cam_layer": model.cam_layer,
+               "n_mean_real": len(mean_rows["real"]), "n_mean_fake": len(mean_rows["fake"]),
+               **_faithfulness_metrics(att, masked, masks, mean_rows["real"])}
     write_json(Path(metrics_dir) / f"{run}.json", metrics)
-    if masked:
-        print(f"explain {run}: energy in mask saliency {metrics['saliency_energy_in_mask']:.3f} / "
-              f"Grad-CAM {metrics['gradcam_energy_in_mask']:.3f} vs mask share {metrics['saliency_mask_share']:.3f}; "
-              f"pointing {metrics['saliency_pointing']:.2f} / {metrics['gradcam_pointing']:.2f} "
-              f"({len(masked)} fakes)")
-    else:
-        print(f"explain {run}: figures written; no masks in dataset '{dataset}', faithfulness skipped")
+    _print_summary(run, dataset, metrics)
     return metrics
 
 
@@ -316,48 +342,3 @@ def run_stage(params: dict, data_dir: str | Path = "data", models_dir: str | Pat
         dataset_figure(name, params, data_dir, plots_dir)
     return {run: explain_run(run, params, data_dir, models_dir, metrics_dir, plots_dir, progress)
             for run in params["explain"]["runs"]}
-
-
-# ----------------------------------------------------------------------------- predict --cam
-def write_cam_overlays(model: nn.Module, ckpt: dict, paths: Sequence[str | os.PathLike], out_dir: str | Path,
-                       batch_size: int = 16, progress: bool = True) -> list[Path]:
-    """One Grad-CAM overlay PNG (fake class) per input image, at the image's own size.
-
-    ``out_dir/<stem>_cam.png``; stems that repeat get ``_<index>`` to stay distinct.
-    Returns the written paths, in input order.
-    """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
-    out_dir = Path(out_dir)
-    stems = [Path(p).stem for p in paths]
-    names = [f"{s}_{i}_cam.png" if stems.count(s) > 1 else f"{s}_cam.png" for i, s in enumerate(stems)]
-    written = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="grad-cam", leave=False, disable=not progress):
-        originals = [load_rgb(p) for p in paths[i:i + batch_size]]
-        x = prep.normalise(torch.stack([prep.to_uint8(im) for im in originals]))
-        for im, cam, name in zip(originals, gradcam(model, x), names[i:i + batch_size]):
-            cam = np.asarray(Image.fromarray(cam).resize(im.size, Image.BILINEAR))
-            overlay = show_cam_on_image(np.asarray(im, np.float32) / 255.0, np.clip(cam, 0, 1), use_rgb=True)
-            with atomic_path(out_dir / name) as tmp:
-                Image.fromarray(overlay).save(tmp, format="PNG")
-            written.append(out_dir / name)
-    return written
-
-
-# ----------------------------------------------------------------------------- CLI
-def _cmd_explain(args) -> None:
-    from .config import load_params
-
-    params = load_params(args.params)
-    if args.runs:
-        params["explain"]["runs"] = list(args.runs)
-    run_stage(params)
-
-
-def add_cli(subparsers) -> None:
-    """Register ``deepfake-detect explain``."""
-    p = subparsers.add_parser("explain", help="saliency, Grad-CAM and faithfulness figures/metrics per run")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--runs", nargs="+", help="runs to explain (default: explain.runs in params.yaml)")
-    p.set_defaults(func=_cmd_explain)

@@ -1,5 +1,5 @@
-"""Detection metrics, all through sklearn: AUC, EER, AP, accuracy, TPR at low FPR, bootstrap AUC interval,
-and the ROC / DET curve points (finite, ready for DVC plots).
+"""Detection metrics, all through sklearn: AUC, EER, AP, accuracy, TPR at low FPR, log loss, bootstrap AUC
+interval, and the ROC / DET curve points (finite, ready for DVC plots).
 
 Convention: label 1 = fake is the positive class; ``score`` is p(fake) ("score 2" in the course);
 ``1 - score`` is p(real) ("score 1"), whose AUC is ``1 - auc``.
@@ -13,6 +13,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     det_curve,
+    log_loss,
     roc_auc_score,
     roc_curve,
 )
@@ -76,10 +77,12 @@ def bootstrap_auc(y, score, n: int = 1000, seed: int = 0, level: float = 0.95) -
 
 
 def binary_metrics(y, score, threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Every metric of the evaluate stage, flat keys with plain Python numbers (JSON / ``dvc metrics diff``).
+    """Every metric of the evaluate stage and of ``deepfake-detect evaluate``, flat keys with plain Python
+    numbers (JSON / ``dvc metrics diff``).
 
     ``score`` is p(fake); a sample is called fake when ``score > threshold`` (the same as argmax of the two
-    softmax outputs at 0.5, and DeepfakeBench's ``y_pred > 0.5``)."""
+    softmax outputs at 0.5, and DeepfakeBench's ``y_pred > 0.5``). The log loss clips p(fake) to
+    [1e-7, 1 - 1e-7]."""
     y, score = _check(y, score)
     pred = (score > threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
@@ -97,6 +100,7 @@ def binary_metrics(y, score, threshold: float = 0.5, n_bootstrap: int = 1000, se
         "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
         "auc_ci_low": lo, "auc_ci_high": hi,
         "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
+        "log_loss": float(log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
     }
 
 

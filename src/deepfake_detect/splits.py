@@ -2,9 +2,13 @@
 
 A source is ``demo`` (the procedural generator writes the images), a folder in the
 course layout ``train|val|test/real|fake``, or flat ``real/`` + ``fake/`` folders that
-are split here (group-disjoint when a groups CSV is given). Every image is decoded
-once to check it and to hash its pixels; the same content in two splits is an error
-that lists the pairs. Files that are not images are never dropped silently: they are
+are split here (group-disjoint when a groups CSV is given). Each dataset goes through
+the same steps: scan (find the images), hash (decode every image once, to check it and
+to hash its pixels), split (flat folders only), leak check (the same pixels in two
+splits are listed with their pairs under ``data.on_leak: warn``, the default; ``drop``
+keeps only the earliest split's copy, ``error`` stops; a group in two splits is always
+an error) and the per-split counts. ``prepare_all`` checks every dataset before it
+writes any manifest. Files that are not images are never dropped silently: they are
 listed in the metrics.
 """
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shutil
 import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,30 +171,44 @@ def _leaks(rows: list[dict], root: Path, name: str, on_leak: str) -> tuple[list[
     return rows, pairs, dropped
 
 
-def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> tuple[dict, list[dict]]:
-    """Every check of one dataset, writing nothing but the demo images: (summary metrics, manifest rows).
+@dataclass
+class _Scanned:
+    """Step 1: what the source folder holds."""
 
-    Files that cannot be read (symlink loops, unreadable folders) count as images that do not decode:
-    an error under ``on_bad_image: error``, listed in ``bad_skipped`` under ``skip``."""
-    root, groups_csv = _source(name, cfg, Path(out_dir), seed, demo_cfg, progress)
+    root: Path
+    layout: str  # "course" or "flat"
+    rows: list[dict]  # path, label, split (None for flat), group, mask
+    ignored: list[str]  # files that are not images
+    unreadable: list[str]  # "path: reason"
+    groups_csv: str | Path | None
+
+
+def _scan(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool) -> _Scanned:
+    """Step 1, scan: the images of the source (generated first for ``demo``), each with its group and, for
+    demo fakes, the path of its ground-truth mask."""
+    root, groups_csv = _source(name, cfg, out_dir, seed, demo_cfg, progress)
     layout, rows, ignored, unreadable = scan_source(root)
     groups = read_groups(groups_csv, root) if groups_csv else {}
     for r in rows:
         r["group"] = groups.get(r["path"], "")
         mask = root / "masks" / (r["split"] or "") / "fake" / Path(r["path"]).name if r["label"] == 1 else None
         r["mask"] = str(mask) if mask is not None and r["split"] and mask.exists() else ""
+    return _Scanned(root, layout, rows, ignored, unreadable, groups_csv)
 
-    bad = unreadable + _decode_all(rows, name, progress)
+
+def _hash(scanned: _Scanned, name: str, on_bad_image: str, progress: bool) -> tuple[list[dict], list[str]]:
+    """Step 2, hash: (the rows that decode, with sha1/width/height; every file that cannot be read or does
+    not decode, as ``path: reason`` -- an error unless ``on_bad_image`` is ``skip``)."""
+    bad = scanned.unreadable + _decode_all(scanned.rows, name, progress)
     if bad and on_bad_image == "error":
-        raise DatasetError(f"{len(bad)} file(s) in {root} cannot be read or do not decode (set data.on_bad_image: "
-                           "skip to leave them out; they are then listed in the metrics): " + "; ".join(bad[:20])
-                           + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
-    rows = [r for r in rows if r["sha1"]]
-    if layout == "flat":
-        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
-    rows, pairs, dropped = _leaks(rows, root, name, on_leak)
+        raise DatasetError(f"{len(bad)} file(s) in {scanned.root} cannot be read or do not decode (set "
+                           "data.on_bad_image: skip to leave them out; they are then listed in the metrics): "
+                           + "; ".join(bad[:20]) + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
+    return [r for r in scanned.rows if r["sha1"]], bad
 
+
+def _group_splits(rows: list[dict], groups_csv: str | Path | None) -> dict[str, set]:
+    """{group: its splits}; a group in several splits (identity leakage) is an error."""
     group_splits: dict[str, set] = defaultdict(set)
     for r in rows:
         if r["group"]:
@@ -198,19 +217,42 @@ def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo
     if crossing:
         raise DatasetError(f"{len(crossing)} group(s) of {groups_csv} span several splits (identity leakage): "
                            + ", ".join(crossing[:20]))
-    hashes = [r["sha1"] for r in rows]
-    summary: dict = {"dataset": name, "source": str(cfg["source"]), "layout": layout, "n_images": len(rows)}
+    return group_splits
+
+
+def _split_counts(rows: list[dict], root: Path) -> dict:
+    """Real and fake images per split and their ratio; a split without both classes is an error."""
+    counts: dict = {}
     for split in SPLITS:
         n_real = sum(1 for r in rows if r["split"] == split and r["label"] == 0)
         n_fake = sum(1 for r in rows if r["split"] == split and r["label"] == 1)
         if n_real == 0 or n_fake == 0:
             raise DatasetError(f"{root}: split '{split}' has {n_real} real and {n_fake} fake images; both are needed")
-        summary.update({f"{split}_real": n_real, f"{split}_fake": n_fake,
-                        f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
+        counts.update({f"{split}_real": n_real, f"{split}_fake": n_fake,
+                       f"{split}_fake_real_ratio": round(n_fake / n_real, 4)})
+    return counts
+
+
+def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
+                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> tuple[dict, list[dict]]:
+    """Every check of one dataset, writing nothing but the demo images: (summary metrics, manifest rows).
+
+    Scan, hash, split (flat folders), leak check, per-split counts. Files that cannot be read (symlink
+    loops, unreadable folders) count as images that do not decode: an error under ``on_bad_image: error``,
+    listed in ``bad_skipped`` under ``skip``."""
+    scanned = _scan(name, cfg, Path(out_dir), seed, demo_cfg, progress)
+    rows, bad = _hash(scanned, name, on_bad_image, progress)
+    if scanned.layout == "flat":
+        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
+    rows, pairs, dropped = _leaks(rows, scanned.root, name, on_leak)
+    group_splits = _group_splits(rows, scanned.groups_csv)
+    hashes = [r["sha1"] for r in rows]
+    summary: dict = {"dataset": name, "source": str(cfg["source"]), "layout": scanned.layout, "n_images": len(rows),
+                     **_split_counts(rows, scanned.root)}
     summary.update(n_groups=len(group_splits), n_duplicates_within_split=len(hashes) - len(set(hashes)),
                    n_leaked_across_splits=len(pairs), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
-                   leak_dropped=sorted(dropped),
-                   n_bad_skipped=len(bad), n_ignored_files=len(ignored), bad_skipped=bad, ignored_files=ignored)
+                   leak_dropped=sorted(dropped), n_bad_skipped=len(bad), n_ignored_files=len(scanned.ignored),
+                   bad_skipped=bad, ignored_files=scanned.ignored)
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["label"], r["path"]))
     return summary, rows
 

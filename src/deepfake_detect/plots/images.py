@@ -1,4 +1,4 @@
-"""Image figures: image grids, dataset samples, saliency pairs, Grad-CAM overlays, mean maps.
+"""Image figures of the explain stage: dataset samples, saliency pairs, Grad-CAM overlays, mean maps.
 
 Every function returns a ``matplotlib.figure.Figure`` (no pyplot state, safe in worker
 processes); save it with ``deepfake_detect.io.save_figure``. Images are uint8 (H, W, 3)
@@ -43,23 +43,6 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -
 
     return show_cam_on_image(np.asarray(image, np.float32) / 255.0, np.clip(cam, 0, 1), use_rgb=True,
                              image_weight=image_weight)
-
-
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 6,
-               title: str = "", panel: float = 1.9) -> Figure:
-    """A plain grid of images with optional per-image titles."""
-    nrows = max(1, int(np.ceil(len(images) / ncols)))
-    fig = Figure(figsize=(panel * ncols, panel * nrows + 0.5), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
-    for i, ax in enumerate(axes.flat):
-        _off(ax)
-        if i < len(images):
-            ax.imshow(images[i])
-            if titles:
-                ax.set_title(titles[i], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
 
 
 def dataset_grid(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], masks: np.ndarray | None = None,

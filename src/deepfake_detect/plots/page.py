@@ -386,19 +386,3 @@ def write_page(out: str | Path, revs: list[str] | None = None, repo: Path | None
     if not page_items and not missing:
         raise PlotsPageError(f"no plots: dvc plots found none in {root}")
     return write_text(out, build_page(page_items, missing, outputs, seen))
-
-
-def _cmd_plots(args) -> None:
-    path = write_page(args.out, args.revs)
-    print(f"wrote {path}")
-
-
-def add_cli(subparsers) -> None:
-    """Register ``deepfake-detect plots``."""
-    p = subparsers.add_parser("plots", help="every DVC plot on one offline HTML page (no CDN)",
-                              description="Render `dvc plots show` (or `dvc plots diff REV ...`) to one "
-                                          "self-contained HTML page: charts as inline SVG, images embedded.")
-    p.add_argument("revs", nargs="*", help="git revisions to compare, as for `dvc plots diff` "
-                                           "(none: the workspace, as `dvc plots show`)")
-    p.add_argument("--out", default="dvc_plots/offline.html", help="the page to write (default: %(default)s)")
-    p.set_defaults(func=_cmd_plots)

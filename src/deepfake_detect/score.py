@@ -1,0 +1,61 @@
+"""p(fake) of a list of image files under a checkpoint: the one scoring loop of the evaluate-roc-det stage
+(``evaluate.py``) and of ``deepfake-detect evaluate`` / ``predict`` (``predict.py``).
+
+A file that does not decode does not stop the others: its score is NaN and its error is returned, so the
+caller decides whether that is fatal (the stage) or a listed skip (the CLI). Checkpoints carry the image
+size and normalisation, so nothing but the checkpoint is needed. Scores are p(fake) = softmax output 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import BadImageError, ManifestDataset, Preprocess
+from .engine import default_num_workers, predict
+
+
+class _TolerantDataset(ManifestDataset):
+    """ManifestDataset that returns (x, y, index, error) instead of raising on an undecodable file."""
+
+    def __getitem__(self, i: int):
+        try:
+            x, y = super().__getitem__(i)
+            return x, y, i, ""
+        except BadImageError as e:
+            size = self.transform.image_size
+            return torch.zeros(3, size, size), int(self.rows[i]["label"]), i, str(e)
+
+
+class _Recorder:
+    """Wraps a loader of _TolerantDataset for engine.predict: passes (x, y) on, keeps the decode errors."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.errors = loader, {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y, idx, err in self.loader:
+            self.errors.update({int(i): e for i, e in zip(idx, err) if e})
+            yield x, y
+
+
+def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = None,
+                device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = -1,
+                progress: bool = True, desc: str = "score") -> tuple[np.ndarray, dict[int, str]]:
+    """p(fake) for each image (NaN where it does not decode) and {index: error message} for those."""
+    device = torch.device(device)
+    labels = [0] * len(paths) if labels is None else labels
+    rows = [{"path": str(p), "label": int(y)} for p, y in zip(paths, labels)]
+    if not rows:
+        return np.zeros(0), {}
+    ds = _TolerantDataset(rows, Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"]))
+    workers = min(default_num_workers(num_workers), max(0, (len(rows) - 1) // batch_size))
+    loader = _Recorder(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                  pin_memory=device.type == "cuda"))
+    probs, _, _ = predict(model, loader, device, amp=False, desc=desc, progress=progress)
+    p_fake = probs[:, 1].astype(np.float64)
+    p_fake[list(loader.errors)] = np.nan
+    return p_fake, loader.errors

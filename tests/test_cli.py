@@ -1,0 +1,59 @@
+"""The ``deepfake-detect`` parser (cli.py): every sub-command, choices that agree with the package, each
+sub-command wired to its function, and a parser that imports nothing heavy (``--help`` stays fast)."""
+import subprocess
+import sys
+
+import pytest
+
+from deepfake_detect import cli
+
+COMMANDS = ("prepare-splits", "train", "demo", "report", "evaluate", "predict", "explain", "plots")
+
+
+def _subparsers(parser):
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def test_every_sub_command_is_built():
+    assert tuple(_subparsers(cli.get_args_parser())) == COMMANDS
+
+
+def test_literal_choices_match_the_package():
+    from deepfake_detect.config import TRAIN_STAGES
+    from deepfake_detect.data import SPLITS
+    from deepfake_detect.demo import DEMO_KINDS
+
+    assert cli.SPLITS == SPLITS and cli.DEMO_KINDS == DEMO_KINDS
+    parser = cli.get_args_parser()
+    assert [parser.parse_args(["train", stage]).stage for stage in TRAIN_STAGES] == list(TRAIN_STAGES)
+
+
+@pytest.mark.parametrize("argv, func, values", [
+    (["prepare-splits"], cli._cmd_prepare, {"params": "params.yaml"}),
+    (["demo", "out", "--kind", "synthetic", "--n-train", "2", "--image-size", "32"], cli._cmd_demo,
+     {"out": "out", "kind": "synthetic", "n_train": 2, "n_val": 90, "image_size": 32, "seed": 0}),
+    (["report", "--check"], cli._cmd_report, {"check": True, "write": False}),
+    (["evaluate", "--model", "m.pt", "--data", "d"], cli._cmd_evaluate,
+     {"split": "test", "bootstrap": 1000, "batch_size": 64, "workers": -1, "device": "auto"}),
+    (["predict", "--model", "m.pt", "a.png", "b", "--cam", "cams"], cli._cmd_predict,
+     {"paths": ["a.png", "b"], "cam": "cams", "out": None}),
+    (["explain", "--runs", "x", "y"], cli._cmd_explain, {"runs": ["x", "y"], "params": "params.yaml"}),
+    (["plots", "HEAD", "main"], cli._cmd_plots, {"revs": ["HEAD", "main"], "out": "dvc_plots/offline.html"}),
+], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "explain", "plots"])
+def test_sub_command_runs_its_function(argv, func, values):
+    args = cli.get_args_parser().parse_args(argv)
+    assert args.func is func
+    assert {k: getattr(args, k) for k in values} == values
+
+
+def test_parser_imports_nothing_heavy():
+    code = ("import sys; from deepfake_detect.cli import get_args_parser; "
+            "get_args_parser().parse_args(['demo', 'x']); "
+            "print(sorted(m for m in ('torch', 'numpy', 'sklearn', 'matplotlib', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_every_sub_command():
+    proc = subprocess.run([sys.executable, "-m", "deepfake_detect.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and all(c in proc.stdout for c in COMMANDS)
