@@ -18,7 +18,8 @@ through the package's own ``train.fit``, each in a fresh subprocess with ``OMP_N
 plus, to stand in for "another CPU" at the same thread count (2): ``ATEN_CPU_CAPABILITY=avx2``,
 ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (this machine has AVX-512; many do not), for
 the default and for ``all_three``; and the full demo recipe (params.yaml sizes and epochs, no step limit;
-``competition`` unless ``--full-models``) at 1 and 2 threads for ``default`` and ``all_three``. ``default`` and ``all_three`` run twice per thread count, the
+``competition`` unless ``--full-models``) at 1 and 2 threads for ``default`` and ``all_three``. ``default`` and
+``all_three`` run twice per thread count, the
 other levers once (time).
 
 Per run: sha256 of the best checkpoint's state_dict (tensor bytes, contiguous, sorted keys), of the final
@@ -30,6 +31,7 @@ The data generation is repeated in a subprocess with one thread and compared byt
 
     PYTHONPATH=src python bench/repro_threads.py --out bench/results/repro_threads.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -117,8 +119,9 @@ def gen_data(data_dir: Path, params_path: Path) -> dict:
 
     params = load_params(params_path)
     demo = {**params["demo"], "fakes": {**params["demo"]["fakes"], **DEMO_SIZES}}
-    summary = prepare_dataset("fakes", params["data"]["fakes"], data_dir / "fakes", seed=params["seed"],
-                              demo_cfg=demo, progress=False)
+    summary = prepare_dataset(
+        "fakes", params["data"]["fakes"], data_dir / "fakes", seed=params["seed"], demo_cfg=demo, progress=False
+    )
     files = sorted(p for p in (data_dir / "fakes/images").rglob("*") if p.is_file())
     h = hashlib.sha256()
     for p in files:
@@ -129,8 +132,13 @@ def gen_data(data_dir: Path, params_path: Path) -> dict:
     with open(data_dir / "fakes/manifest.csv") as f:
         rows = list(csv.DictReader(f))
     pix = hashlib.sha256("".join(f"{r['split']}{r['label']}{r['sha1']}" for r in rows).encode()).hexdigest()
-    return {"n_files": len(files), "files_sha256": h.hexdigest(), "manifest_pixels_sha256": pix,
-            "n_images": summary["n_images"], **{k: summary[k] for k in summary if k.endswith(("_real", "_fake"))}}
+    return {
+        "n_files": len(files),
+        "files_sha256": h.hexdigest(),
+        "manifest_pixels_sha256": pix,
+        "n_images": summary["n_images"],
+        **{k: summary[k] for k in summary if k.endswith(("_real", "_fake"))},
+    }
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -187,8 +195,11 @@ def worker(spec: dict) -> dict:
         loss.backward()
         grads = {k: p.grad.detach().clone().contiguous() for k, p in model.named_parameters() if p.grad is not None}
         saved[bs] = {"logits": logits.detach().contiguous(), "grads": grads}
-        probe[f"batch{bs}"] = {"logits_sha256": sha_state({"l": logits}), "loss": float(loss),
-                               "grads_sha256": sha_state(grads)}
+        probe[f"batch{bs}"] = {
+            "logits_sha256": sha_state({"l": logits}),
+            "loss": float(loss),
+            "grads_sha256": sha_state(grads),
+        }
         del model, logits, loss, grads
     torch.save({f"batch{k}": v for k, v in saved.items()}, out_dir / "probe.pt")
 
@@ -219,14 +230,31 @@ def worker(spec: dict) -> dict:
         steps = min(cfg_["max_steps_per_epoch"] or len(loader), len(loader))
         state = model_state(run_model)
         torch.save(state, out_dir / "final_weights.pt")
-        epochs.append({"epoch": epoch, "train_loss": res[0], "train_acc": res[1], "train_s": dt, "steps": steps,
-                       "steps_per_s": steps / dt, "step_s": step_s, "weights_sha256": sha_state(state)})
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": res[0],
+                "train_acc": res[1],
+                "train_s": dt,
+                "steps": steps,
+                "steps_per_s": steps / dt,
+                "step_s": step_s,
+                "weights_sha256": sha_state(state),
+            }
+        )
         return res
 
     T.train_one_epoch = timed
     t0 = time.perf_counter()
-    summary = T.fit(cfg, params, data_dir=data_dir, models_dir=out_dir / "models", metrics_dir=out_dir / "metrics",
-                    cache_dir=spec["cache_dir"], progress=False)
+    summary = T.fit(
+        cfg,
+        params,
+        data_dir=data_dir,
+        models_dir=out_dir / "models",
+        metrics_dir=out_dir / "metrics",
+        cache_dir=spec["cache_dir"],
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     ckpt_path = out_dir / "models" / f"{cfg['run']}.pt"
     metrics_json = out_dir / "metrics" / cfg["run"] / "metrics.json"
@@ -234,25 +262,48 @@ def worker(spec: dict) -> dict:
     # --- the best checkpoint scored on the test split
     model, ckpt = load_model(ckpt_path, "cpu")
     test = [r for r in rows if r["split"] == "test"]
-    p_fake, errors = score_paths(model, ckpt, [r["path"] for r in test], [int(r["label"]) for r in test],
-                                 num_workers=0, progress=False)
+    p_fake, errors = score_paths(
+        model, ckpt, [r["path"] for r in test], [int(r["label"]) for r in test], num_workers=0, progress=False
+    )
     torch.save({"state_dict": ckpt["state_dict"], "p_fake": torch.from_numpy(p_fake)}, out_dir / "best.pt")
     labels = [int(r["label"]) for r in test]
     return {
         **{k: spec[k] for k in ("model", "lever", "threads", "rep", "scale")},
-        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-        "torch_num_threads": torch.get_num_threads(), "mkldnn_enabled": torch.backends.mkldnn.enabled,
-        "channels_last": cfg["channels_last"], "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "torch_num_threads": torch.get_num_threads(),
+        "mkldnn_enabled": torch.backends.mkldnn.enabled,
+        "channels_last": cfg["channels_last"],
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkl_cbwr_set_at": "process start" if "MKL_CBWR" in spec.get("env", {}) else
-                           "in process, after import torch" if "MKL_CBWR" in spec.get("inproc_env", {}) else None,
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
-                                               "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")},
-        "probe": probe, "epochs": epochs, "fit_summary": summary, "fit_wall_s": wall,
-        "best_ckpt_sha256": sha_state(ckpt["state_dict"]), "final_weights_sha256": epochs[-1]["weights_sha256"],
-        "metrics_json_sha256": file_sha(metrics_json), "metrics_json": json.loads(metrics_json.read_text()),
-        "test_auc": float(roc_auc_score(labels, p_fake)), "test_p_fake_sha256": hashlib.sha256(p_fake.tobytes()).hexdigest(),
-        "n_test": len(test), "score_errors": len(errors),
+        "mkl_cbwr_set_at": "process start"
+        if "MKL_CBWR" in spec.get("env", {})
+        else "in process, after import torch"
+        if "MKL_CBWR" in spec.get("inproc_env", {})
+        else None,
+        "env": {
+            k: os.environ.get(k)
+            for k in (
+                "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "MKL_CBWR",
+                "ATEN_CPU_CAPABILITY",
+                "ONEDNN_MAX_CPU_ISA",
+                "MKL_ENABLE_INSTRUCTIONS",
+            )
+        },
+        "probe": probe,
+        "epochs": epochs,
+        "fit_summary": summary,
+        "fit_wall_s": wall,
+        "best_ckpt_sha256": sha_state(ckpt["state_dict"]),
+        "final_weights_sha256": epochs[-1]["weights_sha256"],
+        "metrics_json_sha256": file_sha(metrics_json),
+        "metrics_json": json.loads(metrics_json.read_text()),
+        "test_auc": float(roc_auc_score(labels, p_fake)),
+        "test_p_fake_sha256": hashlib.sha256(p_fake.tobytes()).hexdigest(),
+        "n_test": len(test),
+        "score_errors": len(errors),
         "out_dir": str(out_dir),
     }
 
@@ -261,8 +312,9 @@ def run_worker(spec: dict, env_extra: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]), **env_extra}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True,
-                       text=True, check=False)
+    p = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True, check=False
+    )
     if p.returncode:
         sys.stderr.write(p.stdout[-3000:] + p.stderr[-5000:])
         raise SystemExit(f"worker failed: {spec}")
@@ -285,9 +337,11 @@ def compare(a: dict, b: dict) -> dict:
             "logits_identical": a["probe"][key]["logits_sha256"] == b["probe"][key]["logits_sha256"],
             "logits_max_abs_diff": float((pa[key]["logits"].double() - pb[key]["logits"].double()).abs().max()),
             "grads_identical": a["probe"][key]["grads_sha256"] == b["probe"][key]["grads_sha256"],
-            "grads_max_abs_diff": g_max, "grads_max_at": g_key,
+            "grads_max_abs_diff": g_max,
+            "grads_max_at": g_key,
             "grads_differing": [k for k in ga if not torch.equal(ga[k], gb[k])],
-            "loss_diff": abs(a["probe"][key]["loss"] - b["probe"][key]["loss"])}
+            "loss_diff": abs(a["probe"][key]["loss"] - b["probe"][key]["loss"]),
+        }
     ba, bb = (torch.load(Path(r["out_dir"]) / "best.pt", weights_only=True) for r in (a, b))
     fa, fb = (torch.load(Path(r["out_dir"]) / "final_weights.pt", weights_only=True) for r in (a, b))
     w_max, w_key, w_nt, w_nel = max_abs_diff(ba["state_dict"], bb["state_dict"])
@@ -302,16 +356,24 @@ def compare(a: dict, b: dict) -> dict:
         "probes": probes,
         "first_epoch_weights_differ": first_div,
         "best_epoch": [a["fit_summary"]["best_epoch"], b["fit_summary"]["best_epoch"]],
-        "best_ckpt_max_abs_diff": w_max, "best_ckpt_max_at": w_key, "best_ckpt_rel_l2_diff": rel_diff(ba["state_dict"], bb["state_dict"]),
-        "best_ckpt_tensors_differing": w_nt, "best_ckpt_elements_differing": w_nel,
-        "final_weights_max_abs_diff": fw_max, "final_weights_max_at": fw_key, "final_weights_rel_l2_diff": rel_diff(fa, fb),
+        "best_ckpt_max_abs_diff": w_max,
+        "best_ckpt_max_at": w_key,
+        "best_ckpt_rel_l2_diff": rel_diff(ba["state_dict"], bb["state_dict"]),
+        "best_ckpt_tensors_differing": w_nt,
+        "best_ckpt_elements_differing": w_nel,
+        "final_weights_max_abs_diff": fw_max,
+        "final_weights_max_at": fw_key,
+        "final_weights_rel_l2_diff": rel_diff(fa, fb),
         "final_train_loss_diff": abs(ea[-1]["train_loss"] - eb[-1]["train_loss"]),
         "max_epoch_train_loss_diff": max(abs(e["train_loss"] - f["train_loss"]) for e, f in zip(ea, eb)),
         "final_train_acc_diff": abs(ea[-1]["train_acc"] - eb[-1]["train_acc"]),
         "final_val_loss_diff": abs(a["fit_summary"]["final_val_loss"] - b["fit_summary"]["final_val_loss"]),
         "final_val_acc_diff": abs(a["fit_summary"]["final_val_acc"] - b["fit_summary"]["final_val_acc"]),
-        "test_acc_at_best_val_diff": abs(a["fit_summary"]["test_acc_at_best_val"] - b["fit_summary"]["test_acc_at_best_val"]),
-        "test_auc": [a["test_auc"], b["test_auc"]], "test_auc_diff": abs(a["test_auc"] - b["test_auc"]),
+        "test_acc_at_best_val_diff": abs(
+            a["fit_summary"]["test_acc_at_best_val"] - b["fit_summary"]["test_acc_at_best_val"]
+        ),
+        "test_auc": [a["test_auc"], b["test_auc"]],
+        "test_auc_diff": abs(a["test_auc"] - b["test_auc"]),
         "test_p_fake_max_abs_diff": float((ba["p_fake"] - bb["p_fake"]).abs().max()),
     }
 
@@ -324,8 +386,12 @@ def speed(runs: list[dict]) -> dict:
         es = [e for e in r["epochs"] if e["epoch"] >= 2] or r["epochs"]
         mean_rate.append(sum(e["steps"] for e in es) / sum(e["train_s"] for e in es))
         median_rate.append(1.0 / statistics.median([t for e in es for t in e["step_s"]]))
-    return {"steps_per_s": statistics.median(median_rate), "steps_per_s_runs": median_rate,
-            "steps_per_s_incl_stalls": statistics.median(mean_rate), "steps_per_s_incl_stalls_runs": mean_rate}
+    return {
+        "steps_per_s": statistics.median(median_rate),
+        "steps_per_s_runs": median_rate,
+        "steps_per_s_incl_stalls": statistics.median(mean_rate),
+        "steps_per_s_incl_stalls_runs": mean_rate,
+    }
 
 
 def system_info() -> dict:
@@ -337,15 +403,23 @@ def system_info() -> dict:
     flags = fields.get("Flags", "").split()
     par = torch.__config__.parallel_info()
     return {
-        "cpu_model": fields.get("Model name"), "cpu_vendor": fields.get("Vendor ID"), "cpus": fields.get("CPU(s)"),
-        "hypervisor": fields.get("Hypervisor vendor"), "isa_flags": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16",
-                                                                              "avx512_vnni", "amx_tile") if f in flags],
-        "lscpu": lscpu, "python": platform.python_version(), "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "cpu_model": fields.get("Model name"),
+        "cpu_vendor": fields.get("Vendor ID"),
+        "cpus": fields.get("CPU(s)"),
+        "hypervisor": fields.get("Hypervisor vendor"),
+        "isa_flags": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags],
+        "lscpu": lscpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
         "mkl_available": torch.backends.mkl.is_available(),
-        "parallel_info": par, "parallel_summary": [l.strip() for l in par.splitlines()
-                                                   if any(s in l for s in ("backend", "OpenMP", "Math Kernel", "MKL-DNN",
-                                                                           "get_num_threads"))],
+        "parallel_info": par,
+        "parallel_summary": [
+            line.strip()
+            for line in par.splitlines()
+            if any(s in line for s in ("backend", "OpenMP", "Math Kernel", "MKL-DNN", "get_num_threads"))
+        ],
         "load_average_start": os.getloadavg(),
     }
 
@@ -363,8 +437,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--no-other-isa", action="store_true", help="skip the AVX2-only runs")
     ap.add_argument("--no-full", action="store_true", help="skip the full-recipe runs")
-    ap.add_argument("--full-models", nargs="+", default=["competition"], choices=list(MODELS),
-                    help="models trained with the full demo recipe (time: competition is the run of the report)")
+    ap.add_argument(
+        "--full-models",
+        nargs="+",
+        default=["competition"],
+        choices=list(MODELS),
+        help="models trained with the full demo recipe (time: competition is the run of the report)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary run folders (checkpoints, probes)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--gen-data", help=argparse.SUPPRESS)
@@ -378,20 +457,29 @@ def main() -> None:
 
     t_start = time.perf_counter()
     info = system_info()
-    print(f"{info['cpu_model']} ({info['cpus']} CPUs, {info['cpu_capability']}), torch {info['torch']}; "
-          + "; ".join(info["parallel_summary"]))
+    print(
+        f"{info['cpu_model']} ({info['cpus']} CPUs, {info['cpu_capability']}), torch {info['torch']}; "
+        + "; ".join(info["parallel_summary"])
+    )
     tmp = Path(tempfile.mkdtemp(prefix="repro_threads-"))
     # data twice: here, and in a 1-thread subprocess
     data = tmp / "data"
     d1 = gen_data(data, Path(args.params))
-    env1 = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO / "src")}
-    p = subprocess.run([sys.executable, __file__, "--gen-data", str(tmp / "data2"), "--params", args.params],
-                       env=env1, capture_output=True, text=True, check=True)
+    env1 = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    p = subprocess.run(
+        [sys.executable, __file__, "--gen-data", str(tmp / "data2"), "--params", args.params],
+        env=env1,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     d2 = json.loads(p.stdout.strip().splitlines()[-1])
-    data_info = {"first": d1, "second_1_thread": d2,
-                 "identical_files": d1["files_sha256"] == d2["files_sha256"],
-                 "identical_pixels": d1["manifest_pixels_sha256"] == d2["manifest_pixels_sha256"]}
+    data_info = {
+        "first": d1,
+        "second_1_thread": d2,
+        "identical_files": d1["files_sha256"] == d2["files_sha256"],
+        "identical_pixels": d1["manifest_pixels_sha256"] == d2["manifest_pixels_sha256"],
+    }
     print(f"data: {d1['n_images']} images; regenerated with 1 thread: files identical {data_info['identical_files']}")
 
     data_full = tmp / "data_full"
@@ -400,8 +488,9 @@ def main() -> None:
         from deepfake_detect.splits import prepare_dataset
 
         pf = load_params(args.params)
-        prepare_dataset("fakes", pf["data"]["fakes"], data_full / "fakes", seed=pf["seed"], demo_cfg=pf["demo"],
-                        progress=False)
+        prepare_dataset(
+            "fakes", pf["data"]["fakes"], data_full / "fakes", seed=pf["seed"], demo_cfg=pf["demo"], progress=False
+        )
 
     runs: list[dict] = []
     jobs = []  # (scale, lever, model, threads, rep); interleaved so load on the shared machine hits all alike
@@ -425,25 +514,46 @@ def main() -> None:
         spec_l = dict(LEVERS[base])
         if isa:
             spec_l["env"] = {**spec_l.get("env", {}), **OTHER_ISA_ENV}
-        spec = {"model": model, "stage": MODELS[model], "lever": lever, "threads": n, "rep": rep, "scale": scale,
-                "full": scale == "full", "epochs": args.epochs, "steps": args.steps, "params": args.params,
-                "data_dir": str(data_full if scale == "full" else data), "cache_dir": str(tmp / "cache"),
-                "inproc_env": spec_l.get("inproc_env", {}),
-                "out_dir": str(tmp / "runs" / f"{scale}-{lever}-{model}-t{n}-r{rep}")}
+        spec = {
+            "model": model,
+            "stage": MODELS[model],
+            "lever": lever,
+            "threads": n,
+            "rep": rep,
+            "scale": scale,
+            "full": scale == "full",
+            "epochs": args.epochs,
+            "steps": args.steps,
+            "params": args.params,
+            "data_dir": str(data_full if scale == "full" else data),
+            "cache_dir": str(tmp / "cache"),
+            "inproc_env": spec_l.get("inproc_env", {}),
+            "out_dir": str(tmp / "runs" / f"{scale}-{lever}-{model}-t{n}-r{rep}"),
+        }
         if "channels_last" in spec_l:
             spec["channels_last"] = spec_l["channels_last"]
         if "mkldnn" in spec_l:
             spec["mkldnn"] = spec_l["mkldnn"]
         r = run_worker(spec, spec_l.get("env", {}))
         runs.append(r)
-        print(f"[{i}/{len(jobs)}] {scale:5s} {lever:22s} {model:11s} threads {n} rep {rep}: AUC {r['test_auc']:.4f} "
-              f"loss {r['epochs'][-1]['train_loss']:.6f} ckpt {r['best_ckpt_sha256'][:12]} "
-              f"{speed([r])['steps_per_s']:.2f} steps/s ({r['process_wall_s']:.0f} s, "
-              f"{time.perf_counter() - t_start:.0f} s so far)", flush=True)
+        print(
+            f"[{i}/{len(jobs)}] {scale:5s} {lever:22s} {model:11s} threads {n} rep {rep}: AUC {r['test_auc']:.4f} "
+            f"loss {r['epochs'][-1]['train_loss']:.6f} ckpt {r['best_ckpt_sha256'][:12]} "
+            f"{speed([r])['steps_per_s']:.2f} steps/s ({r['process_wall_s']:.0f} s, "
+            f"{time.perf_counter() - t_start:.0f} s so far)",
+            flush=True,
+        )
 
     def pick(lever, model, n=None, rep=None, scale="short"):
-        return [r for r in runs if r["lever"] == lever and r["model"] == model and r["scale"] == scale
-                and (n is None or r["threads"] == n) and (rep is None or r["rep"] == rep)]
+        return [
+            r
+            for r in runs
+            if r["lever"] == lever
+            and r["model"] == model
+            and r["scale"] == scale
+            and (n is None or r["threads"] == n)
+            and (rep is None or r["rep"] == rep)
+        ]
 
     lo, hi = min(args.threads), max(args.threads)
     results = []
@@ -456,10 +566,13 @@ def main() -> None:
                 if len(rs) >= 2:
                     row["same_threads"][str(n)] = compare(rs[0], rs[1])
             if lo != hi:
-                row["across_threads"][f"{lo}_vs_{hi}"] = compare(pick(lever, model, lo, 0)[0], pick(lever, model, hi, 0)[0])
+                row["across_threads"][f"{lo}_vs_{hi}"] = compare(
+                    pick(lever, model, lo, 0)[0], pick(lever, model, hi, 0)[0]
+                )
             if lever != "default" and "default" in args.levers:  # does the lever itself change the numbers?
                 row["vs_default_same_threads"] = {
-                    str(n): compare(pick("default", model, n, 0)[0], pick(lever, model, n, 0)[0]) for n in args.threads}
+                    str(n): compare(pick("default", model, n, 0)[0], pick(lever, model, n, 0)[0]) for n in args.threads
+                }
             results.append(row)
     other = []
     if not args.no_other_isa:
@@ -467,33 +580,68 @@ def main() -> None:
             for model in args.models:
                 r, ref = pick(f"{lever}+avx2", model, hi, 0)[0], pick(lever, model, hi, 0)
                 if ref:
-                    other.append({"lever": lever, "model": model, "threads": hi, "env": OTHER_ISA_ENV,
-                                  "cpu_capability": r["cpu_capability"], "vs_native_isa": compare(ref[0], r),
-                                  "speed": speed([r])})
+                    other.append(
+                        {
+                            "lever": lever,
+                            "model": model,
+                            "threads": hi,
+                            "env": OTHER_ISA_ENV,
+                            "cpu_capability": r["cpu_capability"],
+                            "vs_native_isa": compare(ref[0], r),
+                            "speed": speed([r]),
+                        }
+                    )
     full = []
     if not args.no_full:
         for lever in FULL_LEVERS:
             for model in args.full_models:
                 a, b = pick(lever, model, lo, 0, "full")[0], pick(lever, model, hi, 0, "full")[0]
-                full.append({"lever": lever, "model": model, "across_threads": compare(a, b),
-                             "speed": {str(lo): speed([a]), str(hi): speed([b])},
-                             "fit_wall_s": {str(lo): a["fit_wall_s"], str(hi): b["fit_wall_s"]},
-                             "epochs": a["fit_summary"]["epochs_run"]})
+                full.append(
+                    {
+                        "lever": lever,
+                        "model": model,
+                        "across_threads": compare(a, b),
+                        "speed": {str(lo): speed([a]), str(hi): speed([b])},
+                        "fit_wall_s": {str(lo): a["fit_wall_s"], str(hi): b["fit_wall_s"]},
+                        "epochs": a["fit_summary"]["epochs_run"],
+                    }
+                )
         for model in args.full_models:  # what the lever does to the full recipe's numbers (same thread count)
-            full.append({"lever": f"{CANDIDATE} vs default", "model": model, "threads": hi,
-                         "compare": compare(pick("default", model, hi, 0, "full")[0],
-                                            pick(CANDIDATE, model, hi, 0, "full")[0])})
+            full.append(
+                {
+                    "lever": f"{CANDIDATE} vs default",
+                    "model": model,
+                    "threads": hi,
+                    "compare": compare(
+                        pick("default", model, hi, 0, "full")[0], pick(CANDIDATE, model, hi, 0, "full")[0]
+                    ),
+                }
+            )
 
-    out = {"system": {**info, "load_average_end": os.getloadavg()}, "data": data_info,
-           "setup": {"epochs": args.epochs, "max_steps_per_epoch": args.steps, "demo_sizes": DEMO_SIZES,
-                     "threads": args.threads, "repeats": args.repeats, "levers": {k: LEVERS[k] for k in args.levers},
-                     "other_isa_env": OTHER_ISA_ENV, "eval_test_every_epoch": False,
-                     "stages": {m: MODELS[m] for m in args.models},
-                     "note": "each run a fresh subprocess with OMP_NUM_THREADS=MKL_NUM_THREADS=torch.set_num_threads=N;"
-                             " speed = training steps/s over epochs >= 2, 1/median step time (the machine was shared:"
-                             " steps_per_s_incl_stalls includes its stalls)", "full_recipe_demo_sizes": "params.yaml demo"},
-           "comparisons": results, "other_isa": other, "full_recipe": full, "runs": runs,
-           "total_wall_s": time.perf_counter() - t_start}
+    out = {
+        "system": {**info, "load_average_end": os.getloadavg()},
+        "data": data_info,
+        "setup": {
+            "epochs": args.epochs,
+            "max_steps_per_epoch": args.steps,
+            "demo_sizes": DEMO_SIZES,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "levers": {k: LEVERS[k] for k in args.levers},
+            "other_isa_env": OTHER_ISA_ENV,
+            "eval_test_every_epoch": False,
+            "stages": {m: MODELS[m] for m in args.models},
+            "note": "each run a fresh subprocess with OMP_NUM_THREADS=MKL_NUM_THREADS=torch.set_num_threads=N;"
+            " speed = training steps/s over epochs >= 2, 1/median step time (the machine was shared:"
+            " steps_per_s_incl_stalls includes its stalls)",
+            "full_recipe_demo_sizes": "params.yaml demo",
+        },
+        "comparisons": results,
+        "other_isa": other,
+        "full_recipe": full,
+        "runs": runs,
+        "total_wall_s": time.perf_counter() - t_start,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     print_table(out)
@@ -513,38 +661,59 @@ def _yn(b: bool) -> str:
 def print_table(out: dict) -> None:
     print()
     print("short runs: same threads twice / 1 vs 2 threads (best checkpoint, metrics.json); speed = train steps/s")
-    print(f"{'lever':18s} {'model':11s} | {'1t x2':5s} {'2t x2':5s} | {'1t=2t':5s} {'max|dW|':>8s} {'d loss':>8s} "
-          f"{'d AUC':>6s} {'AUC 1t/2t':>13s} | {'1t st/s':>7s} {'2t st/s':>7s} | {'changes numbers vs default'}")
+    print(
+        f"{'lever':18s} {'model':11s} | {'1t x2':5s} {'2t x2':5s} | {'1t=2t':5s} {'max|dW|':>8s} {'d loss':>8s} "
+        f"{'d AUC':>6s} {'AUC 1t/2t':>13s} | {'1t st/s':>7s} {'2t st/s':>7s} | {'changes numbers vs default'}"
+    )
     for row in out["comparisons"]:
         st, ac = row["same_threads"], next(iter(row["across_threads"].values()), None)
         s1, s2 = (row["speed"].get(k, {}).get("steps_per_s", float("nan")) for k in ("1", "2"))
-        same = [_yn(st[k]["identical_best_ckpt"] and st[k]["identical_metrics_json"]) if k in st else "-" for k in ("1", "2")]
+        same = [
+            _yn(st[k]["identical_best_ckpt"] and st[k]["identical_metrics_json"]) if k in st else "-"
+            for k in ("1", "2")
+        ]
         vd = row.get("vs_default_same_threads", {}).get("2")
         if ac:
-            print(f"{row['lever']:18s} {row['model']:11s} | {same[0]:5s} {same[1]:5s} | "
-                  f"{_yn(ac['identical_best_ckpt'] and ac['identical_metrics_json']):5s} {ac['best_ckpt_max_abs_diff']:8.1e} "
-                  f"{ac['final_train_loss_diff']:8.1e} {ac['test_auc_diff']:6.4f} "
-                  f"{ac['test_auc'][0]:.4f}/{ac['test_auc'][1]:.4f} | {s1:7.2f} {s2:7.2f} | "
-                  + ("-" if vd is None else f"{'no' if vd['identical_best_ckpt'] else 'yes'} (d AUC {vd['test_auc_diff']:.4f})"))
+            print(
+                f"{row['lever']:18s} {row['model']:11s} | {same[0]:5s} {same[1]:5s} | "
+                f"{_yn(ac['identical_best_ckpt'] and ac['identical_metrics_json']):5s} "
+                f"{ac['best_ckpt_max_abs_diff']:8.1e} "
+                f"{ac['final_train_loss_diff']:8.1e} {ac['test_auc_diff']:6.4f} "
+                f"{ac['test_auc'][0]:.4f}/{ac['test_auc'][1]:.4f} | {s1:7.2f} {s2:7.2f} | "
+                + (
+                    "-"
+                    if vd is None
+                    else f"{'no' if vd['identical_best_ckpt'] else 'yes'} (d AUC {vd['test_auc_diff']:.4f})"
+                )
+            )
     for o in out["other_isa"]:
         c = o["vs_native_isa"]
-        print(f"AVX2-only vs AVX-512, {o['lever']}, {o['model']}, {o['threads']} threads: identical "
-              f"{_yn(c['identical_best_ckpt'] and c['identical_metrics_json'])}, max|dW| {c['best_ckpt_max_abs_diff']:.1e}, "
-              f"d loss {c['final_train_loss_diff']:.1e}, d AUC {c['test_auc_diff']:.4f} "
-              f"({c['test_auc'][0]:.4f}/{c['test_auc'][1]:.4f})")
+        print(
+            f"AVX2-only vs AVX-512, {o['lever']}, {o['model']}, {o['threads']} threads: identical "
+            f"{_yn(c['identical_best_ckpt'] and c['identical_metrics_json'])}, "
+            f"max|dW| {c['best_ckpt_max_abs_diff']:.1e}, "
+            f"d loss {c['final_train_loss_diff']:.1e}, d AUC {c['test_auc_diff']:.4f} "
+            f"({c['test_auc'][0]:.4f}/{c['test_auc'][1]:.4f})"
+        )
     for f in out.get("full_recipe", []):
         if "across_threads" in f:
             c = f["across_threads"]
-            print(f"full recipe, {f['lever']}, {f['model']} ({f['epochs']} epochs): 1t=2t "
-                  f"{_yn(c['identical_best_ckpt'] and c['identical_metrics_json'])}, max|dW| {c['best_ckpt_max_abs_diff']:.1e}, "
-                  f"d loss {c['final_train_loss_diff']:.1e}, AUC {c['test_auc'][0]:.4f}/{c['test_auc'][1]:.4f}, "
-                  f"test acc diff {c['test_acc_at_best_val_diff']:.4f}; fit "
-                  + "/".join(f"{v:.0f}" for v in f["fit_wall_s"].values()) + " s, steps/s "
-                  + "/".join(f"{v['steps_per_s']:.2f}" for v in f["speed"].values()))
+            print(
+                f"full recipe, {f['lever']}, {f['model']} ({f['epochs']} epochs): 1t=2t "
+                f"{_yn(c['identical_best_ckpt'] and c['identical_metrics_json'])}, "
+            f"max|dW| {c['best_ckpt_max_abs_diff']:.1e}, "
+                f"d loss {c['final_train_loss_diff']:.1e}, AUC {c['test_auc'][0]:.4f}/{c['test_auc'][1]:.4f}, "
+                f"test acc diff {c['test_acc_at_best_val_diff']:.4f}; fit "
+                + "/".join(f"{v:.0f}" for v in f["fit_wall_s"].values())
+                + " s, steps/s "
+                + "/".join(f"{v['steps_per_s']:.2f}" for v in f["speed"].values())
+            )
         else:
             c = f["compare"]
-            print(f"full recipe, {f['lever']}, {f['model']}, {f['threads']} threads: identical "
-                  f"{_yn(c['identical_best_ckpt'])}, AUC {c['test_auc'][0]:.4f} -> {c['test_auc'][1]:.4f}")
+            print(
+                f"full recipe, {f['lever']}, {f['model']}, {f['threads']} threads: identical "
+                f"{_yn(c['identical_best_ckpt'])}, AUC {c['test_auc'][0]:.4f} -> {c['test_auc'][1]:.4f}"
+            )
 
 
 if __name__ == "__main__":
