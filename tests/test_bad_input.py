@@ -314,6 +314,31 @@ def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
         evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"], "bootstrap": 0}, progress=False)
 
 
+# ------------------------------------------------------------------------ 1. every stage script, as DVC runs it
+@pytest.mark.parametrize("script, change, message", [
+    ("evaluate.py", {"evaluate-roc-det": {"bootstrap": "many"}}, "'evaluate-roc-det.bootstrap' must be an integer"),
+    ("evaluate.py", {"evaluate-roc-det": {"runs": ["nope"]}}, "models/nope.pt: checkpoint not found"),
+    ("evaluate.py", {}, "models/simplenet-fakes.pt: checkpoint not found; it is made by stage 'train-simplenet-fakes'"),
+    ("explain.py", {"explain": {"n_examples": 0}}, "'explain.n_examples' must be in [1, 64], got 0"),
+    ("train.py", {"train-competition": {"epochs": 0}}, "'train-competition.epochs' must be in [1, 10000], got 0"),
+    ("prepare_splits.py", {"data": {"fakes": {"source": "no/such/folder"}}}, "no/such/folder"),
+    ("summarize.py", {}, "metrics/evaluate/simplenet-fakes.json: not found"),
+], ids=["evaluate-bad-param", "evaluate-unknown-run", "evaluate-no-checkpoint", "explain-range", "train-range",
+        "prepare-missing-folder", "summarize-no-metrics"])
+def test_stage_scripts_give_one_line_and_exit_2(tmp_path, script, change, message):
+    """A user error in any stage, run as `dvc repro` runs it, is one line naming the key or file, exit 2."""
+    from deepfake_detect.config import override, read_params
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), change)))
+    args = ["train-competition"] if script == "train.py" else []
+    res = subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("deepfake-detect: error: ") and message in lines[-1], res.stderr
+    assert "Traceback" not in res.stderr
+
+
 # ------------------------------------------------------------------------ 7. check first, then write
 def test_failing_prepare_splits_leaves_the_manifests_as_they_were(tmp_path, course_folder, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
