@@ -6,8 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
+from deepfake_detect.checkpoint import load_model
 from deepfake_detect.config import load_params
+from deepfake_detect.data import read_manifest
 from deepfake_detect.evaluate import evaluate_runs
 
 from conftest import REPO, write_image
@@ -47,8 +50,36 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
         text = Path(f"plots/evaluate/{kind}/tiny.csv").read_text()
         assert text.splitlines()[0].split(",") == cols and "inf" not in text.lower() and "nan" not in text.lower()
         assert np.isfinite(np.loadtxt(text.splitlines()[1:], delimiter=",", ndmin=2)).all()
-    for png in ("tiny_roc_det.png", "all_runs_roc_det.png"):
+    for png in ("tiny_roc_det.png", "all_runs_roc_det.png", "cross_dataset_auc.png"):
         assert Path("plots/evaluate/figures", png).read_bytes()[:4] == b"\x89PNG"
+    cross = json.loads(Path("metrics/evaluate/cross_dataset.json").read_text())
+    assert cross == {"datasets": {"fakes": "demo fakes"}, "runs": {"tiny": {"trained_on": "fakes",
+                                                                              "auc": {"fakes": m["auc"]}}}}
+
+
+def test_every_run_is_scored_on_every_dataset(tmp_path, tiny_ckpt, monkeypatch):
+    """The cross-dataset matrix: a run trained on `fakes` is also scored on `synthetic`'s test split."""
+    from deepfake_detect.score import score_paths
+
+    monkeypatch.chdir(tmp_path)
+    for name, n in (("fakes", 6), ("synthetic", 8)):
+        rows = [{"path": str(write_image(Path(name) / f"{i}.png", 10 * n + i).as_posix()), "label": i % 2,
+                 "split": "test"} for i in range(n)]
+        Path("data", name).mkdir(parents=True)
+        with open(f"data/{name}/manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
+            w.writeheader()
+            w.writerows(rows)
+    params = _stage_params(["tiny"])
+    params["data"]["synthetic"]["source"] = "../somewhere/stylegan_faces"
+    evaluate_runs(params, params["evaluate-roc-det"], progress=False)
+    cross = json.loads(Path("metrics/evaluate/cross_dataset.json").read_text())
+    assert cross["datasets"] == {"fakes": "demo fakes", "synthetic": "stylegan_faces"}
+    model, ckpt = load_model(tiny_ckpt)
+    rows = read_manifest("data/synthetic/manifest.csv")
+    p, _ = score_paths(model, ckpt, [r["path"] for r in rows], progress=False)
+    assert cross["runs"]["tiny"]["auc"]["synthetic"] == pytest.approx(roc_auc_score([r["label"] for r in rows], p))
+    assert cross["runs"]["tiny"]["auc"]["fakes"] == json.loads(Path("metrics/evaluate/tiny.json").read_text())["auc"]
 
 
 def test_stage_missing_checkpoint_names_file_and_stage(tmp_path, monkeypatch):

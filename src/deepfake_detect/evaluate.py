@@ -14,12 +14,14 @@ import numpy as np
 
 from . import metrics
 from .checkpoint import CheckpointError, load_model
-from .config import TRAIN_STAGES, ParamsError
+from .config import DATASETS, TRAIN_STAGES, ParamsError
 from .data import BadImageError, DatasetError, read_manifest
 from .engine import resolve_device
 from .io import write_json
-from .plots.curves import save_run_figure, save_runs_figure, write_curve_points
+from .plots.curves import save_cross_dataset_figure, save_run_figure, save_runs_figure, write_curve_points
 from .score import score_paths
+
+CROSS_DATASET_JSON = "cross_dataset.json"  # beside the runs' JSON: every run's test AUC on every dataset
 
 
 def _summary_line(name: str, m: dict) -> str:
@@ -44,24 +46,36 @@ def checkpoint_path(params: dict, run: str, models_dir: str | Path = "models") -
     return path
 
 
-def _test_scores(run: str, model, ckpt: dict, path: Path, data_dir: str | Path, device, batch_size: int,
-                 progress: bool) -> tuple[str, np.ndarray, np.ndarray]:
-    """(dataset, labels, p(fake)) of the test split of the dataset the checkpoint was trained on; every
-    test image must decode."""
-    dataset = ckpt.get("dataset")
-    if not dataset:
-        raise CheckpointError(f"{path}: checkpoint does not say which dataset it was trained on ('dataset')")
+def _test_scores(run: str, model, ckpt: dict, dataset: str, data_dir: str | Path, device, batch_size: int,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, p(fake)) of the test split of ``dataset``; every test image must decode."""
     manifest = Path(data_dir) / dataset / "manifest.csv"
     rows = read_manifest(manifest, "test")
     if not rows:
         raise DatasetError(f"{manifest}: no test rows")
     y = np.array([r["label"] for r in rows])
     p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), device, batch_size,
-                            progress=progress, desc=f"evaluate {run}")
+                            progress=progress, desc=f"evaluate {run} on {dataset}")
     if errors:
         raise BadImageError(f"{len(errors)} test image(s) of {manifest} do not decode: "
                             + "; ".join(list(errors.values())[:5]))
-    return dataset, y, p
+    return y, p
+
+
+def _trained_on(ckpt: dict, path: Path) -> str:
+    if not ckpt.get("dataset"):
+        raise CheckpointError(f"{path}: checkpoint does not say which dataset it was trained on ('dataset')")
+    return ckpt["dataset"]
+
+
+def dataset_names(params: dict, data_dir: str | Path) -> dict[str, str]:
+    """{dataset: what to call it} for every dataset with a manifest: the source folder's name, or 'demo <name>'."""
+    names = {}
+    for name in DATASETS:
+        if (Path(data_dir) / name / "manifest.csv").is_file():
+            source = params["data"][name]["source"]
+            names[name] = f"demo {name}" if source == "demo" else Path(source).name
+    return names
 
 
 def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
@@ -69,17 +83,25 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
                   progress: bool = True) -> dict[str, dict]:
     """The evaluate-roc-det stage: for each run of ``cfg['runs']``, score the test split of the dataset the
     run was trained on and write metrics/evaluate/<run>.json, plots/evaluate/{roc,det}/<run>.csv and
-    plots/evaluate/figures/<run>_roc_det.png; plus figures/all_runs_roc_det.png."""
+    plots/evaluate/figures/<run>_roc_det.png; plus figures/all_runs_roc_det.png. Every run is also scored on
+    the test split of every other dataset of the pipeline (how a detector transfers):
+    metrics/evaluate/cross_dataset.json and figures/cross_dataset_auc.png."""
     runs = list(dict.fromkeys(cfg["runs"]))
     if not runs:
         raise ParamsError("params.yaml: 'evaluate-roc-det.runs' is empty")
     paths = {run: checkpoint_path(params, run, models_dir) for run in runs}  # all missing ones fail first
     device = resolve_device(params["device"])
-    plots_dir, results, scores = Path(plots_dir), {}, {}
+    names = dataset_names(params, data_dir)
+    plots_dir, results, scores, cross = Path(plots_dir), {}, {}, {}
     for run, path in paths.items():
         model, ckpt = load_model(path, device)
-        dataset, y, p = _test_scores(run, model, ckpt, path, data_dir, device, cfg["batch_size"], progress)
+        dataset = _trained_on(ckpt, path)
+        y, p = _test_scores(run, model, ckpt, dataset, data_dir, device, cfg["batch_size"], progress)
         m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
+        auc = {d: m["auc"] if d == dataset else metrics.auc(*_test_scores(run, model, ckpt, d, data_dir, device,
+                                                                           cfg["batch_size"], progress))
+               for d in names}
+        cross[run] = {"trained_on": dataset, "auc": auc}
         trained = ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
         m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
         write_json(Path(metrics_dir) / f"{run}.json", m)
@@ -88,4 +110,6 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
         print(_summary_line(f"{run} on {dataset}/test", m))
         results[run], scores[run] = m, (y, p)
     save_runs_figure(plots_dir / "figures" / "all_runs_roc_det.png", scores)
+    write_json(Path(metrics_dir) / CROSS_DATASET_JSON, {"datasets": names, "runs": cross})
+    save_cross_dataset_figure(plots_dir / "figures" / "cross_dataset_auc.png", cross, names)
     return results

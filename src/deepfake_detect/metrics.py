@@ -37,6 +37,12 @@ def _check(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, score
 
 
+def auc(y, score) -> float:
+    """ROC AUC of ``score`` (p(fake)) against labels (1 = fake), checked like every metric here."""
+    y, score = _check(y, score)
+    return float(roc_auc_score(y, score))
+
+
 def eer(y, score) -> float:
     """Equal error rate as DeepfakeBench computes it: the FPR at the ROC point where |FNR - FPR| is smallest
     (``fpr[nanargmin(|1 - tpr - fpr|)]`` over ``sklearn.metrics.roc_curve``)."""

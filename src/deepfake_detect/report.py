@@ -109,16 +109,33 @@ def render_table(pipeline: str, root: str | Path = ".") -> str:
     return "\n".join(lines)
 
 
-def _marker(pipeline: str) -> re.Pattern:
-    return re.compile(rf"(<!-- report:{pipeline} -->\n)(.*?)(\n<!-- /report:{pipeline} -->)", re.S)
+def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
+    """Every run's test AUC on every dataset of the pipeline (bold: the dataset it was trained on)."""
+    folder = Path(root) / PIPELINES[pipeline][0]
+    cross = _read_json(folder / "metrics" / "evaluate" / "cross_dataset.json")
+    names = cross["datasets"]
+    lines = ["| run (trained on) | " + " | ".join(f"{names[d]} test AUC" for d in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for run, row in cross["runs"].items():
+        cells = [f"**{row['auc'][d]:.3f}**" if d == row["trained_on"] else f"{row['auc'][d]:.3f}" for d in names]
+        lines.append(f"| `{run}` ({names[row['trained_on']]}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+BLOCKS = {**{name: render_table for name in PIPELINES}, **{f"{name}-cross": render_cross_table for name in PIPELINES}}
+
+
+def _marker(block: str) -> re.Pattern:
+    return re.compile(rf"(<!-- report:{block} -->\n)(.*?)(\n<!-- /report:{block} -->)", re.S)
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:
-    """README text with every ``<!-- report:<pipeline> -->`` block replaced by its generated table."""
-    for pipeline in PIPELINES:
-        if _marker(pipeline).search(text):
-            table = render_table(pipeline, root)
-            text = _marker(pipeline).sub(lambda m: m.group(1) + table + m.group(3), text)
+    """README text with every ``<!-- report:<block> -->`` block replaced by its generated table: ``demo`` and
+    ``real`` (the results of each pipeline), ``demo-cross`` and ``real-cross`` (cross-dataset AUC)."""
+    for block, render in BLOCKS.items():
+        if _marker(block).search(text):
+            table = render(block.removesuffix("-cross"), root)
+            text = _marker(block).sub(lambda m: m.group(1) + table + m.group(3), text)
     return text
 
 

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from sklearn.metrics import DetCurveDisplay, RocCurveDisplay
 
 from .. import metrics
@@ -76,4 +77,26 @@ def save_runs_figure(path: str | Path, runs: dict[str, tuple[Sequence[int], Sequ
                      title: str = "every run, score = p(fake), each on its own test split") -> Path:
     """One figure with every run's p(fake) ROC and DET."""
     fig = roc_det_figure([(run, y, p) for run, (y, p) in runs.items()], title=title)
+    return save_figure(path, fig, dpi=110)
+
+
+def save_cross_dataset_figure(path: str | Path, cross: dict[str, dict], names: dict[str, str]) -> Path:
+    """Heatmap of test AUC, one row per run, one column per dataset's test split; the in-domain cell
+    (the dataset the run was trained on) is outlined."""
+    runs, datasets = list(cross), list(names)
+    auc = np.array([[cross[r]["auc"][d] for d in datasets] for r in runs], dtype=np.float64)
+    fig = Figure(figsize=(2.2 + 1.9 * len(datasets), 1.2 + 0.55 * len(runs)), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(auc, cmap="RdYlGn", vmin=0.3, vmax=1.0, aspect="auto")
+    for i, run in enumerate(runs):
+        for j, d in enumerate(datasets):
+            ax.text(j, i, f"{auc[i, j]:.3f}", ha="center", va="center", fontsize=10,
+                    fontweight="bold" if cross[run]["trained_on"] == d else "normal")
+            if cross[run]["trained_on"] == d:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
+    ax.set_xticks(range(len(datasets)), [f"{names[d]}\ntest" for d in datasets])
+    ax.set_yticks(range(len(runs)), [f"{r}\n(trained on {names.get(cross[r]['trained_on'], '?')})" for r in runs],
+                  fontsize=8)
+    fig.colorbar(im, ax=ax, label="test AUC, p(fake)")
+    ax.set_title("Cross-dataset AUC (outlined: in-domain; 0.5 = chance)", fontsize=10)
     return save_figure(path, fig, dpi=110)
