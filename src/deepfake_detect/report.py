@@ -126,7 +126,7 @@ BLOCKS = {**{name: render_table for name in PIPELINES}, **{f"{name}-cross": rend
 
 
 def _marker(block: str) -> re.Pattern:
-    return re.compile(rf"(<!-- report:{block} -->\n)(.*?)(\n<!-- /report:{block} -->)", re.S)
+    return re.compile(rf"(<!-- report:{block} -->\n)(.*?)(<!-- /report:{block} -->)", re.S)
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:
@@ -135,7 +135,7 @@ def render_readme(text: str, root: str | Path = ".") -> str:
     for block, render in BLOCKS.items():
         if _marker(block).search(text):
             table = render(block.removesuffix("-cross"), root)
-            text = _marker(block).sub(lambda m: m.group(1) + table + m.group(3), text)
+            text = _marker(block).sub(lambda m: m.group(1) + table + "\n" + m.group(3), text)
     return text
 
 
