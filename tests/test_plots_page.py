@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deepfake_detect.cli import main
 from deepfake_detect.errors import UserError
@@ -135,3 +136,18 @@ def test_exclusion_target_drops_a_folder_as_dvc_matches_targets():
     dropped = ["figs", "figs/b.png", "dvc.yaml::figs/b.png", "plots/explain/a.png"]
     assert all(re.match(target, p) for p in kept)
     assert not any(re.match(target, p) for p in dropped)
+
+
+def test_two_pipelines_are_named_as_dvc_names_them(tmp_path):
+    """With a second dvc.yaml (real/), DVC names plots `<dvc.yaml>::<id>` and stages `<dvc.yaml>:<stage>`;
+    the declared list must match, or every chart would be reported missing."""
+    from deepfake_detect.plots.page import read_pipeline
+
+    spec = {"stages": {"ev": {"cmd": "x", "outs": [{"roc": {"cache": False}}], "plots": ["figs"]}},
+            "plots": [{"roc": {"x": "fpr", "y": {"roc/a.csv": "tpr"}}}]}
+    (tmp_path / "real").mkdir()
+    for path in (tmp_path / "dvc.yaml", tmp_path / "real" / "dvc.yaml"):
+        path.write_text(yaml.safe_dump(spec))
+    outputs, declared = read_pipeline(tmp_path)
+    assert declared["dvc.yaml::roc"] == ["roc/a.csv"] and declared["real/dvc.yaml::roc"] == ["real/roc/a.csv"]
+    assert outputs["real/figs"] == "real/dvc.yaml:ev" and outputs["figs"] == "ev"

@@ -141,29 +141,42 @@ def _paths(entries) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
 
 
+def pipeline_files(root: Path) -> list[Path]:
+    """The repository's dvc.yaml files: the root one and those one folder down (e.g. real/dvc.yaml)."""
+    return [f for f in [root / "dvc.yaml", *sorted(root.glob("*/dvc.yaml"))] if f.is_file()]
+
+
 def read_pipeline(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """From the root dvc.yaml: {output path: stage} and {declared plot id: its data files}.
+    """From every dvc.yaml: {output path: stage} and {plot id as DVC names it: its data files}.
 
     DVC's JSON omits plots it could not load without a word, so the page needs the declared list to
-    say what is missing, and the stage map to say which stage makes it. Parametrised (foreach) stages
-    are not expanded: their outputs simply have no stage on the page.
+    say what is missing, and the stage map to say which stage makes it. With several dvc.yaml files DVC
+    names a top-level plot ``<dvc.yaml path>::<id>`` and a stage ``<dvc.yaml path>:<stage>``; paths are
+    from the repository root. Parametrised (foreach) stages are not expanded: their outputs simply have
+    no stage on the page.
     """
-    path = root / "dvc.yaml"
-    doc = yaml.safe_load(path.read_text()) if path.is_file() else None
-    doc = doc if isinstance(doc, dict) else {}
+    files = pipeline_files(root)
     outputs, declared = {}, {}
-    for name, stage in (doc.get("stages") or {}).items():
-        wdir = stage.get("wdir", ".") if isinstance(stage, dict) else "."
-        for key in ("outs", "metrics", "plots"):
-            for p in _paths(stage.get(key) if isinstance(stage, dict) else None):
-                p = posixpath.normpath(posixpath.join(wdir, p))
-                outputs[p] = name
-                if key == "plots":
-                    declared[p] = [p]
-    for entry in doc.get("plots") or []:
-        plot_id, props = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
-        y = (props or {}).get("y")
-        declared[plot_id] = list(y) if isinstance(y, dict) else [plot_id]
+    for path in files:
+        doc = yaml.safe_load(path.read_text())
+        doc = doc if isinstance(doc, dict) else {}
+        rel = path.relative_to(root).as_posix()
+        folder = posixpath.dirname(rel) or "."
+        for name, stage in (doc.get("stages") or {}).items():
+            stage = stage if isinstance(stage, dict) else {}
+            label = name if rel == "dvc.yaml" else f"{rel}:{name}"
+            for key in ("outs", "metrics", "plots"):
+                for p in _paths(stage.get(key)):
+                    p = posixpath.normpath(posixpath.join(folder, stage.get("wdir", "."), p))
+                    outputs[p] = label
+                    if key == "plots":
+                        declared[p] = [p]
+        for entry in doc.get("plots") or []:
+            plot_id, props = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+            y = (props or {}).get("y")
+            key = plot_id if len(files) == 1 else f"{rel}::{plot_id}"
+            declared[key] = ([posixpath.normpath(posixpath.join(folder, f)) for f in y] if isinstance(y, dict)
+                             else [posixpath.normpath(posixpath.join(folder, plot_id))])
     return outputs, declared
 
 
