@@ -228,3 +228,9 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     table = render_table("real", work)
     assert "| `competition-fakes` | `competition` | dfdc_faces | 64 |" in table
     assert "`dvc repro real/dvc.yaml:train-competition`" in table
+    from deepfake_detect.plots.page import write_page  # both pipelines' charts on the offline page
+
+    html = write_page(work / "offline.html", repo=work).read_text()
+    for plot in ("dvc.yaml::det", "real/dvc.yaml::det", "real/dvc.yaml::loss-competition-fakes"):
+        assert f"<code>{plot}</code>" in html
+    assert "Not loaded" not in html
