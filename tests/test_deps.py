@@ -102,3 +102,13 @@ def test_graph_follows_function_level_imports():
 def test_prepare_splits_does_not_depend_on_training_code():
     files = {str(f.relative_to(PKG)) for f in reachable(REPO / "stages" / "prepare_splits.py")}
     assert "train.py" not in files and not any(f.startswith("models") for f in files)
+
+
+@pytest.mark.parametrize("dvcfile", PIPELINES, ids=lambda p: str(p.relative_to(REPO)))
+def test_stages_declare_the_params_they_read(dvcfile):
+    """Beyond their own section: prepare-splits reads demo and data; evaluate and explain name each dataset
+    by its source (figures, cross-dataset table)."""
+    stages = yaml.safe_load(dvcfile.read_text())["stages"]
+    assert {"seed", "demo", "data"} <= set(stages["prepare-splits"]["params"])
+    for name in ("evaluate-roc-det", "explain"):
+        assert {"data.fakes.source", "data.synthetic.source"} <= set(stages[name]["params"]), name
