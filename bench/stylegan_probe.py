@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from deepfake_detect.data import Preprocess, load_rgb
-from deepfake_detect.evaluate import labelled_images
+from deepfake_detect.predict import labelled_images
 from deepfake_detect.io import write_json
 from deepfake_detect.models import get_model
 

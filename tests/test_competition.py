@@ -110,3 +110,18 @@ def test_tiny_training_run_learns():
         acc = (model(xt).argmax(1) == yt).float().mean().item()
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4
     assert acc >= 0.9, acc
+
+
+def test_pretrained_lite0_front_keeps_the_budget_and_its_weights():
+    from deepfake_detect.models.backbones import packaged_imagenet_model
+
+    model = get_model("competition", image_size=64, backbone="efficientnet_lite0", weights="packaged",
+                      stages=[[128, 2]], head=256)
+    assert num_params(model) == 150_802 <= 169_000 and num_params(model.backbone) == 87_584
+    assert model.mean == (0.485, 0.456, 0.406)  # the pretrained front's normalisation, not the default
+    ref = packaged_imagenet_model()
+    assert torch.equal(model.backbone[0][0].weight, ref.conv_stem.weight)  # ImageNet weights, not an init
+    assert torch.equal(model.backbone[-1].conv_pwl.weight, ref.blocks[3][0].conv_pwl.weight)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 2)
+    with pytest.raises(ValueError, match="backbone must be none or efficientnet_lite0"):
+        get_model("competition", image_size=64, backbone="resnet50")

@@ -1,5 +1,5 @@
 """Interrupted training: SIGKILL a training process mid-epoch, rerun, and end with exactly
-the metrics of an uninterrupted run (CPU, tiny synthetic data)."""
+the metrics of an uninterrupted run, EMA of the weights included (CPU, tiny synthetic data)."""
 import os
 import signal
 import subprocess
@@ -23,16 +23,16 @@ SCRIPT = textwrap.dedent('''
     def main(root, data, mode, params_yaml):
         params = load_params(params_yaml, {"device": "cpu", "train-simplenet-fakes": {
             "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 3, "hflip": True,
-            "lr_scheduler": "cosine"}})
+            "lr_scheduler": "cosine", "ema_decay": 0.9, "select_metric": "auc"}})
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
             one_epoch = train.train_one_epoch
-            def slow(model, loader, optimizer, scaler, device, cfg, epoch, progress=True):
+            def slow(model, loader, optimizer, scaler, device, cfg, epoch, progress=True, ema=None):
                 if epoch == 2:
                     one_epoch(model, loader, optimizer, scaler, device, {**cfg, "max_steps_per_epoch": 1}, epoch,
-                              progress)
+                              progress, ema)
                     (root / "in-epoch-2").touch()
                     time.sleep(600)
-                return one_epoch(model, loader, optimizer, scaler, device, cfg, epoch, progress)
+                return one_epoch(model, loader, optimizer, scaler, device, cfg, epoch, progress, ema)
             train.train_one_epoch = slow
         train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
                   metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)

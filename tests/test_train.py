@@ -216,3 +216,66 @@ def test_fp16_autocast_gets_loss_scaling(tmp_path, monkeypatch):
     overflow = torch.amp.GradScaler("cpu", init_scale=3e38)
     before, after = one_step(overflow)
     assert all(torch.equal(before[k], after[k]) for k in before) and overflow.get_scale() < 3e38
+
+
+def _row(epoch, acc, auc, loss):
+    return {"epoch": epoch, "val_acc": acc, "val_auc": auc, "val_loss": loss}
+
+
+@pytest.mark.parametrize("metric, best", [("acc", 1), ("auc", 2), ("loss", 3)])
+def test_select_metric_picks_the_checkpoint_epoch(metric, best):
+    from deepfake_detect.models import get_model
+    from deepfake_detect.train import Progress
+
+    params = tiny_params(select_metric=metric, threshold_rule="fixed", early_stopping_patience=2)
+    cfg = params["train-simplenet-fakes"]
+    model = get_model("competition", image_size=32)
+    done = Progress()
+    y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])
+    rows = [_row(1, 0.9, 0.80, 0.50), _row(2, 0.8, 0.95, 0.45), _row(3, 0.7, 0.90, 0.30), _row(4, 0.6, 0.5, 0.9)]
+    for r in rows:
+        done.record(r, model, cfg, s, y)
+    assert done.best["epoch"] == best and done.best_ckpt["metrics"]["best_epoch"] == best
+    assert done.best_ckpt["metrics"]["select_metric"] == metric
+    assert done.stale == 4 - best and done.stopped == (4 - best >= 2)  # early stopping follows the same metric
+
+
+def test_checkpoint_holds_what_validation_scored_and_its_threshold(tmp_path):
+    """The saved weights (here an EMA) reproduce the best epoch's validation accuracy and AUC when the
+    checkpoint is reloaded and scored like evaluate does; the threshold is the rule applied to those scores."""
+    from deepfake_detect import metrics
+    from deepfake_detect.checkpoint import load_model
+    from deepfake_detect.score import score_paths
+
+    data = make_tiny(tmp_path)
+    params = tiny_params(ema_decay=0.9, select_metric="auc", threshold_rule="balanced", tta="flip", epochs=3)
+    out = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+              metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
+    model, ckpt = load_model(tmp_path / "models/tiny.pt")
+    assert ckpt["tta"] == "flip" and ckpt["metrics"]["ema_decay"] == 0.9
+    val = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "val"]
+    y = np.array([int(r["label"]) for r in val])
+    p, errors = score_paths(model, ckpt, [r["path"] for r in val], list(y), progress=False)
+    assert not errors
+    assert metrics.auc(y, p) == pytest.approx(out["best_val_auc"], abs=1e-6)
+    assert ((p > 0.5) == y).mean() == pytest.approx(out["best_val_acc"])
+    assert ckpt["threshold"] == pytest.approx(metrics.choose_threshold(y, p, "balanced"), abs=1e-4)
+    assert out["threshold"] == ckpt["threshold"]
+    # balanced accuracy at the stored threshold is the best over every cut of the validation scores
+    best = max((p[y == 1] >= c).mean() / 2 + (p[y == 0] < c).mean() / 2 for c in np.unique(p))
+    pred = p > ckpt["threshold"]
+    assert pred[y == 1].mean() / 2 + (~pred[y == 0]).mean() / 2 == pytest.approx(best)
+
+
+def test_ema_weights_differ_from_the_raw_weights(tmp_path):
+    data = make_tiny(tmp_path)
+    runs = {}
+    for decay in (0.0, 0.9):
+        params = tiny_params(ema_decay=decay, select_metric="loss", eval_test_every_epoch=False)
+        root = tmp_path / f"ema{decay}"
+        runs[decay] = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+                          metrics_dir=root / "metrics", cache_dir=tmp_path / "cache", progress=False)
+        runs[decay]["state"] = torch.load(root / "models/tiny.pt", weights_only=True)["state_dict"]
+    a, b = runs[0.0]["state"], runs[0.9]["state"]
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())

@@ -20,6 +20,8 @@ from .errors import UserError
 PARAMS_FILE = "params.yaml"
 TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition")
 DATASETS = ("fakes", "synthetic")
+TTA_MODES = ("none", "flip", "flip_shift")  # test-time views averaged by engine.predict (recorded in checkpoints)
+THRESHOLD_RULES = ("fixed", "eer", "balanced")  # how training picks the operating threshold on validation
 
 
 class ParamsError(UserError, ValueError):
@@ -80,6 +82,10 @@ TRAIN_SCHEMA: dict[str, Key] = {
     "plateau_factor": Num(0, 0.999, lo_open=True),
     "plateau_patience": Int(0, 1000),
     "early_stopping_patience": Int(0, 1000),
+    "select_metric": Choice("acc", "auc", "loss"),  # validation metric choosing the checkpoint (and early stopping)
+    "ema_decay": Num(0, 0.99999),  # 0: off; else the EMA of the weights is evaluated and checkpointed
+    "tta": Choice(*TTA_MODES),
+    "threshold_rule": Choice(*THRESHOLD_RULES),
     "label_smoothing": Num(0, 0.999),
     "eval_test_every_epoch": BOOL,
     "max_steps_per_epoch": Int(0, 10**9),

@@ -1,9 +1,13 @@
 """The one training loop, for every model and every training stage.
 
-Per epoch: train, then validation (and test, when ``eval_test_every_epoch``) loss and
-accuracy, logged through dvclive. The checkpoint kept is the one with the best
-**validation** accuracy (ties: lower validation loss); the test accuracy reported is the
-one at that epoch. Never is anything chosen on the test split.
+Per epoch: train, then validation (and test, when ``eval_test_every_epoch``) loss, accuracy
+and AUC, logged through dvclive. The checkpoint kept is the one with the best **validation**
+``select_metric`` (acc, auc or loss; ties broken by the others); the test figures reported
+are the ones at that epoch. The checkpoint also carries the operating threshold chosen on the
+validation scores of that epoch (``threshold_rule``) and the test-time augmentation its
+scores were made with (``tta``). With ``ema_decay`` > 0 an exponential moving average of the
+weights (timm's ``ModelEmaV3``, with warm-up) is what is validated and checkpointed. Never is
+anything chosen on the test split.
 
 Speed: images are decoded once per dataset and size into an on-disk uint8 cache
 (``data.build_decoded_cache``); batches travel as uint8 and are normalised on the device;
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import metrics
 from .checkpoint import make_checkpoint, model_state
 from .config import ParamsError
 from .data import (
@@ -129,10 +134,11 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
 
 
 def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """``engine.predict`` over a whole split; under DDP each process scores its shard and
-    the predictions are gathered, so every process gets the full split in order."""
+    """``engine.predict`` over a whole split (with the run's test-time augmentation); under DDP each process
+    scores its shard and the predictions are gathered, so every process gets the full split in order."""
     probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
-                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise)
+                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise,
+                                  tta=cfg["tta"])
     return gather_predictions(probs, labels, loss)
 
 
@@ -161,11 +167,13 @@ def check_frozen_layers(model: nn.Module, cfg: dict) -> None:
 
 def set_trainable(model: nn.Module, cfg: dict, epoch: int) -> None:
     """requires_grad per parameter for this epoch: the backbone is frozen during the first
-    ``freeze_backbone_epochs`` epochs, the ``frozen_layers`` always."""
+    ``freeze_backbone_epochs`` epochs, the ``frozen_layers`` always, and so are the prefixes a model
+    names in its ``frozen_prefixes`` attribute (e.g. the frozen-feature probe's backbone)."""
     backbone = {id(p) for p in backbone_and_head(model)[0]}
     warmup = epoch <= cfg["freeze_backbone_epochs"]
+    prefixes = list(cfg["frozen_layers"]) + list(getattr(model, "frozen_prefixes", ()))
     for name, p in model.named_parameters():
-        frozen = any(name == f or name.startswith(f + ".") for f in cfg["frozen_layers"])
+        frozen = any(name == f or name.startswith(f + ".") for f in prefixes)
         p.requires_grad_(not (frozen or (warmup and id(p) in backbone)))
 
 
@@ -180,9 +188,10 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
-                    progress: bool = True) -> tuple[float, float, int]:
+                    progress: bool = True, ema=None) -> tuple[float, float, int]:
     """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes.
-    ``scaler``: ``engine.grad_scaler`` (loss scaling under fp16 autocast; a pass-through otherwise)."""
+    ``scaler``: ``engine.grad_scaler`` (loss scaling under fp16 autocast; a pass-through otherwise).
+    ``ema``: a ``timm.utils.ModelEmaV3`` updated after every step (its warm-up counts global steps)."""
     model.train()
     freeze_batchnorm_stats(model)
     # running sums stay on the device; the host syncs every ``check_every`` steps (progress, NaN check)
@@ -205,6 +214,8 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # skips the step when fp16 gradients overflowed, then lowers the scale
         scaler.update()
+        if ema is not None:
+            ema.update(_unwrap(model), step=(epoch - 1) * len(loader) + step)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
@@ -222,6 +233,31 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
 
 def _acc(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def _auc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of p(fake); NaN when the split holds one class only (tiny smoke-test splits)."""
+    try:
+        return metrics.auc(labels, probs[:, 1])
+    except ValueError:
+        return float("nan")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def make_ema(model: nn.Module, cfg: dict):
+    """timm's ModelEmaV3 of the model (None when ``ema_decay`` is 0). Warm-up: the decay grows as
+    1 - (1 + step)^-3/4 up to ``ema_decay``, so short small-data runs average recent weights, not the init."""
+    if not cfg["ema_decay"]:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=cfg["ema_decay"], use_warmup=True, warmup_power=3 / 4)
+    ema.requires_grad_(False)
+    return ema
 
 
 # ---------------------------------------------------------------- resumable state
@@ -276,16 +312,17 @@ def _set_rng_state(st: dict) -> None:
 
 
 def save_state(path: Path, key: dict[str, str], model: nn.Module, optimizer, scheduler, scaler,
-               done: "Progress") -> None:
+               done: "Progress", ema=None) -> None:
     """Everything a rerun needs to go on after the last finished epoch as if never stopped."""
     save_torch(path, {"key": key, "epoch": len(done.history), "model": model_state(model),
+                      "ema": model_state(ema.module) if ema is not None else None,
                       "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict() if scheduler is not None else None,
                       "scaler": scaler.state_dict(), "rng": _rng_state(), **vars(done)})
 
 
 def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler, scaler) -> "Progress | None":
+               scheduler, scaler, ema=None) -> "Progress | None":
     """Resume from the saved state when it belongs to this very configuration, data and code: model,
     optimizer, scheduler, loss scaler and random generators restored, the run's progress returned. Else
     None, one line saying why, the stale file removed, and everything as it was (a clean start)."""
@@ -299,7 +336,7 @@ def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: tor
     else:
         changed = [part for part in key if saved.get(part) != key[part]]
         why = (f"training state of another configuration, starting over (changed: {', '.join(changed)})" if changed
-               else _restore(state, model, optimizer, scheduler, scaler))
+               else _restore(state, model, optimizer, scheduler, scaler, ema))
     if why is None:
         _set_rng_state(state["rng"])
         return Progress(**{f.name: state[f.name] for f in fields(Progress)})
@@ -308,11 +345,13 @@ def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: tor
     return None
 
 
-def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler) -> str | None:
-    """Load a state into model, optimizer, scheduler and scaler: None, or why it does not fit (then all are
-    put back as they were, so the run starts exactly as a fresh one)."""
+def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler,
+             ema=None) -> str | None:
+    """Load a state into model, optimizer, scheduler, scaler (and EMA): None, or why it does not fit (then all
+    are put back as they were, so the run starts exactly as a fresh one)."""
     parts = [(model, "model"), (optimizer, "optimizer")] + ([(scheduler, "scheduler")] if scheduler else [])
     parts += [(scaler, "scaler")] if scaler.is_enabled() else []
+    parts += [(ema.module, "ema")] if ema is not None else []
     before = [copy.deepcopy(obj.state_dict()) for obj, _ in parts]
     try:
         for obj, name in parts:
@@ -330,29 +369,42 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 class Progress:
     """What the epoch loop carries from one epoch to the next (and what a resumed run gets back)."""
 
-    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, accuracies, lr, images
-    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0})
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, accuracies, AUCs, lr, images
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": math.inf, "val_auc": -1.0, "epoch": 0})
     best_ckpt: dict | None = None  # the checkpoint of the best validation epoch
     stale: int = 0  # epochs since the last validation gain
     stopped: bool = False  # early stopping has ended the run
     elapsed: float = 0.0  # training seconds so far
 
-    def record(self, row: dict, model: nn.Module, cfg: dict) -> bool:
-        """Add an epoch; when its validation accuracy is the best so far (ties: lower validation loss),
-        keep a checkpoint of the model and return True. Test numbers never take part."""
+    def record(self, row: dict, model: nn.Module, cfg: dict, val_scores: np.ndarray, val_labels: np.ndarray) -> bool:
+        """Add an epoch; when its validation ``select_metric`` is the best so far (ties: the other metrics),
+        keep a checkpoint of ``model`` (the EMA when there is one) with the threshold chosen on these
+        validation scores, and return True. Test numbers never take part."""
         self.history.append(row)
-        improved = (row["val_acc"] > self.best["val_acc"]
-                    or (row["val_acc"] == self.best["val_acc"] and row["val_loss"] < self.best["val_loss"]))
+        improved = selection_key(row, cfg["select_metric"]) > selection_key(self.best, cfg["select_metric"])
         if improved:
-            self.best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": row["epoch"]}
-            ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], extra={"dataset": cfg["dataset"]},
-                                   metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"]})
+            self.best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "val_auc": row["val_auc"],
+                         "epoch": row["epoch"]}
+            threshold = metrics.choose_threshold(val_labels, val_scores, cfg["threshold_rule"])
+            ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], threshold=threshold,
+                                   extra={"dataset": cfg["dataset"], "tta": cfg["tta"]},
+                                   metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"],
+                                            "best_val_auc": row["val_auc"], "select_metric": cfg["select_metric"],
+                                            "threshold_rule": cfg["threshold_rule"], "ema_decay": cfg["ema_decay"]})
             ckpt["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}  # not views
             self.best_ckpt, self.stale = ckpt, 0
         else:
             self.stale += 1
         self.stopped = bool(cfg["early_stopping_patience"] and self.stale >= cfg["early_stopping_patience"])
         return improved
+
+
+def selection_key(row: dict, metric: str) -> tuple[float, ...]:
+    """Order of validation results, larger is better: ``metric`` first, then the others (an AUC that is
+    NaN, on a one-class split, counts as lowest)."""
+    auc = row["val_auc"] if math.isfinite(row["val_auc"]) else -1.0
+    acc, neg_loss = row["val_acc"], -row["val_loss"]
+    return {"acc": (acc, neg_loss, auc), "auc": (auc, neg_loss, acc), "loss": (neg_loss, auc, acc)}[metric]
 
 
 def build_model(cfg: dict, device: torch.device) -> nn.Module:
@@ -396,26 +448,29 @@ def wrap_model(model: nn.Module, cfg: dict, device: torch.device) -> tuple[nn.Mo
 
 
 def run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device, cfg, epoch: int,
-              progress: bool) -> dict:
+              progress: bool, ema=None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Train one epoch (``run_model``: the model, compiled or in DDP), then score validation (and test, with
-    ``eval_test_every_epoch``) with ``eval_model``: the epoch's row."""
+    ``eval_test_every_epoch``) with ``eval_model`` (the EMA when there is one): the epoch's row, and the
+    validation p(fake) and labels."""
     set_trainable(model, cfg, epoch)
     loaders["train"].sampler.set_epoch(epoch)
     tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, scaler, device, cfg, epoch,
-                                            progress)
+                                            progress, ema)
     vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)
     row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
-           "lr": optimizer.param_groups[0]["lr"]}
+           "val_auc": _auc(vp, vy), "lr": optimizer.param_groups[0]["lr"]}
     if cfg["eval_test_every_epoch"]:
         tp, ty, te_loss = evaluate(eval_model, loaders["test"], device, cfg, f"epoch {epoch} test", progress)
-        row.update(test_loss=te_loss, test_acc=_acc(tp, ty))
-    return {**row, "train_images": seen}
+        row.update(test_loss=te_loss, test_acc=_acc(tp, ty), test_auc=_auc(tp, ty))
+    return {**row, "train_images": seen}, vp[:, 1], vy
 
 
 def _epoch_line(cfg: dict, row: dict, improved: bool) -> str:
     return (f"{cfg['run']} epoch {row['epoch']}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
-            + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
+            f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
+            f"auc {row['val_auc']:.4f}"
+            + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} auc {row['test_auc']:.4f}"
+               if "test_acc" in row else "")
             + (" *" if improved else ""))
 
 
@@ -445,8 +500,11 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     scheduler, scaler = make_scheduler(optimizer, cfg), grad_scaler(device, cfg["amp"])
     set_trainable(model, cfg, 1)  # before DDP, which registers the parameters that take gradients
     eval_model, run_model = wrap_model(model, cfg, device)
+    ema = make_ema(model, cfg)
+    if ema is not None:
+        eval_model = ema.module
     key = resume_key(cfg, params, rows, world)
-    done = (load_state(spath, key, model, optimizer, scheduler, scaler) if resume else None) or Progress()
+    done = (load_state(spath, key, model, optimizer, scheduler, scaler, ema) if resume else None) or Progress()
     if main and done.history:
         print(f"{run}: resuming after epoch {len(done.history)} from {spath}")
         save_torch(ckpt_path, done.best_ckpt)  # DVC removes a stage's outs before rerunning it
@@ -459,22 +517,24 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     for epoch in range(len(done.history) + 1, cfg["epochs"] + 1):
         if done.stopped:
             break
-        row = run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device, cfg, epoch, progress)
+        row, val_scores, val_labels = run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device,
+                                                cfg, epoch, progress, ema)
         if main:
             _log_epoch(live, row)
-        improved = done.record(row, model, cfg)
+        improved = done.record(row, ema.module if ema is not None else model, cfg, val_scores, val_labels)
         if main:
             if improved:
                 save_torch(ckpt_path, done.best_ckpt)
             print(_epoch_line(cfg, row, improved))
         step_scheduler(scheduler, row["val_loss"])
         if done.stopped and main:
-            print(f"{run}: early stop after epoch {epoch} ({done.stale} epochs without val-acc gain)")
+            print(f"{run}: early stop after epoch {epoch} "
+                  f"({done.stale} epochs without val-{cfg['select_metric']} gain)")
         done.elapsed = time.perf_counter() - t0
         if main:  # after every epoch, so a rerun goes on from here
-            save_state(spath, key, model, optimizer, scheduler, scaler, done)
-    return _finish(cfg, model, eval_model, loaders, device, done, live, ckpt_path, spath, progress,
-                   train_time=time.perf_counter() - t0)
+            save_state(spath, key, model, optimizer, scheduler, scaler, done, ema)
+    return _finish(cfg, ema.module if ema is not None else model, eval_model, loaders, device, done, live, ckpt_path,
+                   spath, progress, train_time=time.perf_counter() - t0)
 
 
 def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
@@ -490,18 +550,20 @@ def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
 
 def _finish(cfg, model, eval_model, loaders, device, done: Progress, live, ckpt_path: Path, spath: Path,
             progress: bool, train_time: float) -> dict:
-    """The run's summary (test accuracy at the best validation epoch) into metrics.json and the checkpoint;
-    the resume state removed."""
+    """The run's summary (test figures at the best validation epoch) into metrics.json and the checkpoint;
+    the resume state removed. ``model``: the module the checkpoint holds (the EMA when there is one)."""
     best_row = done.history[done.best["epoch"] - 1]
     if "test_acc" in best_row:
-        test_acc = best_row["test_acc"]
+        test_acc, test_auc = best_row["test_acc"], best_row["test_auc"]
     else:  # evaluate the best-validation weights once on test
         model.load_state_dict(done.best_ckpt["state_dict"])
         tp, ty, _ = evaluate(eval_model, loaders["test"], device, cfg, "test", progress)
-        test_acc = _acc(tp, ty)
-    summary = {"best_val_acc": done.best["val_acc"], "best_epoch": done.best["epoch"],
-               "test_acc_at_best_val": test_acc, "epochs_run": len(done.history), "num_params": num_params(model),
-               "train_images_per_epoch": done.history[-1]["train_images"]}
+        test_acc, test_auc = _acc(tp, ty), _auc(tp, ty)
+    summary = {"best_val_acc": done.best["val_acc"],
+               "best_val_auc": done.best["val_auc"], "best_epoch": done.best["epoch"],
+               "test_acc_at_best_val": test_acc, "test_auc_at_best_val": test_auc,
+               "threshold": done.best_ckpt["threshold"], "epochs_run": len(done.history),
+               "num_params": num_params(model), "train_images_per_epoch": done.history[-1]["train_images"]}
     summary.update({f"final_{k}": v for k, v in done.history[-1].items() if k not in ("epoch", "lr", "train_images")})
     if live is not None:
         for key, value in summary.items():  # metrics.json: no timings, so equal inputs give equal files
@@ -511,8 +573,10 @@ def _finish(cfg, model, eval_model, loaders, device, done: Progress, live, ckpt_
                                      "history": done.history}
         save_torch(ckpt_path, done.best_ckpt)  # the checkpoint carries the run's summary too
         spath.unlink(missing_ok=True)
-        print(f"{cfg['run']}: best val acc {done.best['val_acc']:.4f} at epoch {done.best['epoch']}, test acc there "
-              f"{test_acc:.4f} ({train_time:.0f} s) -> {ckpt_path}")
+        print(f"{cfg['run']}: best val {cfg['select_metric']} at epoch {done.best['epoch']} (val acc "
+              f"{done.best['val_acc']:.4f}, auc {done.best['val_auc']:.4f}), test there: acc {test_acc:.4f}, auc "
+              f"{test_auc:.4f}; threshold {done.best_ckpt['threshold']:.4f} ({cfg['threshold_rule']}) "
+              f"({train_time:.0f} s) -> {ckpt_path}")
     barrier()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
