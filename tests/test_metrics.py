@@ -142,7 +142,7 @@ def test_choose_threshold_edges():
     t = metrics.choose_threshold(y, s, "balanced")
     assert 0.2 <= t < 0.6 and balanced_accuracy_score(y, (s > t).astype(int)) == pytest.approx(5 / 6)
     # constant scores: no useful cut; the first ROC point (nothing fake) at 1.0
-    assert metrics.choose_threshold(y, np.full(4, 0.3), "balanced") == 1.0
+    assert metrics.choose_threshold(y, np.full(len(y), 0.3), "balanced") == 1.0
     with pytest.raises(ValueError, match="'youden'"):
         metrics.choose_threshold(y, s, "youden")
     assert metrics.THRESHOLD_RULES == ("fixed", "eer", "balanced")
