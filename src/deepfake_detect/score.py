@@ -52,6 +52,21 @@ def resolve_tta(ckpt: dict, tta: str = "checkpoint", source: str = "checkpoint")
     return check_tta(ckpt.get("tta", "none"), f"{source}: checkpoint field 'tta'")
 
 
+def threshold_source(ckpt: dict) -> str:
+    """Where the checkpoint's ``threshold`` comes from, for summaries: the rule training recorded, if any."""
+    rule = (ckpt.get("metrics") or {}).get("threshold_rule")
+    return f"checkpoint, rule '{rule}' on the validation split" if rule else "checkpoint"
+
+
+def threshold_metrics(y, p: np.ndarray, ckpt: dict) -> dict:
+    """``threshold`` (the checkpoint's), ``acc_at_threshold`` and ``balanced_acc_at_threshold`` (fake: p > it)."""
+    from .metrics import threshold_metrics as at
+
+    threshold = float(ckpt["threshold"])
+    m = at(y, p, threshold)
+    return {"threshold": threshold, "acc_at_threshold": m["acc"], "balanced_acc_at_threshold": m["balanced_acc"]}
+
+
 def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = -1,
                 progress: bool = True, desc: str = "score",
