@@ -22,8 +22,10 @@ def test_literal_choices_match_the_package():
     from deepfake_detect.config import TRAIN_STAGES
     from deepfake_detect.data import SPLITS
     from deepfake_detect.demo import DEMO_KINDS
+    from deepfake_detect.engine import TTA_MODES
 
     assert cli.SPLITS == SPLITS and cli.DEMO_KINDS == DEMO_KINDS
+    assert cli.TTA_CHOICES == ("checkpoint", *TTA_MODES)
     parser = cli.get_args_parser()
     assert [parser.parse_args(["train", stage]).stage for stage in TRAIN_STAGES] == list(TRAIN_STAGES)
 

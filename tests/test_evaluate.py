@@ -17,7 +17,8 @@ from conftest import REPO, write_image
 
 STAGE_KEYS = {"auc", "auc_score1", "eer", "ap", "acc", "balanced_acc", "tpr_at_fpr_1pct", "tpr_at_fpr_10pct",
               "tn", "fp", "fn", "tp", "auc_ci_low", "auc_ci_high", "n_real", "n_fake", "log_loss",
-              "test_acc_at_best_val", "num_params", "train_time_s"}
+              "test_acc_at_best_val", "num_params", "train_time_s",
+              "threshold", "acc_at_threshold", "balanced_acc_at_threshold"}
 
 
 def _stage_params(runs):
@@ -103,3 +104,85 @@ def test_dvc_yaml_lists_every_evaluated_run():
         assert plots["roc"]["y"][f"plots/evaluate/roc/{run}.csv"] == "tpr"
         assert plots["det"]["y"][f"plots/evaluate/det/{run}.csv"] == "fnr_probit"
     assert (REPO / plots["det"]["template"]).exists()
+
+
+def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_path, monkeypatch, capsys):
+    """A checkpoint with tta 'flip' and threshold 0.3: the stage, `deepfake-detect evaluate` and `predict` give
+    the same scores (not the tta-none ones), and accuracy / labels at 0.3 next to accuracy at 0.5."""
+    import torch
+    from sklearn.metrics import balanced_accuracy_score, log_loss
+
+    from deepfake_detect import cli
+    from deepfake_detect.checkpoint import save_checkpoint
+    from deepfake_detect.models import get_model
+    from deepfake_detect.score import score_paths
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ckpt_path = save_checkpoint("models/tta.pt", get_model("simplenet", image_size=64), 64, run="tta", threshold=0.3,
+                                metrics={"threshold_rule": "balanced"}, extra={"tta": "flip", "dataset": "fakes"})
+    paths = [write_image(Path("imgs") / cls / f"{i}.png", i, size=64).as_posix()
+             for cls, idx in (("fake", range(4)), ("real", range(4, 9))) for i in idx]
+    y = np.array([int("/fake/" in p) for p in paths])
+    Path("data/fakes").mkdir(parents=True)
+    with open("data/fakes/manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
+        w.writeheader()
+        w.writerows({"path": p, "label": label, "split": "test"} for p, label in zip(paths, y))
+    params = _stage_params(["tta"])
+    params["evaluate-roc-det"]["batch_size"] = 64
+    m = evaluate_runs(params, params["evaluate-roc-det"], progress=False)["tta"]
+    assert "at threshold 0.3 (checkpoint, rule 'balanced'" in capsys.readouterr().out
+
+    model, ckpt = load_model(ckpt_path)
+    p, _ = score_paths(model, ckpt, paths, progress=False)  # the checkpoint's tta: flip
+    p_none, _ = score_paths(model, ckpt, paths, progress=False, tta="none")
+    assert not np.allclose(p, p_none, rtol=0, atol=1e-7)
+    # the stage scored with tta flip; its accuracies at 0.5 and at the checkpoint's 0.3, computed by hand
+    assert m["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-12)
+    assert m["threshold"] == 0.3
+    assert m["acc"] == np.mean((p > 0.5) == y) and m["acc_at_threshold"] == np.mean((p > 0.3) == y)
+    assert m["balanced_acc_at_threshold"] == pytest.approx(balanced_accuracy_score(y, p > 0.3))
+    assert m["acc"] != m["acc_at_threshold"]  # the threshold matters on these scores
+
+    # deepfake-detect evaluate: the same numbers
+    assert cli.main(["evaluate", "--model", str(ckpt_path), "--data", "imgs", "--bootstrap", "0", "--device", "cpu",
+                     "--quiet", "--out", "cli.json"]) == 0
+    c = json.loads(Path("cli.json").read_text())
+    assert c["tta"] == "flip" and "rule 'balanced'" in c["threshold_source"]
+    for key in ("auc", "log_loss", "acc", "balanced_acc", "threshold", "acc_at_threshold", "balanced_acc_at_threshold"):
+        assert c[key] == m[key], key
+
+    # deepfake-detect predict: the same scores, labelled at 0.3
+    def predicted(*extra):
+        assert cli.main(["predict", "--model", str(ckpt_path), "imgs", "--out", "p.csv", "--device", "cpu",
+                         "--quiet", *extra]) == 0
+        return {r["path"]: r for r in csv.DictReader(open("p.csv"))}
+
+    rows = predicted()
+    assert "(threshold 0.3 from the checkpoint, rule 'balanced' on the validation split; tta flip)" in \
+        capsys.readouterr().err
+    for path, score in zip(paths, p):
+        assert rows[path]["p_fake"] == f"{score:.6f}"
+        assert rows[path]["label"] == ("fake" if score > 0.3 else "real")
+    assert any((score > 0.3) != (score > 0.5) for score in p)
+    rows = predicted("--tta", "none")  # --tta overrides the checkpoint's
+    assert [rows[path]["p_fake"] for path in paths] == [f"{score:.6f}" for score in p_none]
+
+
+def test_unknown_tta_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    from deepfake_detect import cli
+    from deepfake_detect.checkpoint import save_checkpoint
+    from deepfake_detect.models import get_model
+
+    torch.manual_seed(0)
+    bad = save_checkpoint(tmp_path / "bad.pt", get_model("simplenet", image_size=64), 64, extra={"tta": "rotate"})
+    img = write_image(tmp_path / "a.png", 0)
+    assert cli.main(["predict", "--model", str(bad), str(img), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: checkpoint field 'tta': unknown test-time augmentation 'rotate'" in err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--model", str(bad), str(img), "--tta", "rotate"])
+    assert "--tta" in capsys.readouterr().err

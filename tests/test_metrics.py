@@ -101,3 +101,48 @@ def test_errors():
 def test_eer_of_constant_scores_is_one_half():
     # only the ROC points (0, 0) and (1, 1): a useless detector, whose EER is 0.5 (not 0)
     assert metrics.eer([0, 0, 1, 1, 1], [0.5] * 5) == pytest.approx(0.5)
+
+
+def _operating_points(y, s):
+    """(FPR, FNR, balanced acc) of ``s > t`` for every t that changes the calls: every distinct score, and -inf."""
+    out = []
+    for t in np.r_[np.unique(s), -np.inf]:
+        pred = (s > t).astype(int)
+        tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+        out.append((fp / (fp + tn), fn / (fn + tp), balanced_accuracy_score(y, pred)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_choose_threshold_gives_the_chosen_operating_point(seed):
+    y, s = _random(seed)
+    s = np.round(s, 2)  # many ties: roc_curve's >= and our > differ at every one
+    points = _operating_points(y, s)
+    t = metrics.choose_threshold(y, s, "balanced")
+    assert 0 <= t <= 1
+    assert balanced_accuracy_score(y, (s > t).astype(int)) == pytest.approx(points[:, 2].max(), abs=1e-12)
+    assert metrics.threshold_metrics(y, s, t)["balanced_acc"] == pytest.approx(points[:, 2].max(), abs=1e-12)
+    t = metrics.choose_threshold(y, s, "eer")
+    assert 0 <= t <= 1
+    pred = s > t
+    fpr, fnr = pred[y == 0].mean(), (~pred[y == 1]).mean()
+    assert abs(fpr - fnr) == pytest.approx(np.abs(points[:, 0] - points[:, 1]).min(), abs=1e-12)
+    assert metrics.choose_threshold(y, s, "fixed") == 0.5
+
+
+def test_choose_threshold_edges():
+    y = np.array([0, 0, 1, 1])
+    # separable: every real below every fake; the threshold lies strictly between them
+    t = metrics.choose_threshold(y, np.array([0.1, 0.2, 0.6, 0.9]), "balanced")
+    assert 0.2 <= t < 0.6
+    t = metrics.choose_threshold(y, np.array([0.1, 0.2, 0.6, 0.9]), "eer")
+    assert 0.2 <= t < 0.6
+    # the best cut is at a score of 0.6 shared by a real and a fake: the fake at 0.6 must be called fake
+    y, s = np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.6, 0.9])
+    t = metrics.choose_threshold(y, s, "balanced")
+    assert 0.2 <= t < 0.6 and balanced_accuracy_score(y, (s > t).astype(int)) == pytest.approx(5 / 6)
+    # constant scores: no useful cut; the first ROC point (nothing fake) at 1.0
+    assert metrics.choose_threshold(y, np.full(len(y), 0.3), "balanced") == 1.0
+    with pytest.raises(ValueError, match="'youden'"):
+        metrics.choose_threshold(y, s, "youden")
+    assert metrics.THRESHOLD_RULES == ("fixed", "eer", "balanced")

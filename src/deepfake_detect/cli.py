@@ -13,6 +13,7 @@ import sys
 # checks that they match data.SPLITS and demo.DEMO_KINDS.
 SPLITS = ("train", "val", "test")
 DEMO_KINDS = ("fakes", "synthetic")
+TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + engine.TTA_MODES
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -52,7 +53,7 @@ def _cmd_evaluate(args) -> None:
     if args.out:
         check_writable(args.out)  # before the scoring, not after it
     m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
-                        args.workers, progress=not args.quiet)
+                        args.workers, progress=not args.quiet, tta=args.tta)
     if m["skipped"]:
         print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
     for k, v in m.items():
@@ -67,7 +68,7 @@ def _cmd_predict(args) -> None:
     from .predict import predict_files
 
     predict_files(args.model, args.paths, args.out, args.cam, args.device, args.batch_size, args.workers,
-                  progress=not args.quiet)
+                  progress=not args.quiet, tta=args.tta)
 
 
 def _cmd_explain(args) -> None:
@@ -145,6 +146,9 @@ def _add_scoring_options(p) -> None:
     p.add_argument("--workers", type=_int_at_least(-1), default=-1,
                    help="data-loader processes (-1: sized to the machine, 0: in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tta", choices=TTA_CHOICES, default="checkpoint",
+                   help="test-time augmentation: the checkpoint's own (default), none, flip, or flip_shift "
+                        "(flips and +-1/32-side translations); p(fake) is averaged over the views")
 
 
 def _add_scoring_commands(sub) -> None:

@@ -11,6 +11,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import UserError
+
+# Test-time augmentation: the views whose softmax probabilities ``predict`` averages (``tta_views``).
+TTA_MODES = ("none", "flip", "flip_shift")
+
+
+class TTAError(UserError, ValueError):
+    """An unknown test-time augmentation mode; the message names the option or field that gave it."""
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -167,26 +176,73 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False
     return x
 
 
+def check_tta(mode: str, what: str = "tta") -> str:
+    """``mode`` if it is one of ``TTA_MODES``; else TTAError naming ``what`` (the option or field) and the mode."""
+    if mode not in TTA_MODES:
+        raise TTAError(f"{what}: unknown test-time augmentation {mode!r} (expected one of {', '.join(TTA_MODES)})")
+    return mode
+
+
+def tta_shift(x: torch.Tensor) -> int:
+    """The ``flip_shift`` translation in pixels: 1/32 of the image side (at least 1)."""
+    return max(1, min(x.shape[-2:]) // 32)
+
+
+def _translate(x: torch.Tensor, dx: int, dy: int, s: int) -> torch.Tensor:
+    """``x`` moved by (dx, dy) pixels (|dx|, |dy| <= s): out[..., i, j] = x[..., i - dy, j - dx], the border
+    filled by reflection; the same size and resolution (reflect-pad by s, crop back: no resampling)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (s, s, s, s), mode="reflect")
+    return padded[..., s - dy:s - dy + h, s - dx:s - dx + w]
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views of a batch (N, C, H, W) that test-time augmentation ``mode`` averages over, each (N, C, H, W):
+
+    - ``none``: [x];
+    - ``flip``: [x, x flipped left-right];
+    - ``flip_shift``: those two, then each of them translated by s pixels right, left, down and up
+      (s = ``tta_shift``: side // 32, at least 1), reflect-padded and cropped back: 10 views."""
+    check_tta(mode)
+    views = [x] if mode == "none" else [x, torch.flip(x, dims=(-1,))]
+    if mode == "flip_shift":
+        s = tta_shift(x)
+        views += [_translate(v, dx, dy, s) for v in views[:2] for dx, dy in ((s, 0), (-s, 0), (0, s), (0, -s))]
+    return views
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False,
-            desc: str = "predict", progress: bool = True, normalise=None) -> tuple[np.ndarray, np.ndarray, float]:
+            desc: str = "predict", progress: bool = True, normalise=None,
+            tta: str = "none") -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader.
 
-    ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches)."""
+    ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches).
+    ``tta``: one of ``TTA_MODES``; the probabilities are the mean of the softmax over the views of
+    ``tta_views``, and the loss is the cross-entropy of that mean (-log of the averaged p(true class));
+    with ``none``, exactly the plain softmax and cross-entropy."""
+    check_tta(tta)
     model.eval()
     probs, labels, loss_sum, n = [], [], torch.zeros((), dtype=torch.float64, device=device), 0
     buffer = InputBuffer() if device.type == "cpu" else None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x, y = batch[0], batch[1]
         labels.append(torch.as_tensor(y))
         x = to_device(x, device, channels_last, normalise, buffer)
         y = y.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")  # stays on the device: no sync per batch
+        logits = []
+        for v in tta_views(x, tta):
+            with autocast(device, amp):
+                logits.append(model(v if v is x else v.contiguous(memory_format=fmt)).float())
+        if len(logits) == 1:
+            p, log_p = torch.softmax(logits[0], 1), torch.log_softmax(logits[0], 1)
+        else:  # log of the mean probability over the views: logsumexp - log V (stable)
+            log_pv = torch.stack([torch.log_softmax(z, 1) for z in logits])
+            p, log_p = log_pv.exp().mean(0), torch.logsumexp(log_pv, 0) - float(np.log(len(logits)))
+        loss_sum += F.nll_loss(log_p, y, reduction="sum")  # stays on the device: no sync per batch
         n += len(y)
-        probs.append(torch.softmax(logits, 1))
+        probs.append(p)
     if n == 0:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.int64), float("nan")
     return torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy(), loss_sum.item() / n

@@ -19,15 +19,17 @@ from .data import BadImageError, DatasetError, read_manifest
 from .engine import resolve_device
 from .io import write_json
 from .plots.curves import save_cross_dataset_figure, save_run_figure, save_runs_figure, write_curve_points
-from .score import score_paths
+from .score import resolve_tta, score_paths, threshold_metrics, threshold_source
 
 CROSS_DATASET_JSON = "cross_dataset.json"  # beside the runs' JSON: every run's test AUC on every dataset
 
 
-def _summary_line(name: str, m: dict) -> str:
+def _summary_line(name: str, m: dict, ckpt: dict | None = None) -> str:
     ci = f" [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]" if np.isfinite(m["auc_ci_low"]) else ""
-    return (f"{name}: AUC {m['auc']:.4f}{ci}, EER {m['eer']:.2%}, AP {m['ap']:.4f}, acc {m['acc']:.4f}, "
-            f"balanced acc {m['balanced_acc']:.4f}, TPR@1%FPR {m['tpr_at_fpr_1pct']:.3f} "
+    thr = (f"; at threshold {m['threshold']:g} ({threshold_source(ckpt or {})}): acc {m['acc_at_threshold']:.4f}, "
+           f"balanced acc {m['balanced_acc_at_threshold']:.4f}" if "threshold" in m else "")
+    return (f"{name}: AUC {m['auc']:.4f}{ci}, EER {m['eer']:.2%}, AP {m['ap']:.4f}, TPR@1%FPR "
+            f"{m['tpr_at_fpr_1pct']:.3f}; at 0.5: acc {m['acc']:.4f}, balanced acc {m['balanced_acc']:.4f}{thr} "
             f"({m['n_real']} real / {m['n_fake']} fake)")
 
 
@@ -96,8 +98,10 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
     for run, path in paths.items():
         model, ckpt = load_model(path, device)
         dataset = _trained_on(ckpt, path)
+        tta = resolve_tta(ckpt, source=str(path))  # the checkpoint's, as deepfake-detect evaluate/predict use it
         y, p = _test_scores(run, model, ckpt, dataset, data_dir, device, cfg["batch_size"], progress)
         m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
+        m.update(threshold_metrics(y, p, ckpt))  # acc and balanced acc at the checkpoint's threshold too
         auc = {d: m["auc"] if d == dataset else metrics.auc(*_test_scores(run, model, ckpt, d, data_dir, device,
                                                                            cfg["batch_size"], progress))
                for d in names}
@@ -107,7 +111,7 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
         write_json(Path(metrics_dir) / f"{run}.json", m)
         write_curve_points(y, p, plots_dir / "roc" / f"{run}.csv", plots_dir / "det" / f"{run}.csv")
         save_run_figure(plots_dir / "figures" / f"{run}_roc_det.png", run, y, p, subtitle=f"{dataset} test split")
-        print(_summary_line(f"{run} on {dataset}/test", m))
+        print(_summary_line(f"{run} on {dataset}/test" + (f" (tta {tta})" if tta != "none" else ""), m, ckpt))
         results[run], scores[run] = m, (y, p)
     save_runs_figure(plots_dir / "figures" / "all_runs_roc_det.png", scores)
     write_json(Path(metrics_dir) / CROSS_DATASET_JSON, {"datasets": names, "runs": cross})

@@ -22,6 +22,9 @@ from sklearn.metrics import (
 # exactly 0 or 1 stay finite (probit(1e-4) = -3.72); 1e-4 is below 1/N for any test split up to 10,000 images.
 PROBIT_EPS = 1e-4
 
+# How a decision threshold is chosen on validation scores (``choose_threshold``).
+THRESHOLD_RULES = ("fixed", "eer", "balanced")
+
 
 def _check(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y).astype(int).ravel()
@@ -108,6 +111,44 @@ def binary_metrics(y, score, threshold: float = 0.5, n_bootstrap: int = 1000, se
         "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
         "log_loss": float(log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
     }
+
+
+def threshold_metrics(y, score, threshold: float) -> dict:
+    """Accuracy and balanced accuracy when ``score > threshold`` is called fake."""
+    y, score = _check(y, score)
+    pred = (score > threshold).astype(int)
+    return {"acc": float((pred == y).mean()), "balanced_acc": float(balanced_accuracy_score(y, pred))}
+
+
+def _strict_threshold(score: np.ndarray, thr: np.ndarray, k: int) -> float:
+    """A threshold t with ``score > t`` exactly where ``score >= thr[k]`` (roc_curve's rule, ``thr`` its
+    decreasing thresholds over every distinct score): midway to the next lower score, or to 0 below the lowest
+    (0 itself when the lowest score is 0: then it stays real); 1 (or the top score, if above 1) for ``thr[0]``."""
+    if k == 0:
+        return float(max(1.0, score.max()))
+    hi = float(thr[k])
+    lo = float(thr[k + 1]) if k + 1 < len(thr) else min(0.0, hi)
+    t = (hi + lo) / 2
+    return t if lo <= t < hi else lo
+
+
+def choose_threshold(y, score, rule: str) -> float:
+    """The decision threshold of ``rule`` (one of ``THRESHOLD_RULES``) on scores p(fake), for ``score > t``:
+
+    - ``fixed``: 0.5;
+    - ``eer``: the ROC operating point where FPR and FNR are closest (the equal error rate);
+    - ``balanced``: the one of highest balanced accuracy (TPR + TNR) / 2, i.e. Youden's J = TPR - FPR.
+
+    Every distinct score is a candidate (ties: the highest threshold). The value returned lies between the
+    chosen score and the next lower one, so ``score > t`` gives exactly that operating point."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r} (expected one of {', '.join(THRESHOLD_RULES)})")
+    if rule == "fixed":
+        return 0.5
+    y, score = _check(y, score)
+    fpr, tpr, thr = roc_curve(y, score, pos_label=1, drop_intermediate=False)
+    k = int(np.argmin(np.abs((1 - tpr) - fpr)) if rule == "eer" else np.argmax(tpr - fpr))
+    return _strict_threshold(score, thr, k)
 
 
 def probit(p, eps: float = PROBIT_EPS) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Scoring arbitrary images with a checkpoint: ``deepfake-detect predict`` (p(fake) for files and folders, as
 CSV, optionally with Grad-CAM overlays) and ``deepfake-detect evaluate`` (metrics of a checkpoint on any
-labelled folder: cross-dataset evaluation).
+labelled folder: cross-dataset evaluation). Both score with the checkpoint's test-time augmentation unless
+``tta`` (``--tta``) says otherwise, exactly as the evaluate-roc-det stage does (``score.score_paths``).
 
 Nothing is dropped without a word: files that are not images, images that do not decode and entries that
 cannot be read (symlink loops, unreadable folders) are listed as skipped, with the reason.
@@ -24,7 +25,7 @@ from .checkpoint import load_model
 from .data import DatasetError, Preprocess, is_image_file, list_files, load_rgb
 from .engine import resolve_device
 from .io import atomic_path, check_writable, write_csv
-from .score import score_paths
+from .score import resolve_tta, score_paths, threshold_metrics, threshold_source
 from .splits import scan_source
 
 FIELDS = ["path", "p_fake", "label"]
@@ -47,25 +48,30 @@ def labelled_images(data: str | Path, split: str = "test") -> tuple[list[dict], 
 
 def evaluate_folder(model_path: str | Path, data: str | Path, split: str = "test", device: str = "auto",
                     batch_size: int = 64, n_bootstrap: int = 1000, num_workers: int = -1,
-                    progress: bool = True) -> dict:
-    """Score a checkpoint on a labelled folder: its metrics, ``n_skipped`` and ``skipped`` (every file in
-    the folder that was not scored, as ``path: reason``)."""
+                    progress: bool = True, tta: str = "checkpoint") -> dict:
+    """Score a checkpoint on a labelled folder: its metrics (``acc``, ``balanced_acc`` at 0.5, and at the
+    checkpoint's ``threshold``: ``acc_at_threshold``, ``balanced_acc_at_threshold``), ``threshold_source``,
+    the ``tta`` used, ``n_skipped`` and ``skipped`` (every file in the folder not scored, as ``path: reason``).
+    ``tta``: ``checkpoint`` (its own) or one of ``engine.TTA_MODES``."""
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
+    tta = resolve_tta(ckpt, tta, str(model_path))
     rows, skipped = labelled_images(data, split)
     y = np.array([r["label"] for r in rows])
     p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), dev, batch_size, num_workers,
-                            progress, desc=f"evaluate {Path(model_path).name}")
+                            progress, desc=f"evaluate {Path(model_path).name}", tta=tta)
     skipped += [errors[i] for i in sorted(errors)]
     ok = np.isfinite(p)
     try:
         m = metrics.binary_metrics(y[ok], p[ok], threshold=0.5, n_bootstrap=n_bootstrap)
+        m.update(threshold_metrics(y[ok], p[ok], ckpt))
     except ValueError as e:  # e.g. every fake failed to decode: say which files were left out
         raise DatasetError(f"{data}: cannot evaluate ({e})"
                            + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
                            + (" ..." if len(skipped) > 10 else "")) from e
     info = {"model": str(model_path), "run": ckpt.get("run", ""), "trained_on": ckpt.get("dataset", ""),
-            "data": str(data), "image_size": ckpt["image_size"], "n_skipped": len(skipped)}
+            "data": str(data), "image_size": ckpt["image_size"], "tta": tta,
+            "threshold_source": threshold_source(ckpt), "n_skipped": len(skipped)}
     return {**info, **m, "skipped": skipped}
 
 
@@ -102,8 +108,9 @@ def _prediction_rows(files: list[Path], unreadable: list[tuple[Path, str]], scor
     return rows + [{"path": str(f), "p_fake": "", "label": f"skipped: {why}"} for f, why in unreadable]
 
 
-def _write_predictions(rows: list[dict], out: str | Path | None, threshold: float) -> None:
-    """The skipped files and a one-line summary on stderr; the rows as CSV to ``out`` (or stdout)."""
+def _write_predictions(rows: list[dict], out: str | Path | None, threshold: float, how: str = "") -> None:
+    """The skipped files and a one-line summary on stderr (``how``: where the threshold came from, the TTA);
+    the rows as CSV to ``out`` (or stdout)."""
     skipped = [r for r in rows if r["label"].startswith("skipped")]
     if skipped:
         print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {r['path']}: {r['label'][9:]}" for r in skipped),
@@ -116,28 +123,30 @@ def _write_predictions(rows: list[dict], out: str | Path | None, threshold: floa
         write_csv(out, rows, FIELDS)
     n_fake = sum(r["label"] == "fake" for r in rows)
     print(f"scored {len(rows) - len(skipped)} image(s): {n_fake} fake, {len(rows) - len(skipped) - n_fake} real "
-          f"(threshold {threshold:g}), {len(skipped)} skipped" + (f" -> {out}" if out else ""), file=sys.stderr)
+          f"(threshold {threshold:g}{how}), {len(skipped)} skipped" + (f" -> {out}" if out else ""), file=sys.stderr)
 
 
 def predict_files(model_path: str | Path, paths: list[str], out: str | Path | None = None,
                   cam_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                  num_workers: int = -1, progress: bool = True) -> list[dict]:
-    """Rows {path, p_fake, label} for every file: label fake/real at the checkpoint's threshold, or
+                  num_workers: int = -1, progress: bool = True, tta: str = "checkpoint") -> list[dict]:
+    """Rows {path, p_fake, label} for every file: label fake when p_fake > the checkpoint's threshold, or
     ``skipped: <reason>`` (with empty p_fake) for non-image files, images that do not decode and entries
     that cannot be read (symlink loops, unreadable folders), which come last. Written as CSV to ``out``
-    (default: stdout); with ``cam_dir``, a Grad-CAM overlay of every scored image there."""
+    (default: stdout); with ``cam_dir``, a Grad-CAM overlay of every scored image there. ``tta``: ``checkpoint``
+    (its own test-time augmentation) or one of ``engine.TTA_MODES``."""
     if out is not None:
         check_writable(out)  # before the scoring, not after it
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
+    tta = resolve_tta(ckpt, tta, str(model_path))
     files, unreadable = expand_paths(paths)
     images = [f for f in files if is_image_file(f)]
     p, errors = score_paths(model, ckpt, [str(f) for f in images], None, dev, batch_size, num_workers, progress,
-                            desc=f"predict {Path(model_path).name}")
+                            desc=f"predict {Path(model_path).name}", tta=tta)
     threshold = float(ckpt["threshold"])
     rows = _prediction_rows(files, unreadable, {str(f): (p[i], errors.get(i)) for i, f in enumerate(images)},
                             threshold)
-    _write_predictions(rows, out, threshold)
+    _write_predictions(rows, out, threshold, f" from the {threshold_source(ckpt)}; tta {tta}")
     if cam_dir is not None:
         ok = [r["path"] for r in rows if not r["label"].startswith("skipped")]
         write_cam_overlays(model, ckpt, ok, cam_dir)

@@ -3,7 +3,9 @@
 
 A file that does not decode does not stop the others: its score is NaN and its error is returned, so the
 caller decides whether that is fatal (the stage) or a listed skip (the CLI). Checkpoints carry the image
-size and normalisation, so nothing but the checkpoint is needed. Scores are p(fake) = softmax output 1.
+size and normalisation, so nothing but the checkpoint is needed. Scores are p(fake) = softmax output 1, averaged
+over the views of the checkpoint's test-time augmentation (field ``tta``; checkpoints without it: ``none``)
+unless the caller overrides it (``--tta``).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import BadImageError, ManifestDataset, Preprocess
-from .engine import default_num_workers, predict
+from .engine import check_tta, default_num_workers, predict
 
 
 class _TolerantDataset(ManifestDataset):
@@ -42,10 +44,37 @@ class _Recorder:
             yield x, y
 
 
+def resolve_tta(ckpt: dict, tta: str = "checkpoint", source: str = "checkpoint") -> str:
+    """The TTA mode to score with: ``tta`` (a ``--tta`` value) unless it is ``checkpoint``, then the checkpoint's
+    field ``tta`` (``none`` when absent); an unknown mode is a TTAError naming ``--tta`` or ``source``'s field."""
+    if tta != "checkpoint":
+        return check_tta(tta, "--tta")
+    return check_tta(ckpt.get("tta", "none"), f"{source}: checkpoint field 'tta'")
+
+
+def threshold_source(ckpt: dict) -> str:
+    """Where the checkpoint's ``threshold`` comes from, for summaries: the rule training recorded, if any."""
+    rule = (ckpt.get("metrics") or {}).get("threshold_rule")
+    return f"checkpoint, rule '{rule}' on the validation split" if rule else "checkpoint"
+
+
+def threshold_metrics(y, p: np.ndarray, ckpt: dict) -> dict:
+    """``threshold`` (the checkpoint's), ``acc_at_threshold`` and ``balanced_acc_at_threshold`` (fake: p > it)."""
+    from .metrics import threshold_metrics as at
+
+    threshold = float(ckpt["threshold"])
+    m = at(y, p, threshold)
+    return {"threshold": threshold, "acc_at_threshold": m["acc"], "balanced_acc_at_threshold": m["balanced_acc"]}
+
+
 def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = -1,
-                progress: bool = True, desc: str = "score") -> tuple[np.ndarray, dict[int, str]]:
-    """p(fake) for each image (NaN where it does not decode) and {index: error message} for those."""
+                progress: bool = True, desc: str = "score",
+                tta: str = "checkpoint") -> tuple[np.ndarray, dict[int, str]]:
+    """p(fake) for each image (NaN where it does not decode) and {index: error message} for those.
+
+    ``tta``: ``checkpoint`` (its field ``tta``, see ``resolve_tta``) or one of ``engine.TTA_MODES``."""
+    tta = resolve_tta(ckpt, tta)
     device = torch.device(device)
     labels = [0] * len(paths) if labels is None else labels
     rows = [{"path": str(p), "label": int(y)} for p, y in zip(paths, labels)]
@@ -55,7 +84,7 @@ def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = 
     workers = min(default_num_workers(num_workers), max(0, (len(rows) - 1) // batch_size))
     loader = _Recorder(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                   pin_memory=device.type == "cuda"))
-    probs, _, _ = predict(model, loader, device, amp=False, desc=desc, progress=progress)
+    probs, _, _ = predict(model, loader, device, amp=False, desc=desc, progress=progress, tta=tta)
     p_fake = probs[:, 1].astype(np.float64)
     p_fake[list(loader.errors)] = np.nan
     return p_fake, loader.errors
