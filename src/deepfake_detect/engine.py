@@ -11,10 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import TTA_MODES  # the views whose softmax probabilities ``predict`` averages (``tta_views``)
 from .errors import UserError
-
-# Test-time augmentation: the views whose softmax probabilities ``predict`` averages (``tta_views``).
-TTA_MODES = ("none", "flip", "flip_shift")
 
 
 class TTAError(UserError, ValueError):

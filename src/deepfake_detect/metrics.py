@@ -18,12 +18,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from .config import THRESHOLD_RULES  # how ``choose_threshold`` picks a threshold on validation scores
+
 # DET coordinates are clipped to [PROBIT_EPS, 1 - PROBIT_EPS] before the probit transform, so that rates of
 # exactly 0 or 1 stay finite (probit(1e-4) = -3.72); 1e-4 is below 1/N for any test split up to 10,000 images.
 PROBIT_EPS = 1e-4
-
-# How a decision threshold is chosen on validation scores (``choose_threshold``).
-THRESHOLD_RULES = ("fixed", "eer", "balanced")
 
 
 def _check(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
