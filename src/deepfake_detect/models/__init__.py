@@ -77,17 +77,21 @@ def model_kwargs(name: str) -> set[str] | None:
 
 def _load_all() -> None:
     # importing the modules registers their models (here, not at the top: they import this module)
-    from . import backbones, competition, meso, simplenet  # noqa: F401
+    from . import backbones, competition, meso, probe, simplenet  # noqa: F401
 
 
 def get_model(name: str, image_size: int = 128, **params) -> nn.Module:
     """Build model ``name``. The module gets attributes ``arch``, ``arch_params``,
-    ``cam_layer``, ``mean`` and ``std`` (used by checkpoints, evaluation and Grad-CAM)."""
+    ``cam_layer``, ``mean`` and ``std`` (used by checkpoints, evaluation and Grad-CAM).
+
+    ``cam_layer``/``mean``/``std`` that the builder already set on the module (they may depend on its
+    params, e.g. the probe's backbone) win over the registry entry's defaults."""
     _load_all()
     if name in _REGISTRY:
         entry = _REGISTRY[name]
         model = entry.builder(image_size=image_size, **params)
-        cam_layer, mean, std = entry.cam_layer, entry.mean, entry.std
+        cam_layer = getattr(model, "cam_layer", entry.cam_layer)
+        mean, std = getattr(model, "mean", entry.mean), getattr(model, "std", entry.std)
     else:
         from .backbones import build_timm
 

