@@ -29,9 +29,9 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from deepfake_detect.data import Preprocess, load_rgb
-from deepfake_detect.predict import labelled_images
 from deepfake_detect.io import write_json
 from deepfake_detect.models import get_model
+from deepfake_detect.predict import labelled_images
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data"))
