@@ -24,7 +24,7 @@ def test_readme_tables_are_the_report():
 def test_headline_is_twelve_columns_at_most_and_rounded():
     evaluated = {"auc": 0.912345678, "auc_ci_low": 0.8, "auc_ci_high": 0.95, "eer": 0.1, "ap": 0.9, "acc": 0.8,
                  "balanced_acc": 0.79, "tpr_at_fpr_1pct": 0.3, "tpr_at_fpr_10pct": 0.6, "tn": 3, "log_loss": 0.4,
-                 "num_params": 1234, "train_time_s": 12.6, "n_real": 5}
+                 "num_params": 1234, "train_time_s": 12.6, "n_real": 5, "val_auc": 0.93, "acc_at_threshold": 0.81}
     row = headline(evaluated, {"saliency_lift": 1.23456, "gradcam_lift": 0.9, "saliency_pointing": 0.5})
     assert list(row) == list(HEADLINE) and len(HEADLINE) <= 12
     assert row["auc"] == 0.9123 and row["train_time_s"] == 13 and row["num_params"] == 1234

@@ -108,6 +108,7 @@ def evaluate_runs(params: dict, cfg: dict, data_dir: str | Path = "data", models
         cross[run] = {"trained_on": dataset, "auc": auc}
         trained = ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
         m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
+        m["val_auc"] = trained.get("best_val_auc")  # validation AUC of the kept epoch: the val-test gap beside auc
         write_json(Path(metrics_dir) / f"{run}.json", m)
         write_curve_points(y, p, plots_dir / "roc" / f"{run}.csv", plots_dir / "det" / f"{run}.csv")
         save_run_figure(plots_dir / "figures" / f"{run}_roc_det.png", run, y, p, subtitle=f"{dataset} test split")
