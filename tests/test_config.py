@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_detect.config import SCHEMA, Key, ParamsError, load_params, validate
+from deepfake_detect.config import SCHEMA, TRAIN_STAGES, Key, ParamsError, load_params, validate
 from deepfake_detect.train import check_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_params_file_sets_exactly_the_schema_keys(path):
         have = {k for k in _keys(given) if k == section or k.startswith(section + ".")}
         assert have == want, f"{path.name} [{section}]: missing {sorted(want - have)}, extra {sorted(have - want)}"
     params = load_params(path)
-    for stage in ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition"):
+    for stage in TRAIN_STAGES:
         check_model(params[stage])
 
 

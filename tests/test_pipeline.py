@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deepfake_detect.config import TRAIN_STAGES
+
 from conftest import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-RUNS = ("simplenet-fakes", "simplenet-synth", "finetune-synth", "competition-fakes")
-TRAIN = {"train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition"}
+RUNS = ("simplenet-fakes", "simplenet-synth", "finetune-synth", "finetune-fakes", "competition-fakes")
+TRAIN = set(TRAIN_STAGES)
 STAGES = {"prepare-splits", *TRAIN, "evaluate-roc-det", "explain", "summarize"}
 
 TINY = {
@@ -26,6 +28,7 @@ TINY = {
     "train-simplenet-fakes": {"image_size": 64, "epochs": 2, "batch_size": 16},
     "train-simplenet-synth": {"image_size": 64, "epochs": 1, "batch_size": 16},
     "finetune-xception": {"image_size": 64, "epochs": 1, "batch_size": 16},
+    "finetune-fakes": {"image_size": 64, "epochs": 1, "batch_size": 16},
     "train-competition": {"image_size": 64, "epochs": 1, "batch_size": 16},
     "evaluate-roc-det": {"bootstrap": 20},
     "explain": {"n_examples": 2, "n_faithfulness": 4},
@@ -141,7 +144,8 @@ def test_param_change_reruns_only_dependants(repro):
     finally:
         (work / "params.yaml").write_text(text)
     assert "train-simplenet-synth" in changed
-    assert not changed & {"prepare-splits", "train-simplenet-fakes", "finetune-xception", "train-competition"}
+    assert not changed & {"prepare-splits", "train-simplenet-fakes", "finetune-xception", "finetune-fakes",
+                          "train-competition"}
 
 
 def test_metrics_diff_after_one_runs_change_shows_only_that_run(repro):

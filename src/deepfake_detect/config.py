@@ -18,7 +18,8 @@ import yaml
 from .errors import UserError
 
 PARAMS_FILE = "params.yaml"
-TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "train-competition")
+TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "finetune-fakes",
+                "train-competition")
 DATASETS = ("fakes", "synthetic")
 TTA_MODES = ("none", "flip", "flip_shift")  # test-time views averaged by engine.predict (recorded in checkpoints)
 THRESHOLD_RULES = ("fixed", "eer", "balanced")  # how training picks the operating threshold on validation
