@@ -18,7 +18,7 @@ from conftest import REPO, write_image
 STAGE_KEYS = {"auc", "auc_score1", "eer", "ap", "acc", "balanced_acc", "tpr_at_fpr_1pct", "tpr_at_fpr_10pct",
               "tn", "fp", "fn", "tp", "auc_ci_low", "auc_ci_high", "n_real", "n_fake", "log_loss",
               "test_acc_at_best_val", "num_params", "train_time_s",
-              "threshold", "acc_at_threshold", "balanced_acc_at_threshold"}
+              "threshold", "acc_at_threshold", "balanced_acc_at_threshold", "val_auc"}
 
 
 def _stage_params(runs):
