@@ -1,0 +1,91 @@
+"""What each small-data lever of a trained pipeline is worth, measured on the **validation** split.
+
+For every run of a pipeline (default: the real one, ``real/``) whose checkpoint exists:
+
+* ``tta``: validation AUC of the checkpoint scored with each test-time augmentation (``none``, ``flip``, and
+  ``flip_shift`` with ``--flip-shift``), the same scoring ``deepfake-detect evaluate --tta`` does;
+* ``selection``: the epoch each ``select_metric`` (acc, auc, loss) would keep, from the checkpoint's per-epoch
+  history, with the validation AUC there and, where training logged it every epoch, the test AUC there
+  (for the note only: nothing here is chosen on test);
+* ``threshold``: validation accuracy at 0.5 and at the checkpoint's threshold (the rule training recorded).
+
+    python bench/levers.py                          # real pipeline, needs ../shared/data (~10 min on 2 cores)
+    python bench/levers.py --pipeline . --out /tmp/levers.json   # the demo
+
+Writes ``bench/results/levers.json`` (or ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_detect import metrics
+from deepfake_detect.checkpoint import load_model
+from deepfake_detect.config import load_params
+from deepfake_detect.data import read_manifest
+from deepfake_detect.evaluate import checkpoint_path
+from deepfake_detect.io import write_json
+from deepfake_detect.score import score_paths
+from deepfake_detect.train import selection_key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tta_aucs(model, ckpt: dict, rows: list[dict], modes: list[str]) -> dict[str, float]:
+    y = [r["label"] for r in rows]
+    out = {}
+    for mode in modes:
+        p, errors = score_paths(model, ckpt, [r["path"] for r in rows], y, tta=mode, desc=f"val tta {mode}")
+        if errors:
+            raise SystemExit(f"{len(errors)} validation images do not decode, e.g. {next(iter(errors.values()))}")
+        out[mode] = round(metrics.auc(y, p), 4)
+    return out
+
+
+def selection(history: list[dict]) -> dict[str, dict]:
+    """The epoch each select_metric keeps (the trainer's own ordering), and its figures."""
+    out = {}
+    for metric in ("acc", "auc", "loss"):
+        best = max(history, key=lambda row: selection_key(row, metric))
+        out[metric] = {k: round(best[k], 4) if isinstance(best[k], float) else best[k]
+                       for k in ("epoch", "val_acc", "val_auc", "val_loss", "test_auc") if k in best}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", default=str(REPO / "real"), help="folder with params.yaml, models/, data/")
+    ap.add_argument("--flip-shift", action="store_true", help="also score flip_shift (10 views: slow)")
+    ap.add_argument("--out", default=str(REPO / "bench/results/levers.json"))
+    args = ap.parse_args()
+    folder = Path(args.pipeline).resolve()
+    params = load_params(folder / "params.yaml")
+    modes = ["none", "flip"] + (["flip_shift"] if args.flip_shift else [])
+    report = {"pipeline": str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder), "runs": {}}
+    for run in params["evaluate-roc-det"]["runs"]:
+        path = checkpoint_path(params, run, folder / "models")
+        model, ckpt = load_model(path)
+        manifest = read_manifest(folder / "data" / ckpt["dataset"] / "manifest.csv")  # the splits DVC trained on
+        rows = [{"path": str(folder / r["path"]), "label": int(r["label"])} for r in manifest if r["split"] == "val"]
+        y = np.array([r["label"] for r in rows])
+        trained = ckpt.get("metrics", {})
+        entry = {"checkpoint_tta": ckpt.get("tta", "none"), "val_auc_by_tta": tta_aucs(model, ckpt, rows, modes),
+                 "selection": selection(trained.get("history", [])), "ema_decay": trained.get("ema_decay"),
+                 "select_metric": trained.get("select_metric")}
+        p, _ = score_paths(model, ckpt, [r["path"] for r in rows], list(y), desc="val")
+        entry["threshold"] = {"rule": trained.get("threshold_rule"), "value": round(ckpt["threshold"], 4),
+                              "val_acc_at_0.5": round(float(((p > 0.5) == y).mean()), 4),
+                              "val_acc_at_threshold": round(float(((p > ckpt["threshold"]) == y).mean()), 4),
+                              "val_balanced_acc_at_0.5": metrics.threshold_metrics(y, p, 0.5)["balanced_acc"],
+                              "val_balanced_acc_at_threshold":
+                                  metrics.threshold_metrics(y, p, ckpt["threshold"])["balanced_acc"]}
+        report["runs"][run] = entry
+        print(run, entry, flush=True)
+    write_json(args.out, report)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
