@@ -33,14 +33,15 @@ from deepfake_detect.train import selection_key
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tta_aucs(model, ckpt: dict, rows: list[dict], modes: list[str]) -> dict[str, float]:
+def tta_scores(model, ckpt: dict, rows: list[dict], modes: list[str]) -> dict[str, np.ndarray]:
+    """Validation p(fake) under each TTA mode (the checkpoint's own among them)."""
     y = [r["label"] for r in rows]
     out = {}
-    for mode in modes:
+    for mode in dict.fromkeys([*modes, ckpt.get("tta", "none")]):
         p, errors = score_paths(model, ckpt, [r["path"] for r in rows], y, tta=mode, desc=f"val tta {mode}")
         if errors:
             raise SystemExit(f"{len(errors)} validation images do not decode, e.g. {next(iter(errors.values()))}")
-        out[mode] = round(metrics.auc(y, p), 4)
+        out[mode] = p
     return out
 
 
@@ -71,10 +72,12 @@ def main() -> None:
         rows = [{"path": str(folder / r["path"]), "label": int(r["label"])} for r in manifest if r["split"] == "val"]
         y = np.array([r["label"] for r in rows])
         trained = ckpt.get("metrics", {})
-        entry = {"checkpoint_tta": ckpt.get("tta", "none"), "val_auc_by_tta": tta_aucs(model, ckpt, rows, modes),
+        scores = tta_scores(model, ckpt, rows, modes)
+        entry = {"checkpoint_tta": ckpt.get("tta", "none"),
+                 "val_auc_by_tta": {m: round(metrics.auc(y, scores[m]), 4) for m in modes},
                  "selection": selection(trained.get("history", [])), "ema_decay": trained.get("ema_decay"),
                  "select_metric": trained.get("select_metric")}
-        p, _ = score_paths(model, ckpt, [r["path"] for r in rows], list(y), desc="val")
+        p = scores[ckpt.get("tta", "none")]  # as the checkpoint scores: what its threshold was chosen on
         entry["threshold"] = {"rule": trained.get("threshold_rule"), "value": round(ckpt["threshold"], 4),
                               "val_acc_at_0.5": round(float(((p > 0.5) == y).mean()), 4),
                               "val_acc_at_threshold": round(float(((p > ckpt["threshold"]) == y).mean()), 4),
