@@ -21,7 +21,7 @@ def _cmd_prepare(args) -> None:
     from .config import load_params
     from .splits import prepare_all
 
-    prepare_all(load_params(args.params))
+    prepare_all(load_params(args.params), params_file=args.params)
 
 
 def _cmd_train(args) -> None:
