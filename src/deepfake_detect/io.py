@@ -85,14 +85,16 @@ def _umask() -> int:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """UTF-8 whatever the locale (``path_text`` makes any file name UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Iterable[str], **fmt) -> Path:
-    """A CSV with a header; ``fmt`` goes to ``csv.DictWriter`` (e.g. ``lineterminator``, ``extrasaction``)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    """A UTF-8 CSV with a header; ``fmt`` goes to ``csv.DictWriter`` (e.g. ``lineterminator``, ``extrasaction``).
+    Cells a spreadsheet could run are the caller's to neutralise (``spreadsheet_safe``)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(fieldnames), **fmt)
         w.writeheader()
         w.writerows(rows)
