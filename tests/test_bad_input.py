@@ -395,20 +395,35 @@ def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
     ("train.py", {"train-competition": {"epochs": 0}}, "'train-competition.epochs' must be in [1, 10000], got 0"),
     ("prepare_splits.py", {"data": {"fakes": {"source": "no/such/folder"}}}, "no/such/folder"),
     ("summarize.py", {}, "metrics/evaluate/simplenet-fakes.json: not found"),
+    ("train.py", {"device": "cuda"}, "params.yaml: 'device' is cuda, but this machine has no CUDA device (set it to "
+                                     "auto or cpu)"),
+    ("prepare_splits.py", {"data": {"synthetic": {"source": "../data/stylegan"}}},
+     "params.yaml: 'data.synthetic.source' is '../data/stylegan', which does not exist (no "),
 ], ids=["evaluate-bad-param", "evaluate-unknown-run", "evaluate-no-checkpoint", "explain-range", "train-range",
-        "prepare-missing-folder", "summarize-no-metrics"])
+        "prepare-missing-folder", "summarize-no-metrics", "train-no-gpu", "prepare-source-key"])
 def test_stage_scripts_give_one_line_and_exit_2(tmp_path, script, change, message):
     """A user error in any stage, run as `dvc repro` runs it, is one line naming the key or file, exit 2."""
     from deepfake_detect.config import override, read_params
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), change)))
     args = ["train-competition"] if script == "train.py" else []
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a machine that has one
     res = subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=env)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines[-1].startswith("deepfake-detect: error: ") and message in lines[-1], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_device_cuda_without_a_gpu_names_the_flag(tmp_path, tiny_ckpt, labelled, capsys, monkeypatch):
+    """`--device cuda` used to be a 17-line traceback blaming params.yaml."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in (_predict(tiny_ckpt, labelled), _evaluate(tiny_ckpt, labelled)):
+        argv[argv.index("--device") + 1] = "cuda"
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == ("deepfake-detect: error: --device is cuda, but this machine has no CUDA "
+                                           "device (set it to auto or cpu)\n")
 
 
 # ------------------------------------------------------------------------ 7. check first, then write

@@ -244,13 +244,14 @@ def test_missing_source_names_the_key_the_params_file_and_the_missing_folder(tmp
     monkeypatch.chdir(work)
     with pytest.raises(DatasetError) as e:
         prepare_all(params, progress=False, params_file="real/params.yaml")
+    assert not (work / "data").exists()
     assert str(e.value) == (f"real/params.yaml: 'data.fakes.source' is '../../shared/data/dfdc_faces', which does "
                             f"not exist (no {tmp_path / 'shared'}); put the dataset there, or set the key to its "
                             "folder (or to demo for generated data)")
     (tmp_path / "shared" / "data" / "dfdc_faces").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "stylegan_faces").write_text("a file")
-    params["data"]["fakes"]["source"] = "demo"  # a tiny one: the check of the second dataset is the point
-    params["demo"].update(image_size=32, fakes={"train": 2, "val": 2, "test": 3, "strength": 1.0})
+    params["data"]["fakes"]["source"] = "demo"  # checked before the demo data is made: the error comes at once
     with pytest.raises(DatasetError, match=r"'data.synthetic.source' is '../../shared/data/stylegan_faces', which is "
                                            r"not a folder"):
         prepare_all(params, progress=False, params_file="real/params.yaml")
+    assert not (work / "data").exists()

@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def _run(argv):
         args = get_args_parser().parse_args(argv)
+        if getattr(args, "device", None) == "cuda":  # say --device, not the params key, when there is no GPU
+            from .engine import resolve_device
+
+            resolve_device("cuda", "--device")
         args.func(args)
 
     return run_main(_run, argv)

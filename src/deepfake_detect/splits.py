@@ -167,23 +167,28 @@ def _missing_part(path: Path) -> Path:
     return next(p for p in [*reversed(path.parents), path] if not p.exists())
 
 
+def _check_source(name: str, cfg: dict, params_file: str | Path) -> tuple[Path, str | Path | None]:
+    """(dataset folder, groups CSV or None) of a source that is not ``demo``; a folder or CSV that does not
+    exist is an error naming its key in ``params_file``."""
+    root = Path(os.path.expanduser(str(cfg["source"])))
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else f"does not exist (no {_missing_part(root)})"
+        raise DatasetError(f"{params_file}: 'data.{name}.source' is {str(cfg['source'])!r}, which {what}; put "
+                           "the dataset there, or set the key to its folder (or to demo for generated data)")
+    groups_csv = cfg.get("groups")
+    if groups_csv is not None and not Path(groups_csv).is_file():
+        raise DatasetError(f"{params_file}: 'data.{name}.groups' is {groups_csv!r}, which is not a file (a CSV "
+                           f"with columns path,group; or null to use {root / 'groups.csv'} when present)")
+    if groups_csv is None and (root / "groups.csv").exists():
+        groups_csv = root / "groups.csv"
+    return root, groups_csv
+
+
 def _source(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool,
             params_file: str | Path) -> tuple[Path, str | Path | None]:
-    """(dataset folder, groups CSV or None); the demo source is generated into ``out_dir/images`` first.
-    A folder or CSV that does not exist is an error naming its key in ``params_file``."""
+    """(dataset folder, groups CSV or None); the demo source is generated into ``out_dir/images`` first."""
     if cfg["source"] != "demo":
-        root = Path(os.path.expanduser(str(cfg["source"])))
-        if not root.is_dir():
-            what = "is not a folder" if root.exists() else f"does not exist (no {_missing_part(root)})"
-            raise DatasetError(f"{params_file}: 'data.{name}.source' is {str(cfg['source'])!r}, which {what}; put "
-                               "the dataset there, or set the key to its folder (or to demo for generated data)")
-        groups_csv = cfg.get("groups")
-        if groups_csv is not None and not Path(groups_csv).is_file():
-            raise DatasetError(f"{params_file}: 'data.{name}.groups' is {groups_csv!r}, which is not a file (a CSV "
-                               f"with columns path,group; or null to use {root / 'groups.csv'} when present)")
-        if groups_csv is None and (root / "groups.csv").exists():
-            groups_csv = root / "groups.csv"
-        return root, groups_csv
+        return _check_source(name, cfg, params_file)
     from .demo import generate_dataset
 
     d = demo_cfg or {}
@@ -355,6 +360,9 @@ def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | 
     """The prepare-splits stage: every dataset in ``params['data']`` is checked before any manifest or
     metrics file is written, so a failing check leaves the previous files as they were. ``params_file``: where
     ``params`` were read, for the errors."""
+    for name in ("fakes", "synthetic"):  # every folder there before the demo data takes its minute
+        if params["data"][name]["source"] != "demo":
+            _check_source(name, params["data"][name], params_file)
     checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
                                    demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
                                    on_leak=params["data"]["on_leak"], progress=progress, params_file=params_file)
