@@ -200,10 +200,12 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     """The params file as YAML, not yet validated: a mapping, every key once (a key set twice is an error
     naming it and both lines); a syntax error is one line naming the file, line and column."""
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: a folder, not a params file (pass --params with the YAML file)")
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root, or pass --params)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no key
     except UnicodeDecodeError as e:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from e
     loader = yaml.SafeLoader(text)
