@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .config import TRAIN_SCHEMA, Num, ParamsError, _check_leaf
+from .config import TRAIN_SCHEMA, Num, ParamsError, check_value
 from .data import CLASSES
 from .errors import UserError, one_line
 from .io import save_torch
@@ -90,7 +90,7 @@ _PER_CHANNEL = {"mean": Num(0, 1), "std": Num(0, 1, lo_open=True)}
 def _check_range(path: Path, name: str, value: Any, key) -> None:
     """``value`` by the rules of a params key (type, range, finite), else CheckpointError naming the field."""
     try:
-        _check_leaf("", name, value, key)
+        check_value("", name, value, key)
     except ParamsError as e:  # ": 'name' must be in [lo, hi], got value"
         raise CheckpointError(f"{path}: checkpoint field {str(e).removeprefix(': ')}") from e
 

@@ -140,6 +140,12 @@ def _check_leaf(where: str, name: str, value: Any, key: Key) -> Any:
     return value
 
 
+def check_value(where: str, name: str, value: Any, key: Key) -> Any:
+    """``value`` by the rules of a params leaf ``key`` (type, choices, finite and in range), for values that come
+    from elsewhere under the same rules (checkpoint fields); else ParamsError ``{where}: '{name}' must be ...``."""
+    return _check_leaf(where, name, value, key)
+
+
 def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "") -> dict:
     """``given`` checked against ``schema``: every key present, no other key, each value of its type and range."""
     if not isinstance(given, dict):
