@@ -189,9 +189,11 @@ def test_course_layout_with_a_partial_groups_csv_is_an_error(course_folder, tmp_
 
 def test_groups_rows_without_an_image_are_listed(flat_folder, tmp_path, capsys):
     rows = {r["path"]: r["group"] for r in csv.DictReader(open(flat_folder / "groups.csv"))}
-    _write_groups(flat_folder, {**{f"./{p}": g for p, g in rows.items()}, "real/deleted.png": "id3"})
+    _write_groups(flat_folder, {**{f"./{p}": g for p, g in list(rows.items())[:20]},
+                                **{str(flat_folder / p): g for p, g in list(rows.items())[20:]},  # absolute
+                                "real/deleted.png": "id3"})
     summary, manifest = _prepare(flat_folder, tmp_path / "out")
-    assert summary["n_groups"] == 10 and all(r["group"] for r in manifest)  # ./real/x.png is real/x.png
+    assert summary["n_groups"] == 10 and all(r["group"] for r in manifest)  # ./x and /abs/x name x
     assert summary["groups_unmatched"] == [str(flat_folder / "real" / "deleted.png")]
     assert summary["n_groups_unmatched"] == 1
     assert "1 row(s) of" in capsys.readouterr().err

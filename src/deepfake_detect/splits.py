@@ -99,7 +99,9 @@ def read_groups(path: str | Path, root: Path) -> dict[str, str]:
 
 
 def _norm(path: str | Path) -> str:
-    return os.path.normpath(path)
+    """The key a groups row and a scanned image meet on: absolute and normalised (``./a``, ``a//b``, ``x/../a``),
+    so a CSV of absolute paths matches a relative ``source``."""
+    return os.path.normpath(os.path.abspath(path))
 
 
 def _assign_groups(rows: list[dict], groups_csv: str | Path, root: Path, name: str) -> list[str]:
@@ -266,6 +268,7 @@ def _scan(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None,
     that cannot be read (the manifest, a UTF-8 CSV that training reads back, cannot name it)."""
     root, groups_csv = _source(name, cfg, out_dir, seed, demo_cfg, progress, params_file)
     layout, rows, ignored, unreadable = scan_source(root)
+    ignored, unreadable = [path_text(p) for p in ignored], [path_text(u) for u in unreadable]  # for the metrics
     unreadable += [f"{path_text(r['path'])}: file name is not UTF-8 (rename the file)" for r in rows
                    if not _utf8(r["path"])]
     rows = [r for r in rows if _utf8(r["path"])]
