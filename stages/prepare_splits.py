@@ -11,7 +11,7 @@ from deepfake_detect.splits import prepare_all
 
 def main(argv=None):
     args = stage_parser(__doc__).parse_args(argv)
-    prepare_all(load_params(args.params))
+    prepare_all(load_params(args.params), params_file=args.params)
 
 
 if __name__ == "__main__":

@@ -135,20 +135,32 @@ def _broken(ckpt: Path, change) -> Path:
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(arch="no-such-net"), r"fields 'arch' \('no-such-net'\).*unknown model 'no-such-net'"),
-    (lambda c: c.pop("image_size"), r"field 'image_size' is missing \(expected an integer >= 1\)"),
-    (lambda c: c.update(image_size="64"), r"field 'image_size' must be an integer >= 1, got '64'"),
-    (lambda c: c.update(image_size=10), r"'image_size' \(10\) do not make a model: .*image_size >= 50"),
+    (lambda c: c.pop("image_size"), r"field 'image_size' is missing \(expected an integer\)"),
+    (lambda c: c.update(image_size="64"), r"field 'image_size' must be an integer, got '64'$"),
+    (lambda c: c.update(image_size=40), r"'image_size' \(40\) do not make a model: .*image_size >= 50"),
+    # the range of params.yaml's image_size: 1 used to call every image fake, 100000 to end in a MemoryError
+    (lambda c: c.update(image_size=1), r"field 'image_size' must be in \[32, 1024\], got 1$"),
+    (lambda c: c.update(image_size=100_000), r"field 'image_size' must be in \[32, 1024\], got 100000$"),
     (lambda c: c.update(arch_params={"width": 3}), r"'arch_params' \(\{'width': 3\}\).*unexpected keyword"),
     (lambda c: c.update(mean=[0.5, 0.5]), r"field 'mean' must be 3 numbers"),
-    (lambda c: c.update(std=[0.5, 0.0, 0.5]), r"field 'std' must be 3 positive numbers"),
+    (lambda c: c.update(mean=[float("nan"), 0.5, 0.5]), r"field 'mean\[0\]' must be in \[0, 1\], got nan$"),
+    (lambda c: c.update(std=[0.5, 0.0, 0.5]), r"field 'std\[1\]' must be in \(0, 1\], got 0.0$"),
+    (lambda c: c.update(std=[0.5, 0.5, float("inf")]), r"field 'std\[2\]' must be in \(0, 1\], got inf$"),
     (lambda c: c.update(classes=["fake", "real"]), r"field 'classes' must be \['real', 'fake'\]"),
-    (lambda c: c.update(threshold="high"), r"field 'threshold' must be a number in \[0, 1\]"),
+    (lambda c: c.update(threshold="high"), r"field 'threshold' must be a number, got 'high'$"),
+    (lambda c: c.update(threshold=float("nan")), r"field 'threshold' must be in \[0, 1\], got nan$"),
     (lambda c: c.update(state_dict=[1, 2]), r"field 'state_dict' must be a dict of tensors"),
+    (lambda c: c["state_dict"]["classifier.2.weight"].view(-1)[7].fill_(float("nan")),
+     r"checkpoint weight 'classifier.2.weight' holds NaN or infinite values; the model is broken \(retrain it\)$"),
+    (lambda c: c["state_dict"]["classifier.4.bias"].fill_(float("-inf")),
+     r"checkpoint weight 'classifier.4.bias' holds NaN or infinite values"),
     (lambda c: c.update(metrics=None), r"field 'metrics' must be a dict"),
     (lambda c: c.update(state_dict=make_checkpoint(get_model("competition"), 64)["state_dict"]),
      r"weights do not fit architecture 'simplenet': RuntimeError: Error\(s\) in loading state_dict"),
-], ids=["unknown-arch", "no-image-size", "image-size-str", "image-size-too-small", "unknown-arch-param", "mean-2",
-        "std-zero", "classes-swapped", "threshold-str", "state-dict-list", "metrics-none", "other-weights"])
+], ids=["unknown-arch", "no-image-size", "image-size-str", "image-size-no-model", "image-size-1",
+        "image-size-100000", "unknown-arch-param", "mean-2", "mean-nan", "std-zero", "std-inf", "classes-swapped",
+        "threshold-str", "threshold-nan", "state-dict-list", "weight-nan", "bias-inf", "metrics-none",
+        "other-weights"])
 def test_checkpoint_with_bad_field_names_file_and_field(tmp_path, tiny_ckpt, labelled, capsys, change, message):
     _broken(tiny_ckpt, change)
     for argv in (_predict(tiny_ckpt, labelled), _evaluate(tiny_ckpt, labelled)):
@@ -156,6 +168,66 @@ def test_checkpoint_with_bad_field_names_file_and_field(tmp_path, tiny_ckpt, lab
         err = capsys.readouterr().err
         assert err.startswith(f"deepfake-detect: error: {tiny_ckpt}: ") and len(err.strip().splitlines()) == 1
         assert re.search(message, err), err
+
+
+def _overflowing(ckpt: Path) -> Path:
+    """Finite weights whose logits overflow to +inf for both classes: softmax NaN for every image."""
+    return _broken(ckpt, lambda c: (c["state_dict"]["classifier.4.weight"].fill_(1e38),
+                                    c["state_dict"]["classifier.4.bias"].fill_(1e38)))
+
+
+def test_non_finite_scores_are_an_error_naming_the_checkpoint(tmp_path, tiny_ckpt, labelled, capsys, monkeypatch):
+    """They used to be verdicts (`p_fake nan, real` for every image), or left out of evaluate without a word."""
+    from deepfake_detect.score import ScoreError
+
+    _overflowing(tiny_ckpt)
+    for argv, first in ((_predict(tiny_ckpt, labelled, out=tmp_path / "p.csv"), labelled / "fake" / "3.png"),
+                        (_evaluate(tiny_ckpt, labelled), labelled / "real" / "0.png")):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"deepfake-detect: error: {tiny_ckpt}: the model gives no finite p(fake) for 6 of 6 image(s) (e.g. "
+            f"{first}): its weights or normalisation overflow; retrain it, or check the checkpoint's mean and std\n")
+    assert not (tmp_path / "p.csv").exists()
+    monkeypatch.chdir(tmp_path)  # the stage: the same error, not metrics over what is left
+    (tmp_path / "data" / "fakes").mkdir(parents=True)
+    with open(tmp_path / "data" / "fakes" / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
+        w.writeheader()
+        w.writerows({"path": str(p), "label": int(p.parent.name == "fake"), "split": "test"}
+                    for p in sorted(labelled.glob("*/*.png")))
+    from deepfake_detect.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    params["device"] = "cpu"
+    with pytest.raises(ScoreError, match=r"models/tiny.pt: the model gives no finite p\(fake\) for 6 of 6"):
+        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
+    assert not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: shutil.copy(REPO / "README.md", p), "not a checkpoint (torch.save writes a zip archive; this is "
+                                                    "another kind of file)"),
+    (lambda p: p.write_bytes(b""), "an empty file, not a checkpoint"),
+    (lambda p: torch.save({"format": "deepfake-detect/checkpoint-v1", "x": _Payload()}, p),
+     "refused: it holds Python objects that a deepfake-detect checkpoint does not (only tensors, numbers, "
+     "strings, lists and dicts are loaded, so that no code in a file runs); it was not loaded"),
+    (lambda p: p.mkdir(), "a folder, not a checkpoint file"),
+], ids=["readme", "empty", "pickled-code", "folder"])
+def test_a_file_that_is_no_checkpoint_is_our_one_line_not_torchs_advice(tmp_path, labelled, capsys, make, message):
+    """torch's own message advises `weights_only=False`, i.e. running the code of an untrusted file."""
+    path = tmp_path / "model.pt"
+    make(path)
+    assert cli.main(_predict(path, labelled)) == 2
+    err = capsys.readouterr().err
+    assert err == f"deepfake-detect: error: {path}: {message}\n"
+    assert "weights_only" not in err and not (tmp_path / "pwned").exists()
+
+
+class _Payload:
+    """Pickles to a call of os.system: what a hostile checkpoint holds."""
+
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
 
 
 def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, tiny_ckpt, monkeypatch):
@@ -323,20 +395,35 @@ def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
     ("train.py", {"train-competition": {"epochs": 0}}, "'train-competition.epochs' must be in [1, 10000], got 0"),
     ("prepare_splits.py", {"data": {"fakes": {"source": "no/such/folder"}}}, "no/such/folder"),
     ("summarize.py", {}, "metrics/evaluate/simplenet-fakes.json: not found"),
+    ("train.py", {"device": "cuda"}, "params.yaml: 'device' is cuda, but this machine has no CUDA device (set it to "
+                                     "auto or cpu)"),
+    ("prepare_splits.py", {"data": {"synthetic": {"source": "../data/stylegan"}}},
+     "params.yaml: 'data.synthetic.source' is '../data/stylegan', which does not exist (no "),
 ], ids=["evaluate-bad-param", "evaluate-unknown-run", "evaluate-no-checkpoint", "explain-range", "train-range",
-        "prepare-missing-folder", "summarize-no-metrics"])
+        "prepare-missing-folder", "summarize-no-metrics", "train-no-gpu", "prepare-source-key"])
 def test_stage_scripts_give_one_line_and_exit_2(tmp_path, script, change, message):
     """A user error in any stage, run as `dvc repro` runs it, is one line naming the key or file, exit 2."""
     from deepfake_detect.config import override, read_params
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), change)))
     args = ["train-competition"] if script == "train.py" else []
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a machine that has one
     res = subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=env)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines[-1].startswith("deepfake-detect: error: ") and message in lines[-1], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_device_cuda_without_a_gpu_names_the_flag(tmp_path, tiny_ckpt, labelled, capsys, monkeypatch):
+    """`--device cuda` used to be a 17-line traceback blaming params.yaml."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in (_predict(tiny_ckpt, labelled), _evaluate(tiny_ckpt, labelled)):
+        argv[argv.index("--device") + 1] = "cuda"
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == ("deepfake-detect: error: --device is cuda, but this machine has no CUDA "
+                                           "device (set it to auto or cpu)\n")
 
 
 # ------------------------------------------------------------------------ 7. check first, then write

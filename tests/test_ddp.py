@@ -55,7 +55,10 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         probs, labels, loss = predict(model, torch.utils.data.DataLoader(ds, batch_size=8), torch.device("cpu"),
                                       progress=False)
         assert len(labels) == len(ds)
-        assert float((probs.argmax(1) == labels).mean()) == m[key], split
+        # other batches than the two processes' shards: float32 results differ in the last bits, so an image whose
+        # two probabilities tie to 1e-5 may go either way
+        near_ties = int((np.abs(probs[:, 1] - probs[:, 0]) < 1e-5).sum())
+        assert abs(float((probs.argmax(1) == labels).mean()) - m[key]) <= near_ties / len(labels), split
     best = m["history"][m["best_epoch"] - 1]
     assert set(m["history"][0]) >= {"train_loss", "val_loss", "val_acc"} and "test_acc" not in best
 

@@ -56,6 +56,91 @@ def test_same_seed_identical_bytes_different_seed_differs(tmp_path, kind):
     assert all(a[k] != c[k] for k in imgs)  # another seed: every image differs
 
 
+
+# The hashes a CPU-independent generator gives on every machine: the PNG bytes (what DVC hashes) and the
+# decoded pixels (which tell a drift of the renderer from one of the PNG encoder, zlib-ng in Pillow's wheels).
+PINNED = {
+    ("fakes", "train/real/00000.png"): ("cc05826d1253892c1ecd99d04714bef061dea0f2730799a73ea626a9e10ed43c",
+                                       "2c76f1e6bb30bfa1a43d93007763ecd3507cd3db652c94fd8bad14dfbab1b14b"),
+    ("fakes", "test/fake/00000.png"): ("d9d2f7f1192869272d96661a454598754de571b61f469781231d0f9439d0ad34",
+                                      "823a2d533bc73d68f06ed0e9e2f3e1fe966391b015dac0410ecb7bbc54450870"),
+    ("fakes", "masks/test/fake/00000.png"): ("34b752b2371f543c420629847cdae8051fa60237ce989f91ac2ac5c1a857543a",
+                                            "e9dd1e54323b9fb81c56977ee0e4a02e0a17ee02e587ff6a5f56116fd8a9182e"),
+    ("synthetic", "train/real/00000.png"): ("ad483f29a0de9cb0c0c1ce267fb30b2cc3320c3cb4cafde2238a3eed0f9557c8",
+                                           "3c642a9a0a5c953bc95c1ffd42f9a43346c68bf82352dd8af0e0db22a6dfbd03"),
+    ("synthetic", "val/fake/00000.png"): ("67a18331598c80cffdc9af02aac1f856c53f599d4de4ec11b70af011399c59ca",
+                                         "44b9dd6d3e88d39c0ca99da00da0ed3df26a11c66b2407bbc9150357c68f2983"),
+}
+
+
+def _sha256(b: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_generated_images_are_pinned(tmp_path):
+    got = {}
+    for kind in demo.DEMO_KINDS:
+        demo.generate_dataset(tmp_path / kind, kind, n_train=3, n_val=2, n_test=2, image_size=64, seed=0,
+                              progress=False)
+    for kind, rel in PINNED:
+        path = tmp_path / kind / rel
+        got[(kind, rel)] = (_sha256(path.read_bytes()), _sha256(np.asarray(Image.open(path)).tobytes()))
+    assert got == PINNED
+
+
+_RENDER_HASHES = """
+import hashlib, sys, tempfile
+from pathlib import Path
+from deepfake_detect import demo
+h = hashlib.sha256()
+for i in range(24):  # enough draws to reach every background type and hair style
+    rng = demo._rng_for(5, i)
+    img, geom = demo._render(demo.make_identity(rng), demo._sample_pose(rng), demo._sample_scene(rng), 48, rng)
+    h.update(img.tobytes() + geom["head"].tobytes())
+h.update(demo._fingerprint(0, 48)["pattern"].tobytes())
+out = Path(tempfile.mkdtemp())
+for kind in demo.DEMO_KINDS:
+    demo.generate_dataset(out / kind, kind, n_train=3, n_val=2, n_test=2, image_size=48, seed=1, progress=False)
+for p in sorted(out.rglob("*.png")):
+    h.update(p.read_bytes())
+print(h.hexdigest())
+"""
+
+
+def test_images_do_not_depend_on_the_cpus_simd_kernels():
+    """Emulates an older CPU on this one: numpy's run-time dispatched SIMD kernels (AVX-512, AVX2 ...) and
+    libjpeg-turbo's are switched off in a second process; the float renders and every PNG must not change."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy < 2
+        from numpy.core import _multiarray_umath as umath
+    found = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
+    if not found:
+        pytest.skip("numpy dispatches no SIMD kernel beyond its baseline on this CPU: nothing to switch off")
+    env = {**os.environ, "PYTHONPATH": str(Path(demo.__file__).parents[1])}
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", _RENDER_HASHES], env={**env, **extra}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert run() == run(NPY_DISABLE_CPU_FEATURES=" ".join(found), JSIMD_FORCENONE="1"), found
+
+
+@pytest.mark.parametrize("name", ["exp", "sin", "cos", "tanh", "atan2"])
+def test_cpu_independent_maths_agree_with_numpy(name):
+    ours, ref = {"exp": (lambda x: demo._exp(-np.abs(x)), lambda x: np.exp(-np.abs(x))),
+                 "atan2": (lambda x: demo._atan2(x, x[::-1]), lambda x: np.arctan2(x, x[::-1]))}.get(
+        name, (getattr(demo, f"_{name}"), getattr(np, name)))
+    x = np.concatenate([np.random.default_rng(0).uniform(-1500, 1500, 100_000), [0.0, -0.0, 1e-300, 3.0, -3.0]])
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-14, atol=1e-15)  # numpy's own differ by ~1-4 ulp
+    assert ours(x.astype(np.float32)).dtype == np.float32
+
 # ----------------------------------------------------------------------------- layout
 @pytest.mark.parametrize("ds, expected", [
     ("fakes_ds", {"train": (6, 3), "val": (4, 2), "test": (3, 1)}),          # n_fake = n // 3

@@ -130,7 +130,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
         w.writeheader()
         w.writerows({"path": p, "label": label, "split": "test"} for p, label in zip(paths, y))
     params = _stage_params(["tta"])
-    params["evaluate-roc-det"]["batch_size"] = 64
+    params["evaluate-roc-det"]["batch_size"] = 4  # batches of 4, 4, 1; the CLI and score_paths below: one of 9
     m = evaluate_runs(params, params["evaluate-roc-det"], progress=False)["tta"]
     assert "at threshold 0.3 (checkpoint, rule 'balanced'" in capsys.readouterr().out
 
@@ -139,7 +139,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
     p_none, _ = score_paths(model, ckpt, paths, progress=False, tta="none")
     assert not np.allclose(p, p_none, rtol=0, atol=1e-7)
     # the stage scored with tta flip; its accuracies at 0.5 and at the checkpoint's 0.3, computed by hand
-    assert m["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-12)
+    assert m["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-6)  # other batches: see below
     assert m["threshold"] == 0.3
     assert m["acc"] == np.mean((p > 0.5) == y) and m["acc_at_threshold"] == np.mean((p > 0.3) == y)
     assert m["balanced_acc_at_threshold"] == pytest.approx(balanced_accuracy_score(y, p > 0.3))
@@ -150,8 +150,10 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
                      "--quiet", "--out", "cli.json"]) == 0
     c = json.loads(Path("cli.json").read_text())
     assert c["tta"] == "flip" and "rule 'balanced'" in c["threshold_source"]
+    # batched otherwise (and the CLI scans real/ before fake/): oneDNN's float32 results depend on the batch and
+    # on the CPU's instruction set in the last bits (~1e-7), so the numbers agree to 1e-6, not bit for bit
     for key in ("auc", "log_loss", "acc", "balanced_acc", "threshold", "acc_at_threshold", "balanced_acc_at_threshold"):
-        assert c[key] == m[key], key
+        assert c[key] == pytest.approx(m[key], abs=1e-6), key
 
     # deepfake-detect predict: the same scores, labelled at 0.3
     def predicted(*extra):
@@ -163,11 +165,11 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
     assert "(threshold 0.3 from the checkpoint, rule 'balanced' on the validation split; tta flip)" in \
         capsys.readouterr().err
     for path, score in zip(paths, p):
-        assert rows[path]["p_fake"] == f"{score:.6f}"
+        assert float(rows[path]["p_fake"]) == pytest.approx(score, abs=1e-6)  # written with 6 decimals
         assert rows[path]["label"] == ("fake" if score > 0.3 else "real")
     assert any((score > 0.3) != (score > 0.5) for score in p)
     rows = predicted("--tta", "none")  # --tta overrides the checkpoint's
-    assert [rows[path]["p_fake"] for path in paths] == [f"{score:.6f}" for score in p_none]
+    assert [float(rows[path]["p_fake"]) for path in paths] == pytest.approx(p_none, abs=1e-6)
 
 
 def test_unknown_tta_is_a_clear_error(tmp_path, capsys):

@@ -129,9 +129,20 @@ def test_missing_dataset_path(tmp_path):
         scan_source(tmp_path / "nowhere")
 
 
+def _write_groups(root: Path, rows: dict[str, str], name: str = "groups.csv") -> Path:
+    """A groups CSV (path,group) under ``root``; ``rows`` maps path (relative to root) -> group."""
+    (root / name).write_text("path,group\n" + "".join(f"{p},{g}\n" for p, g in rows.items()))
+    return root / name
+
+
+def _course_groups(root: Path) -> dict[str, str]:
+    """Every image of a course folder in its own group."""
+    return {p.relative_to(root).as_posix(): f"g{i}" for i, p in enumerate(sorted(root.glob("*/*/*.png")))}
+
+
 def test_groups_spanning_splits_in_course_layout(course_folder, tmp_path):
-    rows = ["path,group", "train/real/real0.png,same", "test/real/real0.png,same"]
-    (course_folder / "groups.csv").write_text("\n".join(rows) + "\n")
+    _write_groups(course_folder, {**_course_groups(course_folder), "train/real/real0.png": "same",
+                                  "test/real/real0.png": "same"})
     with pytest.raises(DatasetError, match="span several splits.*same"):
         _prepare(course_folder, tmp_path / "out")
 
@@ -145,3 +156,104 @@ def test_real_dfdc_counts():
     _, rows, _, _ = scan_source(root)
     test = [r for r in rows if r["split"] == "test"]
     assert sum(r["label"] == 0 for r in test) == 1400 and sum(r["label"] == 1 for r in test) == 700
+
+
+# ----------------------------------------------------------------------------- groups files that do not fit
+def test_groups_csv_that_matches_no_image_is_an_error(flat_folder, tmp_path):
+    """Paths relative to the wrong folder used to turn the group-disjoint split off without a word."""
+    rows = list(csv.DictReader(open(flat_folder / "groups.csv")))
+    _write_groups(flat_folder, {f"flat/{r['path']}": r["group"] for r in rows})
+    with pytest.raises(DatasetError, match=r"groups.csv: none of its 40 path\(s\) names an image of .*flat "
+                                           r"\(paths are relative to .*flat: its first row means "
+                                           r".*flat/flat/real/g0_0.png\)"):
+        _prepare(flat_folder, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_images_without_a_group_are_an_error_naming_them(flat_folder, tmp_path):
+    rows = list(csv.DictReader(open(flat_folder / "groups.csv")))
+    _write_groups(flat_folder, {r["path"]: r["group"] for r in rows if not r["path"].startswith("real/g1_")})
+    with pytest.raises(DatasetError, match=r"2 of 40 image\(s\) of .*flat have no group in .*groups.csv, so their "
+                                           r"identities could span splits.*real/g1_0.png, .*real/g1_1.png$"):
+        _prepare(flat_folder, tmp_path / "out")
+    _write_groups(flat_folder, {r["path"]: ("" if r["path"] == "fake/g2_0.png" else r["group"]) for r in rows})
+    with pytest.raises(DatasetError, match=r"1 of 40 image\(s\).*fake/g2_0.png$"):  # an empty group is no group
+        _prepare(flat_folder, tmp_path / "out")
+
+
+def test_course_layout_with_a_partial_groups_csv_is_an_error(course_folder, tmp_path):
+    _write_groups(course_folder, {"train/real/real0.png": "a", "test/real/real0.png": "b"})
+    with pytest.raises(DatasetError, match=r"16 of 18 image\(s\) .* have no group"):
+        _prepare(course_folder, tmp_path / "out")
+
+
+def test_groups_rows_without_an_image_are_listed(flat_folder, tmp_path, capsys):
+    rows = {r["path"]: r["group"] for r in csv.DictReader(open(flat_folder / "groups.csv"))}
+    _write_groups(flat_folder, {**{f"./{p}": g for p, g in list(rows.items())[:20]},
+                                **{str(flat_folder / p): g for p, g in list(rows.items())[20:]},  # absolute
+                                "real/deleted.png": "id3"})
+    summary, manifest = _prepare(flat_folder, tmp_path / "out")
+    assert summary["n_groups"] == 10 and all(r["group"] for r in manifest)  # ./x and /abs/x name x
+    assert summary["groups_unmatched"] == [str(flat_folder / "real" / "deleted.png")]
+    assert summary["n_groups_unmatched"] == 1
+    assert "1 row(s) of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"path,group\nreal/g0_0.png,id0\nreal/g0_0.png,id7\n", r"groups.csv, line 3: 'real/g0_0.png' is listed "
+                                                           r"twice, in groups 'id0' and 'id7'"),
+    (b"path,group\nreal/g0_0.png,id0\nreal/caf\xe9.png,id0\n", r"groups.csv, line 3: not UTF-8 text; save the file "
+                                                              r"as UTF-8"),
+    (b"file;identity\n", r"needs columns 'path' and 'group' \(has \['file;identity'\]\)"),
+], ids=["twice", "latin-1", "columns"])
+def test_unreadable_groups_csv_is_one_error_naming_it(flat_folder, tmp_path, content, message):
+    (flat_folder / "groups.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        _prepare(flat_folder, tmp_path / "out")
+
+
+def test_groups_key_naming_no_file(flat_folder, tmp_path):
+    with pytest.raises(DatasetError, match=r"params.yaml: 'data.fakes.groups' is 'nope.csv', which is not a file"):
+        _prepare(flat_folder, tmp_path / "out", cfg={"groups": "nope.csv"})
+
+
+# ----------------------------------------------------------------------------- names, keys
+def test_image_name_that_is_not_utf8_is_listed_not_a_crash(course_folder, tmp_path):
+    """Such a name used to crash write_manifest after every image had been decoded."""
+    import os
+
+    odd = os.fsencode(course_folder / "train" / "real") + b"/caf\xe9.png"
+    os.rename(course_folder / "train" / "real" / "real0.png", odd)
+    with pytest.raises(DatasetError, match=r"1 file\(s\) in .* cannot be read or do not decode .*train/real/"
+                                           r"caf\\xe9\.png: file name is not UTF-8 \(rename the file\)"):
+        _prepare(course_folder, tmp_path / "out")
+    summary, rows = _prepare(course_folder, tmp_path / "out", on_bad_image="skip")
+    assert summary["bad_skipped"] == [f"{course_folder}/train/real/caf\\xe9.png: file name is not UTF-8 "
+                                      "(rename the file)"]
+    assert summary["train_real"] == 3 and len(rows) == 17
+
+
+def test_missing_source_names_the_key_the_params_file_and_the_missing_folder(tmp_path, monkeypatch):
+    """The real pipeline's sources without ../shared: one line that says which folder is missing."""
+    from deepfake_detect.config import load_params
+    from deepfake_detect.splits import prepare_all
+
+    from conftest import REPO
+
+    params = load_params(REPO / "real" / "params.yaml")
+    work = tmp_path / "checkout" / "real"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(DatasetError) as e:
+        prepare_all(params, progress=False, params_file="real/params.yaml")
+    assert not (work / "data").exists()
+    assert str(e.value) == (f"real/params.yaml: 'data.fakes.source' is '../../shared/data/dfdc_faces', which does "
+                            f"not exist (no {tmp_path / 'shared'}); put the dataset there, or set the key to its "
+                            "folder (or to demo for generated data)")
+    (tmp_path / "shared" / "data" / "dfdc_faces").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "stylegan_faces").write_text("a file")
+    params["data"]["fakes"]["source"] = "demo"  # checked before the demo data is made: the error comes at once
+    with pytest.raises(DatasetError, match=r"'data.synthetic.source' is '../../shared/data/stylegan_faces', which is "
+                                           r"not a folder"):
+        prepare_all(params, progress=False, params_file="real/params.yaml")
+    assert not (work / "data").exists()

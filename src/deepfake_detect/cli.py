@@ -21,7 +21,7 @@ def _cmd_prepare(args) -> None:
     from .config import load_params
     from .splits import prepare_all
 
-    prepare_all(load_params(args.params))
+    prepare_all(load_params(args.params), params_file=args.params)
 
 
 def _cmd_train(args) -> None:
@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def _run(argv):
         args = get_args_parser().parse_args(argv)
+        if getattr(args, "device", None) == "cuda":  # say --device, not the params key, when there is no GPU
+            from .engine import resolve_device
+
+            resolve_device("cuda", "--device")
         args.func(args)
 
     return run_main(_run, argv)

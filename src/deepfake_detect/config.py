@@ -140,6 +140,12 @@ def _check_leaf(where: str, name: str, value: Any, key: Key) -> Any:
     return value
 
 
+def check_value(where: str, name: str, value: Any, key: Key) -> Any:
+    """``value`` by the rules of a params leaf ``key`` (type, choices, finite and in range), for values that come
+    from elsewhere under the same rules (checkpoint fields); else ParamsError ``{where}: '{name}' must be ...``."""
+    return _check_leaf(where, name, value, key)
+
+
 def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "") -> dict:
     """``given`` checked against ``schema``: every key present, no other key, each value of its type and range."""
     if not isinstance(given, dict):
@@ -160,15 +166,72 @@ def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "
     return out
 
 
+def _duplicate_key(node: yaml.Node, prefix: str = "", done: set | None = None) -> tuple[str, int, int] | None:
+    """(dotted key, its line, the line of its first use) of the first key set twice in one mapping, if any:
+    PyYAML keeps the last value without a word, DVC refuses the file."""
+    done = set() if done is None else done
+    if id(node) in done:  # an alias: checked where it was defined (and a recursive one would never end)
+        return None
+    done.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                return f"{prefix}{key}", key_node.start_mark.line + 1, seen[key]
+            seen.setdefault(key, key_node.start_mark.line + 1)
+            found = _duplicate_key(value_node, f"{prefix}{key}.", done)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{prefix}{i}.", done)
+            if found:
+                return found
+    return None
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where, what, and for the usual slip (a tab) what to do."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    if "'\\t'" in problem:
+        return f"{where}: a tab; YAML indents with spaces only (replace the tab with spaces)"
+    context = getattr(e, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def read_params(path: str | Path = PARAMS_FILE) -> dict:
-    """The params file as YAML, not yet validated."""
+    """The params file as YAML, not yet validated: a mapping, every key once (a key set twice is an error
+    naming it and both lines); a syntax error is one line naming the file, line and column."""
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: a folder, not a params file (pass --params with the YAML file)")
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root, or pass --params)")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no key
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # an empty file: validation names the first missing key
+            return {}
+        duplicate = _duplicate_key(node)
+        if duplicate:
+            key, line, first = duplicate
+            raise ParamsError(f"{path}, line {line}: key '{key}' is set twice (first on line {first}); keep one")
+        params = loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+        raise ParamsError(_yaml_error(path, e)) from e
+    finally:
+        loader.dispose()
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys (seed: ..., data: ...), "
+                          f"got a {type(params).__name__}")
+    return params
 
 
 def override(params: dict, changes: dict) -> dict:

@@ -22,7 +22,9 @@ Two kinds, written in the course layout ``<out>/{train,val,test}/{real,fake}/<na
 
 Every fake gets a ground-truth mask (``<out>/masks/<split>/fake/<name>.png``, L uint8, 255 inside
 the manipulated region), ``<out>/groups.csv`` lists ``path,label,group,split`` and splits are
-identity-disjoint.  Output is byte-for-byte deterministic given the seed.
+identity-disjoint.  Output is byte-for-byte deterministic given the seed, and the same on every x86-64
+CPU: the renderer's transcendental functions are computed with IEEE-exact operations only (numpy's own
+are SIMD kernels chosen per CPU; see ``_exp``), and tests/test_demo.py pins the hashes of a few images.
 """
 from __future__ import annotations
 
@@ -66,6 +68,94 @@ _EYES = np.array([
 ], dtype=float)
 _HAIR_STYLES = ("short", "long", "bob", "buzz", "volume", "bald")
 
+
+# ----------------------------------------------------------------------------- CPU-independent maths
+# numpy runs exp, sin, cos, tanh, arctan2 and power through SIMD kernels picked for the CPU at run time
+# (AVX-512, AVX2, SSE, NEON ...) whose results differ in the last bits. The renderer amplifies such a bit
+# (coverage is (0.5 - d) / px), rounding to uint8 turns it into a grey level and the JPEG round trip spreads it
+# over a block: other images on another CPU. These replacements use only +, -, *, / and sqrt, which IEEE 754
+# rounds correctly on every CPU, one numpy call per operation (no fused multiply-add), so every CPU computes
+# the same bits. Accurate to ~1e-15 (tests/test_demo.py compares them with numpy); float32 in, float32 out, a
+# float for a float. (They stand in for ``math.sin`` and ``math.cos`` too: libm differs between systems.)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # ln 2 = HI + LO, HI with 32 bits
+_PIO2_HI, _PIO2_LO = 1.57079632673412561417e+00, 6.07710050650619224932e-11  # pi/2 likewise (33 bits)
+_EXP_TAYLOR = [1.0 / math.factorial(n) for n in range(13, -1, -1)]  # |r| <= ln2/2: error < 1e-17
+_SIN_TAYLOR = [(-1.0) ** n / math.factorial(2 * n + 1) for n in range(7, -1, -1)]  # |r| <= pi/4: < 1e-16
+_COS_TAYLOR = [(-1.0) ** n / math.factorial(2 * n) for n in range(8, -1, -1)]
+_ATAN_SERIES = [(-1.0) ** n / (2 * n + 1) for n in range(11, -1, -1)]  # |z| <= 0.2: < 1e-18
+
+
+def _horner(t: np.ndarray, coeffs: list[float]) -> np.ndarray:
+    p = np.full_like(t, coeffs[0])
+    for c in coeffs[1:]:
+        p = p * t + c
+    return p
+
+
+def _f64(x) -> tuple[np.ndarray, type]:
+    x = np.asarray(x)
+    return x.astype(np.float64), (np.float32 if x.dtype == np.float32 else np.float64)
+
+
+def _back(a: np.ndarray, dtype: type):
+    """``a`` as ``dtype``; a plain float for a scalar (a 0-d array would turn float32 maths into float64)."""
+    a = a.astype(dtype)
+    return a.item() if a.ndim == 0 else a
+
+
+def _exp(x) -> np.ndarray:
+    """exp(x), the same bits on every CPU: x = k ln2 + r, Taylor series of exp(r), times 2**k."""
+    x, dtype = _f64(x)
+    x = np.clip(x, -700.0, 700.0)
+    k = np.rint(x * 1.4426950408889634)  # 1 / ln 2
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    return _back(np.ldexp(_horner(r, _EXP_TAYLOR), k.astype(np.int32)), dtype)
+
+
+def _sin_cos_quadrant(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sin r, cos r, quadrant k mod 4) with x = k pi/2 + r, |r| <= pi/4 (exact reduction for |x| < 1e5)."""
+    k = np.rint(x * (2.0 / math.pi))
+    r = (x - k * _PIO2_HI) - k * _PIO2_LO
+    r2 = r * r
+    return r * _horner(r2, _SIN_TAYLOR), _horner(r2, _COS_TAYLOR), np.mod(k, 4.0)
+
+
+def _sin(x) -> np.ndarray:
+    """sin(x), the same bits on every CPU."""
+    x, dtype = _f64(x)
+    s, c, q = _sin_cos_quadrant(x)
+    return _back(np.select([q == 0, q == 1, q == 2], [s, c, -s], -c), dtype)
+
+
+def _cos(x) -> np.ndarray:
+    """cos(x), the same bits on every CPU."""
+    x, dtype = _f64(x)
+    s, c, q = _sin_cos_quadrant(x)
+    return _back(np.select([q == 0, q == 1, q == 2], [c, -s, -c], s), dtype)
+
+
+def _tanh(x) -> np.ndarray:
+    """tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|), the same bits on every CPU."""
+    x, dtype = _f64(x)
+    e = _exp(-2.0 * np.abs(x))
+    return _back(np.copysign((1.0 - e) / (1.0 + e), x), dtype)
+
+
+def _atan2(y, x) -> np.ndarray:
+    """arctan2(y, x) in [-pi, pi], the same bits on every CPU: atan of min/max(|x|, |y|) in [0, 1], moved to
+    [-tan(pi/8), tan(pi/8)] (atan t = pi/4 + atan((t - 1) / (t + 1))), halved (atan z = 2 atan(z / (1 +
+    sqrt(1 + z^2)))) to |z| <= 0.2 for the series, then put in its octant."""
+    (y, dtype), (x, _) = _f64(y), _f64(x)
+    ax, ay = np.abs(x), np.abs(y)
+    big, small = np.maximum(ax, ay), np.minimum(ax, ay)
+    t = np.divide(small, big, out=np.zeros_like(big), where=big > 0)
+    high = t > 0.41421356237309503  # tan(pi/8)
+    t = np.where(high, (t - 1.0) / (t + 1.0), t)
+    z = t / (1.0 + np.sqrt(1.0 + t * t))
+    a = 2.0 * z * _horner(z * z, _ATAN_SERIES) + np.where(high, math.pi / 4, 0.0)
+    a = np.where(ay > ax, math.pi / 2 - a, a)
+    a = np.where(x < 0, math.pi - a, a)
+    return _back(np.copysign(a, y), dtype)
 
 # ----------------------------------------------------------------------------- helpers
 def _rng_for(*key: int) -> np.random.Generator:
@@ -200,7 +290,7 @@ def _sample_scene(rng: np.random.Generator) -> dict:
         "bg_a": [float(v) for v in rng.uniform(20, 235, 3)],
         "bg_b": [float(v) for v in rng.uniform(20, 235, 3)],
         "bg_angle": float(rng.uniform(0, 2 * math.pi)),
-        "light": [float(math.cos(ang) * rng.uniform(0.2, 0.8)), float(math.sin(ang) * rng.uniform(0.2, 0.8))],
+        "light": [float(_cos(ang) * rng.uniform(0.2, 0.8)), float(_sin(ang) * rng.uniform(0.2, 0.8))],
         "ambient": float(rng.uniform(0.45, 0.7)),
         "gradient": [float(v) for v in rng.uniform(-0.12, 0.12, 2)],
         "wb": [float(v) for v in rng.uniform(0.92, 1.08, 3)],
@@ -216,7 +306,7 @@ def _grid(size: int, pose: dict):
     c = ((np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
     u, v = np.meshgrid(c, c)
     du, dv = (u - pose["cx"]) / pose["scale"], (v - pose["cy"]) / pose["scale"]
-    cr, sr = math.cos(pose["roll"]), math.sin(pose["roll"])
+    cr, sr = _cos(pose["roll"]), _sin(pose["roll"])
     x = cr * du + sr * dv
     y = -sr * du + cr * dv
     return u, v, x, y, 2.0 / size / pose["scale"]
@@ -224,7 +314,7 @@ def _grid(size: int, pose: dict):
 
 def _background(rng, size, scene, u, v):
     a, b = _col(scene["bg_a"]), _col(scene["bg_b"])
-    ca, sa = math.cos(scene["bg_angle"]), math.sin(scene["bg_angle"])
+    ca, sa = _cos(scene["bg_angle"]), _sin(scene["bg_angle"])
     t = np.clip(0.5 + 0.5 * (u * ca + v * sa), 0, 1)
     img = a * (1 - t) + b * t
     kind = scene["bg_type"]
@@ -233,12 +323,12 @@ def _background(rng, size, scene, u, v):
     elif kind == 2:  # panelled wall / stripes
         period = rng.uniform(0.15, 0.5)
         phase = rng.uniform(0, 2 * math.pi)
-        s = np.sin((u * sa - v * ca) * 2 * math.pi / period + phase)
-        img = img * (1.0 + 0.1 * np.tanh(3 * s))
+        s = _sin((u * sa - v * ca) * 2 * math.pi / period + phase)
+        img = img * (1.0 + 0.1 * _tanh(3 * s))
     elif kind == 3:  # out-of-focus lights
         for _ in range(int(rng.integers(4, 9))):
             cx, cy, r = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.08, 0.25)
-            blob = np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * r * r))
+            blob = _exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * r * r))
             img = img + _col(rng.uniform(20, 60) * rng.uniform(0.6, 1.0, 3)) * blob
     img = img + 4.0 * _smooth_noise(rng, size, max(8, size // 6), 1)
     return img.astype(np.float32)
@@ -261,7 +351,7 @@ class _Canvas:
     def box(self, x0, x1, y0, y1):
         """Pixel slices covering the face-local rectangle [x0,x1]x[y0,y1] (None when off-image)."""
         pose, size = self.pose, self.size
-        cr, sr, sc = math.cos(pose["roll"]), math.sin(pose["roll"]), pose["scale"]
+        cr, sr, sc = _cos(pose["roll"]), _sin(pose["roll"]), pose["scale"]
         xs = np.array([x0, x1, x0, x1])
         ys = np.array([y0, y0, y1, y1])
         cu = pose["cx"] + sc * (cr * xs - sr * ys)
@@ -313,8 +403,8 @@ def _head_shape(c: _Canvas, f: _Face, idt: dict) -> np.ndarray:
 
 def _hair_texture(c: _Canvas, f: _Face, idt: dict, rng: np.random.Generator) -> np.ndarray:
     """The hair colour over the whole image, with strands radiating from the crown."""
-    theta = np.arctan2(c.x, c.y + 0.35 * f.hh)
-    strands = np.sin(idt["hair_freq"] * theta + 2.5 * _smooth_noise(rng, c.size, 5)[0])
+    theta = _atan2(c.x, c.y + 0.35 * f.hh)
+    strands = _sin(idt["hair_freq"] * theta + 2.5 * _smooth_noise(rng, c.size, 5)[0])
     return f.hair * (1.0 + 0.12 * strands + 0.07 * _smooth_noise(rng, c.size, max(8, c.size // 8))[0])
 
 
@@ -370,7 +460,7 @@ def _draw_skin(c: _Canvas, f: _Face, idt: dict, head: np.ndarray, rng: np.random
         sl = c.box(bx - 0.5 * f.hw, bx + 0.5 * f.hw, f.ny - 0.3 * f.hh, f.ny + 0.3 * f.hh)
         if sl is None or idt["blush"] <= 0:
             continue
-        blush = np.exp(-(((c.x[sl] - bx) / (0.2 * f.hw)) ** 2 + ((c.y[sl] - f.ny) / (0.12 * f.hh)) ** 2))
+        blush = _exp(-(((c.x[sl] - bx) / (0.2 * f.hw)) ** 2 + ((c.y[sl] - f.ny) / (0.12 * f.hh)) ** 2))
         _over(c.at(sl), idt["blush"] * blush * head[sl], _col([215.0, 90.0, 90.0]))
 
 
@@ -443,7 +533,7 @@ def _draw_nose(c: _Canvas, f: _Face, scene: dict) -> None:
         return
     xs, ys = c.x[sl], c.y[sl]
     sub = c.at(sl)
-    ridge = (np.exp(-((xs - nx - side * nw * 0.55) / (nw * 0.35)) ** 2)
+    ridge = (_exp(-((xs - nx - side * nw * 0.55) / (nw * 0.35)) ** 2)
              * _soft(f.ey + 0.08 * f.hh - ys, 6 * px) * _soft(ys - ny, 3 * px))
     _over(sub, 0.45 * ridge, skin * 0.5)
     _over(sub, 0.5 * _ellipse(xs, ys, nx, ny + 0.2 * nw, nw * 1.1, nw * 0.45, 3 * px), skin * 0.55)
@@ -466,7 +556,7 @@ def _draw_mouth(c: _Canvas, f: _Face, idt: dict) -> None:
     xm = (xs - mx) / mw
     inside = np.clip(1 - xm ** 2, 0, 1)
     yl = my - idt["smile"] * xm ** 2
-    bow = 1 - 0.25 * np.exp(-(xm / 0.15) ** 2)
+    bow = 1 - 0.25 * _exp(-(xm / 0.15) ** 2)
     upper = _soft(np.maximum(yl - ys - 0.8 * lh * np.sqrt(inside) * bow, ys - yl), px)
     lower = _soft(np.maximum(ys - yl - lh * np.sqrt(inside), yl - ys), px)
     lips = np.maximum(upper, lower) * _soft(np.abs(xm) - 1.0, px / mw)
@@ -482,10 +572,10 @@ def _draw_hair_front(c: _Canvas, f: _Face, idt: dict, head: np.ndarray, hair_img
     x, y, px, hw, hh, ey = c.x, c.y, c.px, f.hw, f.hh, f.ey
     style = idt["hair_style"]
     yy = y / hh
-    hl = (-idt["hairline"] + 0.1 * (x / hw) ** 2
-          + (ey / hh + 0.05 + idt["hairline"]) * np.clip((np.abs(x) / hw - 0.6) / 0.3, 0, 1) ** 1.5)
+    side = np.clip((np.abs(x) / hw - 0.6) / 0.3, 0, 1)
+    hl = -idt["hairline"] + 0.1 * (x / hw) ** 2 + (ey / hh + 0.05 + idt["hairline"]) * side * np.sqrt(side)  # side**1.5
     if style == "bob":
-        hl = -0.28 + 0.02 * np.sin(x * 45.0) + (ey / hh + 0.3) * np.clip((np.abs(x) / hw - 0.65) / 0.3, 0, 1)
+        hl = -0.28 + 0.02 * _sin(x * 45.0) + (ey / hh + 0.3) * np.clip((np.abs(x) / hw - 0.65) / 0.3, 0, 1)
     vol = idt["hair_volume"]
     cap = _ellipse(x, y, 0.0, -0.04 * hh, hw * vol, hh * (vol - 0.02), px) * _soft((yy - hl) * hh, px)
     if style == "long":
@@ -651,7 +741,7 @@ def render_swap(rng: np.random.Generator, image_size: int, target: dict, source:
     sc = 1.0 + rng.uniform(-0.04, 0.04) * strength
     tx, ty = rng.uniform(-1.5, 1.5, 2) * strength * size / 128.0
     c = (size - 1) / 2.0
-    ca, sa = math.cos(ang) / sc, math.sin(ang) / sc
+    ca, sa = _cos(ang) / sc, _sin(ang) / sc
     coeffs = (ca, -sa, c - ca * c + sa * c - tx, sa, ca, c - sa * c - ca * c - ty)
     warped = Image.fromarray(_to_uint8(src), mode="RGB").transform((size, size), Image.AFFINE, coeffs,
                                                                    resample=Image.BICUBIC)
@@ -689,7 +779,7 @@ def _fingerprint(seed: int, size: int) -> dict:
     for _ in range(3):
         f = rng.uniform(0.3, 0.47)
         th = rng.uniform(0, 2 * math.pi)
-        pattern += np.cos(2 * math.pi * f * (jj * math.cos(th) + ii * math.sin(th)) + rng.uniform(0, 2 * math.pi))
+        pattern += _cos(2 * math.pi * f * (jj * _cos(th) + ii * _sin(th)) + rng.uniform(0, 2 * math.pi))
     pattern *= 0.6 / np.sqrt(3.0 / 2.0)  # ~0.6 grey levels RMS
     return {"delta": delta, "pattern": pattern[..., None] * rng.uniform(0.8, 1.2, 3)}
 

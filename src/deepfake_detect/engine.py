@@ -19,11 +19,17 @@ class TTAError(UserError, ValueError):
     """An unknown test-time augmentation mode; the message names the option or field that gave it."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+class DeviceError(UserError, RuntimeError):
+    """A device asked for that this machine does not have; the message names where it was asked for."""
+
+
+def resolve_device(name: str = "auto", source: str = "params.yaml: 'device'") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``source`` is where ``name`` was set (the params key,
+    or ``--device``), named when CUDA is asked for and absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml: 'device' is cuda but no CUDA device is available (use auto or cpu)")
+        raise DeviceError(f"{source} is cuda, but this machine has no CUDA device (set it to auto or cpu)")
     return torch.device(name)
 
 

@@ -12,6 +12,7 @@ import csv
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -84,18 +85,46 @@ def _umask() -> int:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """UTF-8 whatever the locale (``path_text`` makes any file name UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Iterable[str], **fmt) -> Path:
-    """A CSV with a header; ``fmt`` goes to ``csv.DictWriter`` (e.g. ``lineterminator``, ``extrasaction``)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    """A UTF-8 CSV with a header; ``fmt`` goes to ``csv.DictWriter`` (e.g. ``lineterminator``, ``extrasaction``).
+    Cells a spreadsheet could run are the caller's to neutralise (``spreadsheet_safe``)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(fieldnames), **fmt)
         w.writeheader()
         w.writerows(rows)
     return Path(path)
+
+
+# Text cells a spreadsheet runs as a formula when a CSV is opened (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` with a single quote in front when it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return, as OWASP recommends against CSV injection: spreadsheet software shows it as text instead of running
+    it (``=HYPERLINK(...)``). For text columns (file names), not numbers: ``-0.5`` would become ``'-0.5``."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A file name as text that any UTF-8 output can hold, losslessly: the bytes of a name that are not UTF-8
+    (Linux names are bytes; Python keeps them as lone surrogates, which ``str.encode`` refuses) become
+    ``\\xNN`` and a backslash becomes two, so ``caf\\xe9.png`` is the Latin-1 ``café.png`` and ``path_bytes``
+    gives the name back. A UTF-8 name without a backslash, the usual case, is unchanged."""
+    raw = os.fsencode(path).replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def path_bytes(text: str) -> bytes:
+    """The file name (bytes, as ``os.fsencode`` gives them) that ``path_text`` wrote as ``text``."""
+    return re.sub(rb"\\(\\|x[0-9a-f]{2})", lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]),
+                  text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -15,6 +15,12 @@ from torch.utils.data import DataLoader
 
 from .data import BadImageError, ManifestDataset, Preprocess
 from .engine import check_tta, default_num_workers, predict
+from .errors import UserError
+from .io import path_text
+
+
+class ScoreError(UserError, ValueError):
+    """A model that gives no finite score; the message names its checkpoint and an image."""
 
 
 class _TolerantDataset(ManifestDataset):
@@ -71,7 +77,8 @@ def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = 
                 device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = -1,
                 progress: bool = True, desc: str = "score",
                 tta: str = "checkpoint") -> tuple[np.ndarray, dict[int, str]]:
-    """p(fake) for each image (NaN where it does not decode) and {index: error message} for those.
+    """p(fake) for each image (NaN where it does not decode) and {index: error message} for those. A score
+    that is not finite for an image that decodes is a ScoreError naming the checkpoint, never a verdict.
 
     ``tta``: ``checkpoint`` (its field ``tta``, see ``resolve_tta``) or one of ``engine.TTA_MODES``."""
     tta = resolve_tta(ckpt, tta)
@@ -86,5 +93,11 @@ def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = 
                                   pin_memory=device.type == "cuda"))
     probs, _, _ = predict(model, loader, device, amp=False, desc=desc, progress=progress, tta=tta)
     p_fake = probs[:, 1].astype(np.float64)
+    broken = [i for i in np.flatnonzero(~np.isfinite(p_fake)) if i not in loader.errors]
+    if broken:  # a verdict from NaN would be "real" for every image (NaN > threshold is false)
+        source = getattr(model, "checkpoint_path", None) or f"checkpoint of run '{ckpt.get('run', '')}'"
+        raise ScoreError(f"{source}: the model gives no finite p(fake) for {len(broken)} of {len(rows)} image(s) "
+                         f"(e.g. {path_text(rows[broken[0]]['path'])}): its weights or normalisation overflow; "
+                         "retrain it, or check the checkpoint's mean and std")
     p_fake[list(loader.errors)] = np.nan
     return p_fake, loader.errors

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, DatasetError, is_image_file, list_files, load_rgb
-from .io import write_csv, write_json
+from .io import path_text, write_csv, write_json
 
 
 def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
@@ -69,15 +70,64 @@ def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]
 
 
 def read_groups(path: str | Path, root: Path) -> dict[str, str]:
-    """Map image path (as scanned, ``root/rel``) -> group from a CSV with columns path,group."""
+    """Map image path (as scanned, ``root/rel``, normalised) -> group from a UTF-8 CSV with columns path,group.
+
+    A path listed twice with two groups is an error; a row with an empty group gives its image no group."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DatasetError(f"{path}: groups CSV not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}, line {line}: not UTF-8 text; save the file as UTF-8") from e
+    groups: dict[str, str] = {}
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or not {"path", "group"} <= set(reader.fieldnames):
             raise DatasetError(f"{path}: groups CSV needs columns 'path' and 'group' (has {reader.fieldnames})")
-        return {str(root / r["path"]): r["group"] for r in reader}
+        for r in reader:
+            key, group = _norm(root / (r["path"] or "")), (r["group"] or "").strip()
+            if groups.get(key, group) != group:
+                raise DatasetError(f"{path}, line {reader.line_num}: '{r['path']}' is listed twice, in groups "
+                                   f"'{groups[key]}' and '{group}' (one group per image)")
+            groups[key] = group
+    except csv.Error as e:
+        raise DatasetError(f"{path}: not a readable CSV ({e})") from e
+    return groups
+
+
+def _norm(path: str | Path) -> str:
+    """The key a groups row and a scanned image meet on: absolute and normalised (``./a``, ``a//b``, ``x/../a``),
+    so a CSV of absolute paths matches a relative ``source``."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _assign_groups(rows: list[dict], groups_csv: str | Path, root: Path, name: str) -> list[str]:
+    """Give every row its group from ``groups_csv``; returns the CSV's paths that name no image (listed in the
+    metrics). Every image must have a group: one without would make the splits identity-disjoint only in part
+    (its identity can land in two splits), so that is an error naming the first few, as is a CSV that matches
+    no image at all (paths relative to another folder)."""
+    groups = read_groups(groups_csv, root)
+    for r in rows:
+        r["group"] = groups.get(_norm(r["path"]), "")
+    unmatched = sorted(set(groups) - {_norm(r["path"]) for r in rows})
+    if groups and len(unmatched) == len(groups):
+        first = next(iter(groups))
+        raise DatasetError(f"{groups_csv}: none of its {len(groups)} path(s) names an image of {root} (paths are "
+                           f"relative to {root}: its first row means {first}); fix the paths or the dataset folder")
+    missing = [r["path"] for r in rows if not r["group"]]
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(rows)} image(s) of {root} have no group in {groups_csv}, so "
+                           "their identities could span splits; add a row path,group for each (paths relative to "
+                           f"{root}): " + ", ".join(path_text(m) for m in missing[:5])
+                           + (" ..." if len(missing) > 5 else ""))
+    if unmatched:
+        print(f"prepare-splits {name}: warning: {len(unmatched)} row(s) of {groups_csv} name no image of {root} "
+              "(listed in the metrics as groups_unmatched): " + ", ".join(unmatched[:5])
+              + (" ..." if len(unmatched) > 5 else ""), file=sys.stderr)
+    return unmatched
 
 
 def _check_image(path: str) -> tuple[str, int, int, str | None]:
@@ -113,15 +163,34 @@ def _split_flat(rows: list[dict], val_fraction: float, test_fraction: float, see
             done += len(by_group[g])
 
 
-def _source(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None,
-            progress: bool) -> tuple[Path, str | Path | None]:
+def _missing_part(path: Path) -> Path:
+    """The first folder of ``path`` (made absolute) that does not exist."""
+    path = Path(os.path.abspath(path))
+    return next(p for p in [*reversed(path.parents), path] if not p.exists())
+
+
+def _check_source(name: str, cfg: dict, params_file: str | Path) -> tuple[Path, str | Path | None]:
+    """(dataset folder, groups CSV or None) of a source that is not ``demo``; a folder or CSV that does not
+    exist is an error naming its key in ``params_file``."""
+    root = Path(os.path.expanduser(str(cfg["source"])))
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else f"does not exist (no {_missing_part(root)})"
+        raise DatasetError(f"{params_file}: 'data.{name}.source' is {str(cfg['source'])!r}, which {what}; put "
+                           "the dataset there, or set the key to its folder (or to demo for generated data)")
+    groups_csv = cfg.get("groups")
+    if groups_csv is not None and not Path(groups_csv).is_file():
+        raise DatasetError(f"{params_file}: 'data.{name}.groups' is {groups_csv!r}, which is not a file (a CSV "
+                           f"with columns path,group; or null to use {root / 'groups.csv'} when present)")
+    if groups_csv is None and (root / "groups.csv").exists():
+        groups_csv = root / "groups.csv"
+    return root, groups_csv
+
+
+def _source(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool,
+            params_file: str | Path) -> tuple[Path, str | Path | None]:
     """(dataset folder, groups CSV or None); the demo source is generated into ``out_dir/images`` first."""
     if cfg["source"] != "demo":
-        root = Path(os.path.expanduser(str(cfg["source"])))
-        groups_csv = cfg.get("groups")
-        if groups_csv is None and (root / "groups.csv").exists():
-            groups_csv = root / "groups.csv"
-        return root, groups_csv
+        return _check_source(name, cfg, params_file)
     from .demo import generate_dataset
 
     d = demo_cfg or {}
@@ -181,19 +250,34 @@ class _Scanned:
     ignored: list[str]  # files that are not images
     unreadable: list[str]  # "path: reason"
     groups_csv: str | Path | None
+    groups_unmatched: list[str]  # paths of the groups CSV that name no image
 
 
-def _scan(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool) -> _Scanned:
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a name whose bytes are not UTF-8 (kept by Python as lone surrogates)
+        return False
+    return True
+
+
+def _scan(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool,
+          params_file: str | Path = "params.yaml") -> _Scanned:
     """Step 1, scan: the images of the source (generated first for ``demo``), each with its group and, for
-    demo fakes, the path of its ground-truth mask."""
-    root, groups_csv = _source(name, cfg, out_dir, seed, demo_cfg, progress)
+    demo fakes, the path of its ground-truth mask. An image whose name is not UTF-8 is listed with the files
+    that cannot be read (the manifest, a UTF-8 CSV that training reads back, cannot name it)."""
+    root, groups_csv = _source(name, cfg, out_dir, seed, demo_cfg, progress, params_file)
     layout, rows, ignored, unreadable = scan_source(root)
-    groups = read_groups(groups_csv, root) if groups_csv else {}
+    ignored, unreadable = [path_text(p) for p in ignored], [path_text(u) for u in unreadable]  # for the metrics
+    unreadable += [f"{path_text(r['path'])}: file name is not UTF-8 (rename the file)" for r in rows
+                   if not _utf8(r["path"])]
+    rows = [r for r in rows if _utf8(r["path"])]
+    unmatched = _assign_groups(rows, groups_csv, root, name) if groups_csv else []
     for r in rows:
-        r["group"] = groups.get(r["path"], "")
+        r.setdefault("group", "")
         mask = root / "masks" / (r["split"] or "") / "fake" / Path(r["path"]).name if r["label"] == 1 else None
         r["mask"] = str(mask) if mask is not None and r["split"] and mask.exists() else ""
-    return _Scanned(root, layout, rows, ignored, unreadable, groups_csv)
+    return _Scanned(root, layout, rows, ignored, unreadable, groups_csv, unmatched)
 
 
 def _hash(scanned: _Scanned, name: str, on_bad_image: str, progress: bool) -> tuple[list[dict], list[str]]:
@@ -234,13 +318,15 @@ def _split_counts(rows: list[dict], root: Path) -> dict:
 
 
 def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> tuple[dict, list[dict]]:
+                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True,
+                  params_file: str | Path = "params.yaml") -> tuple[dict, list[dict]]:
     """Every check of one dataset, writing nothing but the demo images: (summary metrics, manifest rows).
 
     Scan, hash, split (flat folders), leak check, per-split counts. Files that cannot be read (symlink
-    loops, unreadable folders) count as images that do not decode: an error under ``on_bad_image: error``,
-    listed in ``bad_skipped`` under ``skip``."""
-    scanned = _scan(name, cfg, Path(out_dir), seed, demo_cfg, progress)
+    loops, unreadable folders, names that are not UTF-8) count as images that do not decode: an error under
+    ``on_bad_image: error``, listed in ``bad_skipped`` under ``skip``. ``params_file`` names the file of ``cfg``
+    (``data.<name>``) in errors."""
+    scanned = _scan(name, cfg, Path(out_dir), seed, demo_cfg, progress, params_file)
     rows, bad = _hash(scanned, name, on_bad_image, progress)
     if scanned.layout == "flat":
         _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
@@ -249,7 +335,8 @@ def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo
     hashes = [r["sha1"] for r in rows]
     summary: dict = {"dataset": name, "source": str(cfg["source"]), "layout": scanned.layout, "n_images": len(rows),
                      **_split_counts(rows, scanned.root)}
-    summary.update(n_groups=len(group_splits), n_duplicates_within_split=len(hashes) - len(set(hashes)),
+    summary.update(n_groups=len(group_splits), n_groups_unmatched=len(scanned.groups_unmatched),
+                   groups_unmatched=scanned.groups_unmatched, n_duplicates_within_split=len(hashes) - len(set(hashes)),
                    n_leaked_across_splits=len(pairs), leaked_across_splits=pairs, n_leak_dropped=len(dropped),
                    leak_dropped=sorted(dropped), n_bad_skipped=len(bad), n_ignored_files=len(scanned.ignored),
                    bad_skipped=bad, ignored_files=scanned.ignored)
@@ -262,20 +349,26 @@ def write_manifest(out_dir: str | Path, rows: list[dict]) -> Path:
 
 
 def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True) -> dict:
+                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True,
+                    params_file: str | Path = "params.yaml") -> dict:
     """Check one dataset, then write ``out_dir/manifest.csv``; returns its summary metrics."""
-    summary, rows = check_dataset(name, cfg, out_dir, seed, demo_cfg, on_bad_image, on_leak, progress)
+    summary, rows = check_dataset(name, cfg, out_dir, seed, demo_cfg, on_bad_image, on_leak, progress,
+                                  params_file)
     write_manifest(out_dir, rows)
     return summary
 
 
 def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | Path = "metrics/data",
-                progress: bool = True) -> dict[str, dict]:
+                progress: bool = True, params_file: str | Path = "params.yaml") -> dict[str, dict]:
     """The prepare-splits stage: every dataset in ``params['data']`` is checked before any manifest or
-    metrics file is written, so a failing check leaves the previous files as they were."""
+    metrics file is written, so a failing check leaves the previous files as they were. ``params_file``: where
+    ``params`` were read, for the errors."""
+    for name in ("fakes", "synthetic"):  # every folder there before the demo data takes its minute
+        if params["data"][name]["source"] != "demo":
+            _check_source(name, params["data"][name], params_file)
     checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
                                    demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
-                                   on_leak=params["data"]["on_leak"], progress=progress)
+                                   on_leak=params["data"]["on_leak"], progress=progress, params_file=params_file)
                for name in ("fakes", "synthetic")}
     for name, (summary, rows) in checked.items():
         write_manifest(Path(data_dir) / name, rows)
