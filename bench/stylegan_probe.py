@@ -14,6 +14,8 @@ trained on the train split, C chosen on validation, scored once on test (sklearn
     python bench/stylegan_probe.py                       # ~5 min on 2 CPU cores
     python bench/stylegan_probe.py --sizes 256 --out /tmp/probe.json
     python bench/stylegan_probe.py --source ../shared/data/dfdc_faces --sizes 224 --out bench/results/dfdc_probe.json
+
+Any course-layout folder works (tests/test_bench.py runs it on a small generated demo set at 64 px).
 """
 from __future__ import annotations
 
