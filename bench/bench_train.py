@@ -14,7 +14,9 @@ course) is computed from the measured rates. Then, in subprocesses: the trainer'
 small and on the full manifest (memory flat as the dataset grows), and the time of a whole demo
 ``dvc repro`` and of its no-op rerun in a temporary copy of the repository (``--skip-repro``).
 
-    python bench/bench_train.py --out bench/results.json
+    python bench/bench_train.py --skip-repro --levers none --steps 16 --repeats 6 --out bench/results-cpu-quiet.json
+    python bench/bench_train.py --out bench/results-cpu.json    # + every lever, peak RSS and a whole dvc repro
+    python bench/bench_train.py --smoke --out /tmp/bench.json   # seconds, on generated data: proves it runs
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from PIL import Image
 
 from deepfake_detect.config import load_params
 from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
-from deepfake_detect.engine import cpu_cores, resolve_device, seed_everything
+from deepfake_detect.engine import cpu_cores, grad_scaler, resolve_device, seed_everything
 from deepfake_detect.models import get_model
 from deepfake_detect.splits import scan_source
 from deepfake_detect.train import evaluate, make_loaders, make_optimizer, train_one_epoch
@@ -45,15 +47,17 @@ from deepfake_detect.train import evaluate, make_loaders, make_optimizer, train_
 REPO = Path(__file__).resolve().parents[1]
 
 
-def find_data(arg: str | None, tmp: Path) -> tuple[Path, str]:
+def find_data(arg: str | None, tmp: Path, smoke: bool = False) -> tuple[Path, str]:
     if arg:
         return Path(arg), Path(arg).name
     shared = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data")) / "dfdc_faces"
-    if shared.is_dir():
+    if shared.is_dir() and not smoke:
         return shared, "dfdc_faces"
     from deepfake_detect.demo import generate_dataset
 
-    generate_dataset(tmp / "demo", kind="fakes", n_train=480, n_val=160, n_test=160, image_size=256, seed=0)
+    n, size = (48, 64) if smoke else (480, 256)
+    generate_dataset(tmp / "demo", kind="fakes", n_train=n, n_val=n // 3, n_test=n // 3, image_size=size, seed=0,
+                     progress=False)
     return tmp / "demo", "demo-fakes"
 
 
@@ -137,11 +141,12 @@ def bench_ours(cfg, params, device, rows_train, rows_val, cache_dir, steps) -> d
     rows = [dict(r, split="train") for r in rows_train] + [dict(r, split="val") for r in rows_val] \
         + [dict(r, split="test") for r in rows_val[:1]]
     loaders = make_loaders(cfg, rows, model, params["seed"], device, cache_dir, progress=False)
-    opt = make_optimizer(model, cfg)
+    opt, scaler = make_optimizer(model, cfg), grad_scaler(device, cfg["amp"])
     warm = dict(cfg, max_steps_per_epoch=1)
-    train_one_epoch(run_model, loaders["train"], opt, device, warm, 0, progress=False)
+    train_one_epoch(run_model, loaders["train"], opt, scaler, device, warm, 1, progress=False)
     with Timer(device) as t:
-        train_one_epoch(run_model, loaders["train"], opt, device, dict(cfg, max_steps_per_epoch=steps), 1, False)
+        train_one_epoch(run_model, loaders["train"], opt, scaler, device, dict(cfg, max_steps_per_epoch=steps), 2,
+                        progress=False)
     evaluate(run_model, loaders["val"], device, cfg, "val", progress=False)  # warm-up, as (a) and (c) have
     with Timer(device) as te:
         evaluate(run_model, loaders["val"], device, cfg, "val", progress=False)
@@ -238,21 +243,21 @@ def write_manifest(rows: list[dict], path: Path) -> None:
         w.writerows({k: r.get(k, "") for k in w.fieldnames} for r in rows)
 
 
-def bench_rss(rows: list[dict], tmp: Path, size: int, steps: int) -> dict:
+def bench_rss(rows: list[dict], tmp: Path, size: int, steps: int, parts=(("eighth", 8), ("full", 1))) -> dict:
     """Peak RSS of a real ``fit`` (1 epoch of ``steps`` steps + full val + test) at 1/8 and all of the data."""
     out = {}
-    for name, frac in (("eighth", 8), ("full", 1)):
-        part = [r for i, r in enumerate(rows) if i % frac == 0]
+    for name, frac in parts:
+        part = [r for key in dict.fromkeys((r["split"], r["label"]) for r in rows)  # both classes in every split
+                for i, r in enumerate([r for r in rows if (r["split"], r["label"]) == key]) if i % frac == 0]
         data = tmp / f"rss-{name}" / "data"
         write_manifest(part, data / "fakes" / "manifest.csv")
         proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(data), str(tmp / f"rss-{name}"),
                                str(tmp / "rss-cache"), str(size), str(steps), str(REPO / "params.yaml")],
                               capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
-        if proc.returncode or not line:
-            out[name] = {"error": (proc.stdout + proc.stderr)[-1500:]}
-        else:
-            out[name] = {"images": len(part), **json.loads(line[0][7:])}
+        if proc.returncode or not line:  # a benchmark that cannot measure says so, never a partial JSON
+            raise SystemExit(f"peak-RSS run on {name} of the data failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
+        out[name] = {"images": len(part), **json.loads(line[0][7:])}
     return out
 
 
@@ -277,8 +282,7 @@ def bench_repro(tmp: Path) -> dict:
         proc = subprocess.run(dvc + ["repro"], cwd=work, env=env, capture_output=True, text=True)
         out[name] = round(time.perf_counter() - t, 1)
         if proc.returncode:
-            out[f"{name.split('_')[0]}_error"] = (proc.stdout + proc.stderr)[-1500:]
-            break
+            raise SystemExit(f"dvc repro in {work} failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
     return out
 
 
@@ -299,13 +303,19 @@ def main() -> None:
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS subprocess runs")
     ap.add_argument("--split-sizes", help="train,val,test sizes for the full-epoch figures (default: the data's)")
     ap.add_argument("--out", default="bench/results.json")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a run that only proves the benchmark works: generated 64 px demo data, batch 8, 2 steps, "
+                         "2 rounds, every lever, one peak-RSS run; no dvc repro (the test suite runs it)")
     args = ap.parse_args()
+    if args.smoke:
+        args.image_size, args.batch_size, args.steps, args.repeats, args.epochs = 64, 8, 2, 2, 1
+        args.skip_repro = True
 
     device = resolve_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="dfd-bench-"))
     cache_dir = tmp / "cache"
     try:
-        root, name = find_data(args.data, tmp)
+        root, name = find_data(args.data, tmp, args.smoke)
         _, rows, _, _ = scan_source(root)
         for r in rows:  # the cache key wants a content id; the file's size and mtime stand in for the pixel hash
             st = os.stat(r["path"])
@@ -411,7 +421,8 @@ def main() -> None:
         report["bench_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not args.skip_rss:
             print("peak RSS of fit() on 1/8 and all of the data ...", flush=True)
-            report["fit_peak_rss"] = bench_rss(rows, tmp, args.image_size, 2)
+            report["fit_peak_rss"] = bench_rss(rows, tmp, args.image_size, 2,
+                                               (("full", 1),) if args.smoke else (("eighth", 8), ("full", 1)))
         if not args.skip_repro:
             print("dvc repro of the demo pipeline in a temporary copy ...", flush=True)
             report["dvc"] = bench_repro(tmp)

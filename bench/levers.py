@@ -1,6 +1,7 @@
 """What each small-data lever of a trained pipeline is worth, measured on the **validation** split.
 
-For every run of a pipeline (default: the real one, ``real/``) whose checkpoint exists:
+For every checkpoint of a pipeline (default: the real one, ``real/``; ``models/*.pt``, or the runs named by
+``--runs``), on the validation split of the manifest it was trained from (``data/<dataset>/manifest.csv``):
 
 * ``tta``: validation AUC of the checkpoint scored with each test-time augmentation (``none``, ``flip``, and
   ``flip_shift`` with ``--flip-shift``), the same scoring ``deepfake-detect evaluate --tta`` does;
@@ -10,7 +11,7 @@ For every run of a pipeline (default: the real one, ``real/``) whose checkpoint 
 * ``threshold``: validation accuracy at 0.5 and at the checkpoint's threshold (the rule training recorded).
 
     python bench/levers.py                          # real pipeline, needs ../shared/data (~10 min on 2 cores)
-    python bench/levers.py --pipeline . --out /tmp/levers.json   # the demo
+    python bench/levers.py --pipeline . --out /tmp/levers.json   # the demo, after dvc repro
 
 Writes ``bench/results/levers.json`` (or ``--out``).
 """
@@ -23,9 +24,7 @@ import numpy as np
 
 from deepfake_detect import metrics
 from deepfake_detect.checkpoint import load_model
-from deepfake_detect.config import load_params
 from deepfake_detect.data import read_manifest
-from deepfake_detect.evaluate import checkpoint_path
 from deepfake_detect.io import write_json
 from deepfake_detect.score import score_paths
 from deepfake_detect.train import selection_key
@@ -57,17 +56,19 @@ def selection(history: list[dict]) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pipeline", default=str(REPO / "real"), help="folder with params.yaml, models/, data/")
+    ap.add_argument("--pipeline", default=str(REPO / "real"), help="folder with models/ and data/")
+    ap.add_argument("--runs", nargs="+", help="runs to measure (default: every models/<run>.pt)")
     ap.add_argument("--flip-shift", action="store_true", help="also score flip_shift (10 views: slow)")
     ap.add_argument("--out", default=str(REPO / "bench/results/levers.json"))
     args = ap.parse_args()
     folder = Path(args.pipeline).resolve()
-    params = load_params(folder / "params.yaml")
+    runs = args.runs or sorted(p.stem for p in (folder / "models").glob("*.pt") if not p.name.startswith("."))
+    if not runs:
+        raise SystemExit(f"{folder / 'models'}: no checkpoints; train the pipeline first (dvc repro)")
     modes = ["none", "flip"] + (["flip_shift"] if args.flip_shift else [])
     report = {"pipeline": str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder), "runs": {}}
-    for run in params["evaluate-roc-det"]["runs"]:
-        path = checkpoint_path(params, run, folder / "models")
-        model, ckpt = load_model(path)
+    for run in runs:
+        model, ckpt = load_model(folder / "models" / f"{run}.pt")
         manifest = read_manifest(folder / "data" / ckpt["dataset"] / "manifest.csv")  # the splits DVC trained on
         rows = [{"path": str(folder / r["path"]), "label": int(r["label"])} for r in manifest if r["split"] == "val"]
         y = np.array([r["label"] for r in rows])

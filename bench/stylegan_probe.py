@@ -14,6 +14,8 @@ trained on the train split, C chosen on validation, scored once on test (sklearn
     python bench/stylegan_probe.py                       # ~5 min on 2 CPU cores
     python bench/stylegan_probe.py --sizes 256 --out /tmp/probe.json
     python bench/stylegan_probe.py --source ../shared/data/dfdc_faces --sizes 224 --out bench/results/dfdc_probe.json
+
+Any course-layout folder works (tests/test_bench.py runs it on a small generated demo set at 64 px).
 """
 from __future__ import annotations
 
@@ -63,14 +65,19 @@ def spectrum(path: str, bins: int = 128) -> np.ndarray:
     return (np.bincount(r, power.ravel()) / np.bincount(r))[:bins]
 
 
-@torch.inference_mode()
-def backbone_features(paths: list[str], size: int, batch: int = 32) -> tuple[np.ndarray, list[int]]:
-    """Per block mean+std of the activations, then the pooled final features; and each block's width."""
+def feature_model(size: int):
+    """The frozen packaged EfficientNet-Lite0 at ``size`` px, and the dict its blocks' hooks fill on each forward."""
     model = get_model("efficientnet_lite0", image_size=size, weights="packaged").eval()
-    prep = Preprocess(size, model.mean, model.std)
     outs: dict[int, torch.Tensor] = {}
     for i, block in enumerate(model.backbone.blocks):
         block.register_forward_hook(lambda m, inp, out, i=i: outs.__setitem__(i, out))
+    return model, outs
+
+
+@torch.inference_mode()
+def backbone_features(model, outs: dict, paths: list[str], size: int, batch: int = 32) -> tuple[np.ndarray, list[int]]:
+    """Per block mean+std of the activations, then the pooled final features; and each block's width."""
+    prep = Preprocess(size, model.mean, model.std)
     rows, widths = [], []
     for k in tqdm(range(0, len(paths), batch), desc=f"features at {size} px", leave=False):
         x = prep.normalise(torch.stack([prep.to_uint8(load_rgb(p)) for p in paths[k:k + batch]]))
@@ -113,7 +120,8 @@ def main() -> None:
     report["spectrum"] = probe(x, y)
     print("spectrum", report["spectrum"], flush=True)
     for size in args.sizes:
-        feats = {s: backbone_features(paths[s], size) for s in paths}
+        model, outs = feature_model(size)
+        feats = {s: backbone_features(model, outs, paths[s], size) for s in paths}
         widths = feats["train"][1]
         x = {s: f[0] for s, f in feats.items()}
         entry = {"all": probe(x, y), "blocks": {}}

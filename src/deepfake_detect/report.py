@@ -5,9 +5,10 @@ headline columns (at most 12), so ``dvc metrics show`` is one readable table and
 metrics diff`` after rerunning one run shows only that run's row. Everything else stays in
 ``metrics/evaluate``, ``metrics/explain`` and ``metrics/train`` (outputs, not declared metrics).
 
-``deepfake-detect report`` renders the README's results tables from those rows and the
-params that ``dvc.lock`` recorded for each stage, each row with the command that makes it;
-``--check`` fails when README.md's tables differ, ``--write`` updates them.
+``deepfake-detect report`` renders the generated tables of README.md and docs/*.md: the results of each
+pipeline from those rows and the params that ``dvc.lock`` recorded for each stage, each row with the
+command that makes it, and the benchmarks from their JSON; ``--check`` fails when a table differs,
+``--write`` updates them.
 """
 from __future__ import annotations
 
@@ -125,32 +126,97 @@ def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {**{name: render_table for name in PIPELINES}, **{f"{name}-cross": render_cross_table for name in PIPELINES}}
+# the loops of bench/bench_train.py, as its JSON names them
+BENCH_LOOPS = {"a_compute": "(a) pure compute: decoded, normalised tensors in memory",
+               "b_ours": "(b) the trainer's data path (decoded cache)",
+               "c_course": "(c) the course loop: PIL decode in process, 0 workers",
+               "compute_contiguous": "(a) without channels_last",
+               "ours_no_channels_last": "(b) without channels_last",
+               "ours_no_cache_0_workers": "(b) without the decoded cache, 0 workers",
+               "ours_no_cache_auto_workers": "(b) without the decoded cache, loader workers",
+               "ours_cache_1_worker": "(b) the decoded cache read by 1 loader worker",
+               "ours_no_amp": "(b) without mixed precision",
+               "ours_compile": "(b) with torch.compile"}
 
 
-def _marker(block: str) -> re.Pattern:
-    return re.compile(rf"(<!-- report:{block} -->\n)(.*?)(<!-- /report:{block} -->)", re.S)
+def render_bench(path: str | Path, root: str | Path = ".") -> str:
+    """A bench/bench_train.py JSON as a table of every loop's images/s, then a list: the full-epoch estimate, the
+    paired ratio, the data path's share of a step, peak RSS, the dvc repro timing (what the file has of these)
+    and the command that wrote the file. ``path``: relative to ``root``, and named so."""
+    path = Path(path)
+    b = _read_json(Path(root) / path)
+    lines = ["| loop | train img/s | eval img/s |", "|---|---|---|"]
+    lines += [f"| {BENCH_LOOPS.get(name, name)} | {loop['train_img_s']:,.1f} | {loop['eval_img_s']:,.1f} |"
+              for name, loop in b["loops"].items()]
+    n, e = b["split_sizes"], b["epoch_s"]
+    notes = [f"A full epoch of {n['train']:,} training + {n['val']:,} validation images (+ {n['test']:,} test): "
+             f"(a) {e['a_compute_train_val']:.0f} s, (b) {e['b_ours_train_val_test_once']:.0f} s with test scored "
+             f"once ({e['b_ours_train_val_test_every_epoch']:.0f} s every epoch), "
+             f"(c) {e['c_course_train_val_test']:.0f} s with test every epoch."]
+    r = b["ratios"]
+    if "b_over_a_train_median_of_pairs" in r:
+        notes.append(f"(b)/(a), median of the {len(b['repeats'])} paired rounds: train "
+                     f"{r['b_over_a_train_median_of_pairs']:.2f}, eval {r['b_over_a_eval_median_of_pairs']:.2f}.")
+    if "profile_b" in b:
+        prof = b["profile_b"]
+        notes.append(f"Reading, stacking and normalising a batch: {prof['data_ms_per_batch']:.1f} ms of a "
+                     f"{prof['step_ms']:.0f} ms step ({prof['data_share_of_step']:.1%}).")
+    rss = b.get("fit_peak_rss") or {}
+    if rss:
+        notes.append("Peak RSS of training: " + ", ".join(f"{v['peak_rss_mb']:,.0f} MB on {v['images']:,} images"
+                                                          for v in rss.values()) + ".")
+    if b.get("dvc"):
+        dvc = b["dvc"]
+        notes.append(f"Whole demo `dvc repro` {dvc['repro_s']:.0f} s, no-op rerun {dvc['noop_rerun_s']:.1f} s.")
+    load = f"load average {b['load_avg_start'][0]:.1f} at the start" if b.get("load_avg_start") else ""
+    notes.append(f"`{b['command']}` ({b['data']}, {b['image_size']} px, batch {b['batch_size']}, {b['device']}, "
+                 f"{b['cpu_cores']} cores, torch {b['torch']}{', ' + load if load else ''}; `{path.as_posix()}`).")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
+# block name -> what renders it: the results of each pipeline, its cross-dataset AUC, a benchmark's JSON
+MARKER = re.compile(r"(<!-- report:(?P<block>[\w./:-]+) -->\n)(.*?)(<!-- /report:(?P=block) -->)", re.S)
+
+
+def render_block(block: str, root: str | Path = ".") -> str:
+    """The generated text of one block: ``demo``/``real`` (results), ``demo-cross``/``real-cross`` (every run
+    on every dataset), ``bench:<path of a bench_train.py JSON>``."""
+    if block in PIPELINES:
+        return render_table(block, root)
+    if block.removesuffix("-cross") in PIPELINES:
+        return render_cross_table(block.removesuffix("-cross"), root)
+    if block.startswith("bench:"):
+        return render_bench(block.removeprefix("bench:"), root)
+    raise UserError(f"unknown report block '{block}' (known: {', '.join(PIPELINES)}, "
+                    f"{', '.join(p + '-cross' for p in PIPELINES)}, bench:<file>)")
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:
-    """README text with every ``<!-- report:<block> -->`` block replaced by its generated table: ``demo`` and
-    ``real`` (the results of each pipeline), ``demo-cross`` and ``real-cross`` (cross-dataset AUC)."""
-    for block, render in BLOCKS.items():
-        if _marker(block).search(text):
-            table = render(block.removesuffix("-cross"), root)
-            text = _marker(block).sub(lambda m: m.group(1) + table + "\n" + m.group(3), text)
-    return text
+    """Markdown text with every ``<!-- report:<block> -->`` ... ``<!-- /report:<block> -->`` block replaced by
+    its generated text (``render_block``); ``root``: the repository the paths are relative to."""
+    return MARKER.sub(lambda m: m.group(1) + render_block(m.group("block"), root) + "\n" + m.group(4), text)
+
+
+def documents(readme: str | Path = "README.md") -> list[Path]:
+    """The README and the docs/*.md beside it: the files whose blocks ``report`` renders."""
+    readme = Path(readme)
+    return [readme, *sorted((readme.parent / "docs").glob("*.md"))]
 
 
 def report(readme: str | Path = "README.md", check: bool = False, write: bool = False) -> str:
-    """Print, check (UserError when README.md differs) or rewrite the README's results tables."""
-    path = Path(readme)
-    old = path.read_text()
-    new = render_readme(old, path.parent)
-    if check and new != old:
-        raise UserError(f"{path}: its results tables differ from the metrics files; "
+    """Print, check (UserError naming the files that differ) or rewrite the generated tables of README.md and
+    docs/*.md."""
+    root = Path(readme).parent
+    stale = []
+    for path in documents(readme):
+        old = path.read_text()
+        new = render_readme(old, root)
+        if new != old:
+            stale.append(path)
+            if write:
+                write_text(path, new)
+    if check and stale:
+        raise UserError(f"{', '.join(map(str, stale))}: the generated tables differ from the metrics files; "
                         "run `deepfake-detect report --write`")
-    if write and new != old:
-        write_text(path, new)
-    return "\n\n".join(f"{name}:\n{render_table(name, path.parent)}" for name in PIPELINES
-                       if (path.parent / PIPELINES[name][0] / "dvc.lock").is_file())
+    return "\n\n".join(f"{name}:\n{render_table(name, root)}" for name in PIPELINES
+                       if (root / PIPELINES[name][0] / "dvc.lock").is_file())

@@ -246,16 +246,33 @@ def _colour_by_file(node, files: list[str]) -> None:
             _colour_by_file(value, files)
 
 
+def _drop_rev_dash(node) -> None:
+    """Remove a dash-per-revision encoding (our templates' ``strokeDash`` on ``rev``), in place: with one
+    revision it draws nothing but a legend naming it."""
+    if isinstance(node, dict):
+        dash = (node.get("encoding") or {}).get("strokeDash") if isinstance(node.get("encoding"), dict) else None
+        if isinstance(dash, dict) and dash.get("field") == "rev":
+            del node["encoding"]["strokeDash"]
+        for value in node.values():
+            _drop_rev_dash(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_rev_dash(value)
+
+
 def readable(spec: dict, n_revs: int) -> dict:
-    """A copy of DVC's spec drawn larger and, for one revision, with a colour per file."""
+    """A copy of DVC's spec drawn larger and, for one revision, with a colour per file (where the template
+    colours by revision) and no revision legend."""
     spec = copy.deepcopy(spec)
     for key in ("width", "height"):
         if isinstance(spec.get(key), (int, float)):
             spec[key] = round(spec[key] * SCALE)
     files = sorted({v["filename"] for v in spec.get("data", {}).get("values", [])
                     if isinstance(v, dict) and "filename" in v})
-    if n_revs == 1 and len(files) > 1:
-        _colour_by_file(spec, files)
+    if n_revs == 1:
+        _drop_rev_dash(spec)
+        if len(files) > 1:
+            _colour_by_file(spec, files)
     return spec
 
 
