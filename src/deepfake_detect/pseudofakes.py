@@ -37,7 +37,7 @@ from skimage.draw import ellipse
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from .config import PSEUDO_FAKES, ParamsError
+from .config import ParamsError
 from .data import LABELS, EpochSampler
 
 REAL, FAKE = LABELS["real"], LABELS["fake"]
@@ -118,7 +118,8 @@ class SelfBlend:
             target = self.alter(x, rng)
         mask = torch.from_numpy(self.face_mask(h, w, rng))[None]
         # the source face moves a little, and the region it covers moves with it
-        tx, ty = rng.uniform(-self.translate_x, self.translate_x) * w, rng.uniform(-self.translate_y, self.translate_y) * h
+        tx = rng.uniform(-self.translate_x, self.translate_x) * w
+        ty = rng.uniform(-self.translate_y, self.translate_y) * h
         geometry = dict(angle=0.0, translate=[tx, ty], scale=float(rng.uniform(*self.scale)), shear=[0.0, 0.0],
                         interpolation=InterpolationMode.BILINEAR)
         source = TF.affine(source, **geometry)
