@@ -68,7 +68,7 @@ class SelfBlend:
     hue: float = 0.0  # fraction of the hue circle (0: off; the paper's hue shift is below one degree)
     blur_sigma: tuple = (0.5, 1.5)  # frequency change 1 of 3: Gaussian blur (sigma in px at 256 px)
     sharpness: tuple = (1.5, 3.0)  # 2 of 3: sharpening factor (1: unchanged)
-    downscale: tuple = (2, 4)  # 3 of 3: nearest downscale by one of these factors, bilinear back up
+    downscale: tuple = (2.0, 4.0)  # 3 of 3: nearest downscale by this factor, bilinear back up (paper: 2 or 4)
     translate_x: float = 0.03  # largest source shift
     translate_y: float = 0.015
     scale: tuple = (0.95, 1 / 0.95)
@@ -100,7 +100,7 @@ class SelfBlend:
             if getattr(self, name) > 1:
                 raise ValueError(f"'{name}' must be a probability in [0, 1], got {getattr(self, name)!r}")
         if self.downscale[0] < 1 or self.mask_height[0] <= 0 or self.mask_aspect[0] <= 0:
-            raise ValueError("'downscale', 'mask_height' and 'mask_aspect' must be positive "
+            raise ValueError("'downscale' must be >= 1, 'mask_height' and 'mask_aspect' > 0 "
                              f"(got {self.downscale}, {self.mask_height}, {self.mask_aspect})")
 
     # ------------------------------------------------------------ the pair
@@ -146,7 +146,7 @@ class SelfBlend:
             return TF.gaussian_blur(x, [_odd(6 * sigma + 1)] * 2, [sigma, sigma])
         if kind == 1:
             return TF.adjust_sharpness(x, rng.uniform(*self.sharpness))
-        factor = float(rng.choice(self.downscale))
+        factor = rng.uniform(*self.downscale)
         small = TF.resize(x, [max(1, round(h / factor)), max(1, round(w / factor))],
                           interpolation=InterpolationMode.NEAREST)
         return TF.resize(small, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False).clamp_(0, 1)
