@@ -15,9 +15,9 @@ tilt), warped by a smooth random displacement field (``torchvision.transforms.v2
 eroded and feathered with two Gaussian blurs as in the paper's ``get_blend_mask``. On the centred face crops
 this project trains on it covers the face better than a landmark mask does: on 120 train-split DFDC pairs
 whose fake and real are pixel-aligned, the convex hull of the pixels the face swap changed overlaps the
-centred ellipse with IoU 0.62, the convex hull of dlib's 68 landmarks 0.47-0.53 and an ellipse fitted to
-MTCNN's 5 landmarks 0.44-0.53 (``docs/_incoming/issue-20b.md`` has the measurement), and it needs no face
-detector, no model file and no failure path for faces a detector misses.
+centred ellipse with IoU 0.62, the convex hull of dlib's 68 landmarks 0.47-0.53 and ellipses fitted to
+MTCNN's box or 5 landmarks at most 0.53; and it needs no face detector, no model file and no failure path
+for faces a detector misses.
 
 Every draw comes from ``numpy.random.default_rng((seed, stream, epoch, index))``: a pseudo-fake is a pure
 function of the image, the seed, the split, the epoch and its index, whatever the loader workers or
@@ -181,11 +181,11 @@ class SelfBlend:
         """SBI's blend mask: blur and keep only the core that stays at the maximum (an erosion), then blur
         again with a wide sigma and rescale to a peak of 1. Zero beyond the second kernel's reach."""
         k = mask.shape[-2] / _REFERENCE_SIZE
-        m = _blur(mask[0].numpy(), _odd(k * rng.integers(self.erode_kernel[0], self.erode_kernel[1] + 1)))
+        m = _blur(mask[0].numpy(), _odd(k * rng.uniform(*self.erode_kernel)))
         if m.max() <= 0:
             return torch.zeros_like(mask)
         m = (m / m.max() >= 1 - 1e-4).astype(np.float32)  # float sums inside the face reach 1 only up to rounding
-        m = _blur(m, _odd(k * rng.integers(self.feather_kernel[0], self.feather_kernel[1] + 1)),
+        m = _blur(m, _odd(k * rng.uniform(*self.feather_kernel)),
                   k * rng.uniform(*self.feather_sigma))
         return torch.from_numpy(m / m.max() if m.max() > 0 else m)[None]
 
