@@ -23,6 +23,7 @@ TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xcep
 DATASETS = ("fakes", "synthetic")
 TTA_MODES = ("none", "flip", "flip_shift")  # test-time views averaged by engine.predict (recorded in checkpoints)
 THRESHOLD_RULES = ("fixed", "eer", "balanced")  # how training picks the operating threshold on validation
+PSEUDO_FAKES = ("none", "sbi")  # training fakes made from the split's reals (pseudofakes.py), or none
 
 
 class ParamsError(UserError, ValueError):
@@ -88,6 +89,9 @@ TRAIN_SCHEMA: dict[str, Key] = {
     "tta": Choice(*TTA_MODES),
     "threshold_rule": Choice(*THRESHOLD_RULES),
     "label_smoothing": Num(0, 0.999),
+    "pseudo_fakes": Choice(*PSEUDO_FAKES),  # sbi: the train split is its reals, each paired with a self-blended fake
+    "pseudo_fakes_val": BOOL,  # validation made the same way (from the val reals), so no real fake is ever used
+    "pseudo_fakes_params": MAPPING,  # passed to pseudofakes.SelfBlend, checked against its fields
     "eval_test_every_epoch": BOOL,
     "max_steps_per_epoch": Int(0, 10**9),
     "num_workers": Int(-1, 256),

@@ -68,6 +68,7 @@ from .engine import (
 from .errors import UserError, one_line
 from .io import check_writable, save_torch
 from .models import get_model, is_model, list_models, model_kwargs, num_params
+from .pseudofakes import pseudo_fake_split, real_rows, uses_pseudo_fakes
 
 
 class TrainingError(UserError, RuntimeError):
@@ -115,8 +116,12 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
     loaders = {}
     for split in ("train", "val", "test"):
         split_rows = [r for r in rows if r["split"] == split]
+        pseudo = uses_pseudo_fakes(cfg, split)
+        if pseudo:  # the fakes of this split are made from its reals
+            split_rows = real_rows(split_rows)
         if not split_rows:
-            raise DatasetError(f"manifest has no '{split}' images for dataset '{cfg['dataset']}'")
+            raise DatasetError(f"manifest has no '{split}' {'real ' if pseudo else ''}images for dataset "
+                               f"'{cfg['dataset']}'")
         cache = None
         if cfg["decode_cache"]:
             if rank != 0:  # rank 0 decodes, the others wait and read
@@ -128,6 +133,8 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
         train = split == "train"
         sampler = EpochSampler(len(ds), shuffle=train, seed=seed, hflip=train and cfg["hflip"],
                                num_replicas=world, rank=rank)
+        if pseudo:
+            ds, sampler = pseudo_fake_split(ds, sampler, cfg, seed, split)
         loaders[split] = DataLoader(ds, sampler=sampler, batch_size=cfg["batch_size"] // world if train else
                                     cfg["batch_size"], drop_last=False, collate_fn=collate_uint8, **common)
     return loaders
@@ -387,7 +394,8 @@ class Progress:
                          "epoch": row["epoch"]}
             threshold = metrics.choose_threshold(val_labels, val_scores, cfg["threshold_rule"])
             ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], threshold=threshold,
-                                   extra={"dataset": cfg["dataset"], "tta": cfg["tta"]},
+                                   extra={"dataset": cfg["dataset"], "tta": cfg["tta"],
+                                          "pseudo_fakes": cfg["pseudo_fakes"]},
                                    metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"],
                                             "best_val_auc": row["val_auc"], "select_metric": cfg["select_metric"],
                                             "threshold_rule": cfg["threshold_rule"], "ema_decay": cfg["ema_decay"]})

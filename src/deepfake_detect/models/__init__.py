@@ -77,7 +77,7 @@ def model_kwargs(name: str) -> set[str] | None:
 
 def _load_all() -> None:
     # importing the modules registers their models (here, not at the top: they import this module)
-    from . import backbones, competition, meso, probe, simplenet  # noqa: F401
+    from . import backbones, competition, meso, npr, probe, simplenet  # noqa: F401
 
 
 def get_model(name: str, image_size: int = 128, **params) -> nn.Module:
