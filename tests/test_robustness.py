@@ -98,6 +98,33 @@ def test_panel_is_seeded_and_reuses_clean_scores(noisy_rows):
         robustness.panel(HighFrequency(), CKPT, noisy_rows, degradations=("jpeg_q10",), progress=False)
 
 
+def test_subsample_is_stratified_seeded_and_optional():
+    y = [0] * 300 + [1] * 100
+    idx = robustness.subsample(y, 100, seed=0)
+    assert len(idx) == 100 and (np.diff(idx) > 0).all()
+    assert sum(y[i] for i in idx) == 25  # the 3:1 ratio kept
+    assert np.array_equal(idx, robustness.subsample(y, 100, seed=0))
+    assert not np.array_equal(idx, robustness.subsample(y, 100, seed=1))
+    assert np.array_equal(robustness.subsample(y, 0), np.arange(400))
+    assert np.array_equal(robustness.subsample(y, 500), np.arange(400))
+    rare = [0] * 99 + [1]
+    assert sum(rare[i] for i in robustness.subsample(rare, 10)) == 1  # a rare class is never dropped
+
+
+def test_panel_on_a_subsample_scores_only_those_images(noisy_rows):
+    kw = dict(n_bootstrap=20, progress=False, degradations=("blur_s1",), seed=5)
+    sub = robustness.panel(HighFrequency(), CKPT, noisy_rows, max_images=20, **kw)
+    assert (sub["n_real"], sub["n_fake"], sub["n_of"]) == (10, 10, 40)
+    keep = robustness.subsample([r["label"] for r in noisy_rows], 20, seed=5)
+    rows = [noisy_rows[i] for i in keep]
+    assert sub == {**robustness.panel(HighFrequency(), CKPT, rows, **kw), "n_of": 40}
+    given = robustness.panel(HighFrequency(), CKPT, noisy_rows, max_images=20,
+                             clean_scores=_by_hand(noisy_rows, "clean"), **kw)  # all rows' clean scores given
+    assert given["degradations"]["clean"]["auc"] == pytest.approx(sub["degradations"]["clean"]["auc"], abs=1e-9)
+    with pytest.raises(ValueError, match="clean_scores"):
+        robustness.panel(HighFrequency(), CKPT, noisy_rows, clean_scores=np.zeros(3), **kw)
+
+
 def test_loader_workers_give_the_same_degraded_scores(noisy_rows):
     one = robustness.degraded_scores(HighFrequency(), CKPT, noisy_rows, "reshared", batch_size=8, num_workers=1,
                                      progress=False)

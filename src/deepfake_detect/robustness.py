@@ -5,7 +5,8 @@ Per degradation: AUC with its bootstrap interval, the drop from the clean AUC, a
 accuracy at the checkpoint's own threshold (the one training chose on validation, which a user of
 ``deepfake-detect predict`` gets) -- a degradation can keep the AUC and still move every score across that
 threshold. Scoring is ``score.score_paths`` (the checkpoint's size, normalisation and TTA); the metrics are
-``metrics.binary_metrics``. The degradations draw no random numbers; ``seed`` seeds the bootstrap.
+``metrics.binary_metrics``. The degradations draw no random numbers; ``seed`` seeds the bootstrap and the
+optional subsample (``max_images``: the panel costs one scoring pass per degradation).
 """
 from __future__ import annotations
 
@@ -41,37 +42,57 @@ def degraded_scores(model, ckpt: dict, rows: list[dict], name: str, device: torc
     return p
 
 
+def subsample(labels: Sequence[int], max_images: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_images`` items, drawn without replacement under ``seed`` from each class
+    in proportion to its size (each class present keeps at least one); all of them when ``max_images`` is 0 or
+    not below their number."""
+    y = np.asarray(labels)
+    if not max_images or max_images >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(idx, max(1, round(len(idx) * max_images / len(y))), replace=False)
+            for idx in (np.flatnonzero(y == c) for c in np.unique(y))]
+    return np.sort(np.concatenate(keep))
+
+
 def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu", batch_size: int = 64,
           n_bootstrap: int = 1000, seed: int = 0, degradations: Sequence[str] = tuple(PANEL),
-          clean_scores: np.ndarray | None = None, num_workers: int = -1, progress: bool = True) -> dict:
+          clean_scores: np.ndarray | None = None, max_images: int = 0, num_workers: int = -1,
+          progress: bool = True) -> dict:
     """The panel of one checkpoint on ``rows`` ({path, label}: a manifest's test split, or
     ``predict.labelled_images`` of a flat real/ + fake/ folder), as JSON-ready numbers:
 
-    ``{"threshold", "tta", "n_real", "n_fake", "degradations": {name: {auc, auc_ci_low, auc_ci_high, auc_drop,
-    tpr_at_threshold, fpr_at_threshold, balanced_acc_at_threshold}}}`` in ``PANEL`` order, ``clean`` first
-    (always scored: the drops are from it). ``auc_drop`` = clean AUC - this AUC (positive: worse).
-    ``clean_scores``: the clean p(fake) of ``rows`` when the caller has them already (the evaluate stage)."""
+    ``{"threshold", "tta", "n_real", "n_fake", "n_of", "degradations": {name: {auc, auc_ci_low, auc_ci_high,
+    auc_drop, tpr_at_threshold, fpr_at_threshold, balanced_acc_at_threshold}}}`` in ``PANEL`` order, ``clean``
+    first (always scored: the drops are from it). ``auc_drop`` = clean AUC - this AUC (positive: worse).
+    ``max_images``: score a stratified subsample of that many images drawn under ``seed`` (``subsample``; 0: every
+    image) -- every degradation costs a full scoring pass; ``n_of`` is how many ``rows`` there were.
+    ``clean_scores``: the clean p(fake) of all ``rows`` when the caller has them already (the evaluate stage)."""
     unknown = [d for d in degradations if d not in PANEL]
     if unknown:
         raise ValueError(f"unknown degradation {unknown[0]!r} (expected one of {', '.join(PANEL)})")
     if not rows:
         raise DatasetError("robustness panel: no images to score")
+    if clean_scores is not None and len(clean_scores) != len(rows):
+        raise ValueError(f"clean_scores has {len(clean_scores)} scores for {len(rows)} images")
+    n_of = len(rows)
+    keep = subsample([int(r["label"]) for r in rows], max_images, seed)
+    rows = [rows[i] for i in keep]
+    clean_scores = None if clean_scores is None else np.asarray(clean_scores, dtype=np.float64)[keep]
     names = ["clean"] + [d for d in PANEL if d in degradations and d != "clean"]
     y = np.array([int(r["label"]) for r in rows])
     threshold = float(ckpt["threshold"])
     out = {}
     for name in names:
         if name == "clean" and clean_scores is not None:
-            p = np.asarray(clean_scores, dtype=np.float64)
-            if len(p) != len(y):
-                raise ValueError(f"clean_scores has {len(p)} scores for {len(y)} images")
+            p = clean_scores
         else:
             p = degraded_scores(model, ckpt, rows, name, device, batch_size, num_workers, progress)
         m = metrics.binary_metrics(y, p, threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
         out[name] = {"auc": m["auc"], "auc_ci_low": m["auc_ci_low"], "auc_ci_high": m["auc_ci_high"],
                      "auc_drop": out["clean"]["auc"] - m["auc"] if out else 0.0, **_rates(y, m)}
     return {"threshold": threshold, "tta": resolve_tta(ckpt), "n_real": int((y == 0).sum()),
-            "n_fake": int((y == 1).sum()), "degradations": out}
+            "n_fake": int((y == 1).sum()), "n_of": n_of, "degradations": out}
 
 
 def worst(panel_result: dict) -> tuple[str, float]:
@@ -103,7 +124,7 @@ def panel_table(metrics_by_run: dict[str, dict], value: str = "auc") -> str:
             if m is None:
                 cells.append("–")
             elif value == "auc" and d != "clean":
-                cells.append(f"{_fmt(m['auc'])} ({-m['auc_drop']:+.3f})")  # the change from clean
+                cells.append(f"{_fmt(m['auc'])} ({0.0 - m['auc_drop']:+.3f})")  # the change from clean (no "-0.000")
             else:
                 cells.append(_fmt(m[value]))
         if value == "auc":
