@@ -29,6 +29,15 @@ class HighFrequency(nn.Module):
         return torch.stack([torch.zeros_like(hf), 12 * (hf - 0.15)], 1)
 
 
+class Lopsided(HighFrequency):
+    """HighFrequency plus a left-right brightness difference: its score changes under a flip (TTA matters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.shape[-1] // 2
+        return super().forward(x) + torch.stack([torch.zeros(len(x)), 3 * (x[..., :w].mean((1, 2, 3)) -
+                                                                     x[..., w:].mean((1, 2, 3)))], 1)
+
+
 CKPT = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "threshold": 0.45, "tta": "none", "run": "dummy"}
 
 
@@ -50,9 +59,9 @@ def noisy_rows(tmp_path_factory) -> list[dict]:
     return rows
 
 
-def _by_hand(rows: list[dict], name: str) -> np.ndarray:
+def _by_hand(rows: list[dict], name: str, model: nn.Module | None = None) -> np.ndarray:
     """p(fake) of each image under degradation ``name``, without score.py: decode, degrade, preprocess, model."""
-    prep, model = Preprocess(CKPT["image_size"], CKPT["mean"], CKPT["std"]), HighFrequency()
+    prep, model = Preprocess(CKPT["image_size"], CKPT["mean"], CKPT["std"]), model or HighFrequency()
     ims = [load_rgb(r["path"]) for r in rows]
     x = torch.stack([prep(Degradation(name)(im)) for im in ims])
     with torch.no_grad():
@@ -125,6 +134,22 @@ def test_panel_on_a_subsample_scores_only_those_images(noisy_rows):
         robustness.panel(HighFrequency(), CKPT, noisy_rows, clean_scores=np.zeros(3), **kw)
 
 
+def test_panel_tta_override(noisy_rows):
+    flip_ckpt = {**CKPT, "tta": "flip"}
+    kw = dict(n_bootstrap=0, progress=False, degradations=("jpeg_q50",))
+    no_flip = robustness.degraded_scores(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", tta="none", progress=False)
+    flipped = robustness.degraded_scores(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", progress=False)
+    np.testing.assert_allclose(no_flip, _by_hand(noisy_rows, "jpeg_q50", Lopsided()), atol=1e-6)
+    assert np.abs(flipped - no_flip).max() > 1e-3  # the checkpoint's flip TTA by default
+    plain = robustness.panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", **kw)
+    assert plain["tta"] == "none"
+    assert plain["degradations"]["jpeg_q50"]["auc"] == pytest.approx(
+        roc_auc_score([r["label"] for r in noisy_rows], no_flip), abs=1e-9)
+    assert robustness.panel(Lopsided(), flip_ckpt, noisy_rows, **kw)["tta"] == "flip"
+    with pytest.raises(ValueError, match="TTA"):
+        robustness.panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", clean_scores=np.zeros(40), **kw)
+
+
 def test_loader_workers_give_the_same_degraded_scores(noisy_rows):
     one = robustness.degraded_scores(HighFrequency(), CKPT, noisy_rows, "reshared", batch_size=8, num_workers=1,
                                      progress=False)
@@ -180,7 +205,8 @@ def test_panel_figure_has_a_line_per_run(tmp_path):
     fig = panel_figure(panels)
     ax_auc, ax_tpr = fig.axes[:2]
     assert [t.get_text() for t in ax_auc.get_xticklabels()] == ["clean", "JPEG q90", "blur σ=1"]
-    assert len(ax_tpr.get_lines()) == 2
+    assert len(ax_tpr.get_lines()) == 4  # TPR and FPR per run
+    assert list(ax_tpr.get_lines()[1].get_ydata()) == [0.1, 0.1, 0.1]
     assert list(ax_auc.containers[0].lines[0].get_ydata()) == [0.9, 0.85, 0.7]
     assert np.isnan(ax_auc.containers[1].lines[0].get_ydata()[2])  # b has no blur: a gap, not a zero
     path = save_panel_figure(tmp_path / "robustness.png", panels)

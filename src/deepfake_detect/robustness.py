@@ -31,12 +31,14 @@ def _rates(y: np.ndarray, m: dict) -> dict:
 
 
 def degraded_scores(model, ckpt: dict, rows: list[dict], name: str, device: torch.device | str = "cpu",
-                    batch_size: int = 64, num_workers: int = -1, progress: bool = True) -> np.ndarray:
-    """p(fake) of every row's image under degradation ``name``; an image that does not decode is a
-    BadImageError naming it (a panel over a subset would not compare with the clean AUC)."""
+                    batch_size: int = 64, num_workers: int = -1, progress: bool = True,
+                    tta: str = "checkpoint") -> np.ndarray:
+    """p(fake) of every row's image under degradation ``name`` (``tta``: as in ``score.score_paths``); an image
+    that does not decode is a BadImageError naming it (a panel over a subset would not compare with the clean
+    AUC)."""
     p, errors = score_paths(model, ckpt, [r["path"] for r in rows], [int(r["label"]) for r in rows], device,
                             batch_size, num_workers, progress, desc=f"robustness {ckpt.get('run', '')} {name}",
-                            degrade=None if name == "clean" else Degradation(name))
+                            tta=tta, degrade=None if name == "clean" else Degradation(name))
     if errors:
         raise BadImageError(f"{len(errors)} image(s) do not decode: " + "; ".join(list(errors.values())[:5]))
     return p
@@ -57,8 +59,8 @@ def subsample(labels: Sequence[int], max_images: int, seed: int = 0) -> np.ndarr
 
 def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu", batch_size: int = 64,
           n_bootstrap: int = 1000, seed: int = 0, degradations: Sequence[str] = tuple(PANEL),
-          clean_scores: np.ndarray | None = None, max_images: int = 0, num_workers: int = -1,
-          progress: bool = True) -> dict:
+          clean_scores: np.ndarray | None = None, max_images: int = 0, tta: str = "checkpoint",
+          num_workers: int = -1, progress: bool = True) -> dict:
     """The panel of one checkpoint on ``rows`` ({path, label}: a manifest's test split, or
     ``predict.labelled_images`` of a flat real/ + fake/ folder), as JSON-ready numbers:
 
@@ -67,7 +69,9 @@ def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu
     first (always scored: the drops are from it). ``auc_drop`` = clean AUC - this AUC (positive: worse).
     ``max_images``: score a stratified subsample of that many images drawn under ``seed`` (``subsample``; 0: every
     image) -- every degradation costs a full scoring pass; ``n_of`` is how many ``rows`` there were.
-    ``clean_scores``: the clean p(fake) of all ``rows`` when the caller has them already (the evaluate stage)."""
+    ``clean_scores``: the clean p(fake) of all ``rows`` when the caller has them already (the evaluate stage),
+    made with the checkpoint's TTA. ``tta``: ``checkpoint`` or a mode of ``engine.TTA_MODES`` (``none`` halves the
+    cost of a ``flip`` checkpoint's panel; the clean AUC is then rescored, and differs from the stage's)."""
     unknown = [d for d in degradations if d not in PANEL]
     if unknown:
         raise ValueError(f"unknown degradation {unknown[0]!r} (expected one of {', '.join(PANEL)})")
@@ -75,6 +79,9 @@ def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu
         raise DatasetError("robustness panel: no images to score")
     if clean_scores is not None and len(clean_scores) != len(rows):
         raise ValueError(f"clean_scores has {len(clean_scores)} scores for {len(rows)} images")
+    mode = resolve_tta(ckpt, tta)
+    if clean_scores is not None and mode != resolve_tta(ckpt):
+        raise ValueError(f"clean_scores come with the checkpoint's TTA ({resolve_tta(ckpt)}), the panel uses {mode}")
     n_of = len(rows)
     keep = subsample([int(r["label"]) for r in rows], max_images, seed)
     rows = [rows[i] for i in keep]
@@ -87,11 +94,11 @@ def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu
         if name == "clean" and clean_scores is not None:
             p = clean_scores
         else:
-            p = degraded_scores(model, ckpt, rows, name, device, batch_size, num_workers, progress)
+            p = degraded_scores(model, ckpt, rows, name, device, batch_size, num_workers, progress, mode)
         m = metrics.binary_metrics(y, p, threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
         out[name] = {"auc": m["auc"], "auc_ci_low": m["auc_ci_low"], "auc_ci_high": m["auc_ci_high"],
                      "auc_drop": out["clean"]["auc"] - m["auc"] if out else 0.0, **_rates(y, m)}
-    return {"threshold": threshold, "tta": resolve_tta(ckpt), "n_real": int((y == 0).sum()),
+    return {"threshold": threshold, "tta": mode, "n_real": int((y == 0).sum()),
             "n_fake": int((y == 1).sum()), "n_of": n_of, "degradations": out}
 
 

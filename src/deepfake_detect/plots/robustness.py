@@ -1,5 +1,6 @@
-"""The robustness panel's figure: AUC (left) and TPR at each checkpoint's own threshold (right) against the
-degradation, one line per run, the AUC's bootstrap interval as error bars (``robustness.panel`` results)."""
+"""The robustness panel's figure: AUC (left) and TPR / FPR at each checkpoint's own threshold (right) against the
+degradation, one colour per run, the AUC's bootstrap interval as error bars (``robustness.panel`` results). The
+FPR is drawn beside the TPR because a degradation that pushes every score up catches every fake and every real."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,11 +27,15 @@ def panel_figure(panels: dict[str, dict], title: str = "") -> Figure:
         err = np.vstack([auc - lo, hi - auc]) if np.isfinite(lo).any() else None
         line = ax_auc.errorbar(x, auc, yerr=None if err is None else np.nan_to_num(err), marker="o", capsize=3,
                                label=run)
-        ax_tpr.plot(x, get("tpr_at_threshold"), marker="o", color=line.lines[0].get_color(),
+        colour = line.lines[0].get_color()
+        ax_tpr.plot(x, get("tpr_at_threshold"), marker="o", color=colour,
                     label=f"{run} (threshold {p['threshold']:.3g})")
+        ax_tpr.plot(x, get("fpr_at_threshold"), marker="x", linestyle="--", color=colour)
     ax_auc.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     ax_auc.set(title="AUC (bars: 95 % bootstrap interval)", ylabel="AUC, p(fake)", ylim=(0.0, 1.02))
-    ax_tpr.set(title="fakes caught at the checkpoint's threshold", ylabel="TPR at threshold", ylim=(-0.02, 1.02))
+    ax_tpr.set(title="at the checkpoint's threshold: fakes caught (TPR, solid), reals called fake (FPR, dashed)",
+               ylabel="rate at threshold", ylim=(-0.02, 1.02))
+    ax_tpr.title.set_fontsize(9)
     for ax in (ax_auc, ax_tpr):
         ax.set_xticks(x, [LABELS[n] for n in names], rotation=30, ha="right", fontsize=8)
         ax.grid(True, alpha=0.3)
