@@ -24,7 +24,8 @@ from .score import resolve_tta, score_paths
 PANEL_KEY = "robustness"  # the key of the panel in a run's metrics JSON
 
 
-def _rates(y: np.ndarray, m: dict) -> dict:
+def _rates(m: dict) -> dict:
+    """Rates at the threshold from the confusion counts of ``metrics.binary_metrics``."""
     return {"tpr_at_threshold": m["tp"] / max(m["tp"] + m["fn"], 1),
             "fpr_at_threshold": m["fp"] / max(m["fp"] + m["tn"], 1),
             "balanced_acc_at_threshold": m["balanced_acc"]}
@@ -97,7 +98,7 @@ def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu
             p = degraded_scores(model, ckpt, rows, name, device, batch_size, num_workers, progress, mode)
         m = metrics.binary_metrics(y, p, threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
         out[name] = {"auc": m["auc"], "auc_ci_low": m["auc_ci_low"], "auc_ci_high": m["auc_ci_high"],
-                     "auc_drop": out["clean"]["auc"] - m["auc"] if out else 0.0, **_rates(y, m)}
+                     "auc_drop": out["clean"]["auc"] - m["auc"] if out else 0.0, **_rates(m)}
     return {"threshold": threshold, "tta": mode, "n_real": int((y == 0).sum()),
             "n_fake": int((y == 1).sum()), "n_of": n_of, "degradations": out}
 
