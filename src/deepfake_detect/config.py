@@ -92,6 +92,11 @@ TRAIN_SCHEMA: dict[str, Key] = {
     "pseudo_fakes": Choice(*PSEUDO_FAKES),  # sbi: the train split is its reals, each paired with a self-blended fake
     "pseudo_fakes_val": BOOL,  # validation made the same way (from the val reals), so no real fake is ever used
     "pseudo_fakes_params": MAPPING,  # passed to pseudofakes.SelfBlend, checked against its fields
+    # degradation augmentation of the training images (CNNDetection): blur, then JPEG re-encoding
+    "degrade_p_blur": Num(0, 1),  # probability of a Gaussian blur ...
+    "degrade_blur_sigma_max": Num(0, 20, lo_open=True),  # ... of sigma ~ U[0, this] px
+    "degrade_p_jpeg": Num(0, 1),  # probability of a JPEG re-encoding ...
+    "degrade_jpeg_quality_min": Int(1, 100),  # ... at quality ~ U{this, ..., 100}
     "eval_test_every_epoch": BOOL,
     "max_steps_per_epoch": Int(0, 10**9),
     "num_workers": Int(-1, 256),

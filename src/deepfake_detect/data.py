@@ -126,10 +126,14 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[dic
 
 
 class Preprocess:
-    """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``)."""
+    """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``).
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
+    ``degrade``: a callable PIL image -> PIL image (``degrade.Degradation``) applied to the decoded image at its
+    own size, before the resize (the robustness panel)."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], degrade=None):
         self.image_size = int(image_size)
+        self.degrade = degrade
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * self.std), -self.mean / self.std  # one fused multiply-add
@@ -138,6 +142,8 @@ class Preprocess:
 
     def to_hwc(self, im: Image.Image) -> np.ndarray:
         """The image at ``image_size`` as uint8 (S, S, 3)."""
+        if self.degrade is not None:
+            im = self.degrade(im)
         if im.size != (self.image_size, self.image_size):
             im = im.resize((self.image_size, self.image_size), Image.BILINEAR, reducing_gap=None)
         return np.asarray(im, dtype=np.uint8)
@@ -169,7 +175,10 @@ class ManifestDataset(Dataset):
     With ``cache`` (a path from ``build_decoded_cache`` for the same rows and
     ``transform.image_size``) the pixels come from the decoded cache instead of the image
     files; the tensors are identical. An index may be ``(i, flip)`` (see ``EpochSampler``,
-    which decides every training flip).
+    which decides every training flip, and with ``augment`` yields ``(i, flip, epoch)``).
+
+    ``augment``: a ``degrade.RandomDegrade``, applied to the uint8 image (after the cache, before a flip and
+    the normalisation) as a function of (its seed, epoch, i); it needs the ``(i, flip, epoch)`` indices.
 
     With ``raw=True`` an item is the resized uint8 image (numpy, S x S x 3): batch it with
     ``collate_uint8`` (a channels_last (B, 3, S, S) uint8 tensor) and normalise the whole batch
@@ -178,8 +187,9 @@ class ManifestDataset(Dataset):
     """
 
     def __init__(self, rows: list[dict], transform: Preprocess, cache: str | os.PathLike | None = None,
-                 raw: bool = False):
+                 raw: bool = False, augment=None):
         self.rows = rows
+        self.augment = augment
         self.transform = transform
         self.raw = raw
         self.cache = None if cache is None else str(cache)
@@ -202,11 +212,16 @@ class ManifestDataset(Dataset):
         return np.frombuffer(os.pread(self._fd, self._record, i * self._record), np.uint8).reshape(s, s, 3)
 
     def __getitem__(self, index) -> tuple[torch.Tensor | np.ndarray, int]:
-        i, flip = index if isinstance(index, tuple) else (index, None)
+        i, flip, *epoch = index if isinstance(index, tuple) else (index, None)
         label = int(self.rows[i]["label"])
-        if self.cache is None and flip is None and not self.raw:
+        if self.cache is None and flip is None and not self.raw and self.augment is None:
             return self.transform(load_rgb(self.rows[i]["path"])), label
         hwc = self._hwc(i)
+        if self.augment is not None:
+            if not epoch:
+                raise ValueError("an augmented dataset needs (index, flip, epoch) indices "
+                                 "(EpochSampler(..., tag_epoch=True))")
+            hwc = self.augment(hwc, epoch[0], i)
         if flip:
             hwc = hwc[:, ::-1]
         if self.raw:
@@ -237,12 +252,13 @@ class EpochSampler(torch.utils.data.Sampler):
     rank r takes every r-th index, so with per-rank batch ``b`` the union of the ranks'
     k-th batches is the single-process k-th batch of size ``b * num_replicas``).
     Not shuffled: rank r takes ``range(r, n, num_replicas)`` -- every index exactly once
-    overall (evaluation). With ``hflip`` it yields ``(index, flip)`` pairs.
+    overall (evaluation). With ``hflip`` it yields ``(index, flip)`` pairs; with ``tag_epoch``
+    ``(index, flip, epoch)`` triples (the epoch seeds ``ManifestDataset``'s per-image augmentation).
     """
 
     def __init__(self, n: int, shuffle: bool = False, seed: int = 0, hflip: bool = False,
-                 num_replicas: int = 1, rank: int = 0):
-        self.n, self.shuffle, self.seed, self.hflip = n, shuffle, seed, hflip
+                 num_replicas: int = 1, rank: int = 0, tag_epoch: bool = False):
+        self.n, self.shuffle, self.seed, self.hflip, self.tag_epoch = n, shuffle, seed, hflip, tag_epoch
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -258,10 +274,14 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         idx = self._indices()
-        if not self.hflip:
+        if not (self.hflip or self.tag_epoch):
             return iter(idx)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919)
-        flips = (torch.rand(self.n, generator=g) < 0.5).tolist()
+        flips = [False] * self.n
+        if self.hflip:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919)
+            flips = (torch.rand(self.n, generator=g) < 0.5).tolist()
+        if self.tag_epoch:
+            return iter([(i, flips[i], self.epoch) for i in idx])
         return iter([(i, flips[i]) for i in idx])
 
     def __len__(self) -> int:

@@ -235,6 +235,8 @@ class SelfBlendedDataset(Dataset):
         if not base.raw:
             raise ValueError("SelfBlendedDataset needs a raw (uint8) ManifestDataset")
         self.base, self.blend, self.seed, self.stream = base, blend, int(seed), int(stream)
+        # the degradation augmentation (RandomDegrade) runs after blending, on each half, as in the paper
+        self.augment, base.augment = base.augment, None
         self.transform = base.transform  # the trainer normalises batches with it
         self._last: tuple = (None, None)  # (key, pair): the two halves of a pair are asked for one after the other
 
@@ -251,7 +253,10 @@ class SelfBlendedDataset(Dataset):
         if self._last[0] != key:
             image, _ = self.base[(i, flip)]
             self._last = key, self.blend.pair(image, self.generator(i, epoch))[:2]
-        return self._last[1][label].copy(), label
+        out = self._last[1][label].copy()
+        if self.augment is not None:
+            out = self.augment(out, int(epoch), int(k))
+        return out, label
 
 
 class PairSampler(EpochSampler):

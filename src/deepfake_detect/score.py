@@ -76,18 +76,19 @@ def threshold_metrics(y, p: np.ndarray, ckpt: dict) -> dict:
 def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = None,
                 device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = -1,
                 progress: bool = True, desc: str = "score",
-                tta: str = "checkpoint") -> tuple[np.ndarray, dict[int, str]]:
+                tta: str = "checkpoint", degrade=None) -> tuple[np.ndarray, dict[int, str]]:
     """p(fake) for each image (NaN where it does not decode) and {index: error message} for those. A score
     that is not finite for an image that decodes is a ScoreError naming the checkpoint, never a verdict.
 
-    ``tta``: ``checkpoint`` (its field ``tta``, see ``resolve_tta``) or one of ``engine.TTA_MODES``."""
+    ``tta``: ``checkpoint`` (its field ``tta``, see ``resolve_tta``) or one of ``engine.TTA_MODES``.
+    ``degrade``: applied to each decoded image before the checkpoint's resize (``degrade.Degradation``)."""
     tta = resolve_tta(ckpt, tta)
     device = torch.device(device)
     labels = [0] * len(paths) if labels is None else labels
     rows = [{"path": str(p), "label": int(y)} for p, y in zip(paths, labels)]
     if not rows:
         return np.zeros(0), {}
-    ds = _TolerantDataset(rows, Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"]))
+    ds = _TolerantDataset(rows, Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"], degrade))
     workers = min(default_num_workers(num_workers), max(0, (len(rows) - 1) // batch_size))
     loader = _Recorder(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                   pin_memory=device.type == "cuda"))

@@ -50,6 +50,7 @@ from .data import (
     collate_uint8,
     read_manifest,
 )
+from .degrade import RandomDegrade
 from .engine import (
     InputBuffer,
     all_reduce_sum,
@@ -101,8 +102,8 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
 
 def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, device: torch.device,
                  cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, DataLoader]:
-    """Train/val/test loaders. Train: shuffled and flipped as a function of (seed, epoch)
-    (``EpochSampler``; call ``set_epoch``), batch ``batch_size / world`` per process.
+    """Train/val/test loaders. Train: shuffled, flipped and degraded (``degrade_*`` keys) as a function of
+    (seed, epoch) (``EpochSampler``; call ``set_epoch``), batch ``batch_size / world`` per process.
     Eval: each process takes every world-th image, so the split is seen exactly once.
     Batches are uint8; ``loader.dataset.transform.normalise`` runs on the device."""
     rank, world = dist_info()
@@ -129,10 +130,12 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
             cache = build_decoded_cache(split_rows, size, cache_dir, progress=progress and rank == 0)
             if rank == 0:
                 barrier()
-        ds = ManifestDataset(split_rows, Preprocess(size, model.mean, model.std), cache=cache, raw=True)
         train = split == "train"
+        augment = RandomDegrade.from_cfg(cfg, seed) if train else None  # blur / JPEG of the uint8 image
+        ds = ManifestDataset(split_rows, Preprocess(size, model.mean, model.std), cache=cache, raw=True,
+                             augment=augment)
         sampler = EpochSampler(len(ds), shuffle=train, seed=seed, hflip=train and cfg["hflip"],
-                               num_replicas=world, rank=rank)
+                               num_replicas=world, rank=rank, tag_epoch=augment is not None)
         if pseudo:
             ds, sampler = pseudo_fake_split(ds, sampler, cfg, seed, split)
         loaders[split] = DataLoader(ds, sampler=sampler, batch_size=cfg["batch_size"] // world if train else
