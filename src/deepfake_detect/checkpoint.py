@@ -80,7 +80,8 @@ _FIELDS = {
     "state_dict": ("a dict of tensors", lambda v: isinstance(v, dict)
                    and all(isinstance(t, torch.Tensor) for t in v.values())),
 }
-_OPTIONAL = {"run": ("a run name", str), "dataset": ("a dataset name", str), "metrics": ("a dict", dict)}
+_OPTIONAL = {"run": ("a run name", str), "dataset": ("a dataset name", str), "metrics": ("a dict", dict),
+             "domain": ("a dict (what the run trained on)", dict)}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
