@@ -117,7 +117,8 @@ def demo_faces(tmp_path_factory) -> list[Path]:
 def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict | None = None) -> Path:
     """A seeded SimpleNet whose last layer is rescaled so that on ``images`` its fake-minus-real logit has
     mean 0 and standard deviation 2: p(fake) spreads over about 0.1-0.9, so scoring the wrong pixels shows.
-    ``domain``: the checkpoint's record of its training data (as train.training_domain writes it)."""
+    (Deliberately over-sensitive: a shift of a few pixels moves it too.) ``domain``: the checkpoint's record
+    of its training data (as train.training_domain writes it)."""
     import torch
 
     from deepfake_detect.checkpoint import save_checkpoint

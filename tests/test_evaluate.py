@@ -164,7 +164,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
         capsys.readouterr().err
     for path, score in zip(paths, p):
         assert rows[path]["p_fake"] == f"{score:.6f}"
-        assert rows[path]["label"] == ("fake" if score > 0.3 else "real")
+        assert rows[path]["verdict"] == ("fake" if score > 0.3 else "real")
     assert any((score > 0.3) != (score > 0.5) for score in p)
     rows = predicted("--tta", "none")  # --tta overrides the checkpoint's
     assert [rows[path]["p_fake"] for path in paths] == [f"{score:.6f}" for score in p_none]

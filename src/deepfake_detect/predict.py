@@ -438,6 +438,8 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
     ``fmt`` (csv | json; from the suffix of ``out`` when given) to ``out`` or stdout; with neither, one line
     per face on stdout. With ``cam_dir``, a Grad-CAM overlay of every scored face there. Outputs are checked
     before the scoring; the skipped inputs and a summary go to stderr."""
+    if out is not None:
+        check_writable(out)  # first: a folder or an unwritable place is named as such
     fmt = output_format(out, fmt)
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
