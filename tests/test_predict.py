@@ -79,7 +79,8 @@ def test_predict_cli_rows_and_reasons(tmp_path, tiny_ckpt, capsys):
     assert float(rows["a.png"]["p_fake"]) == pytest.approx(_p_fake(tiny_ckpt, d / "a.png"), abs=1e-5)
     err = capsys.readouterr().err
     assert "skipped 2 file(s)" in err and "notes.txt" in err and "broken.png" in err
-    assert "scoring whole pictures (it records no face-crop training)" in err  # --crop auto, said once
+    # --crop auto: whole pictures, and why
+    assert "scored 4 image(s) (whole pictures: the checkpoint has no record of face-crop training; --crop faces " in err
 
 
 def test_no_out_prints_one_verdict_per_face_and_formats_go_to_stdout(tmp_path, tiny_ckpt, capsys):

@@ -76,8 +76,9 @@ class Scored:
         return float(np.mean(p) if self.kind == "video" else np.max(p))
 
 
-def resolve_crop(ckpt: dict, crop: str, source: str) -> tuple[str, str]:
-    """(``faces`` or ``whole``, a note for stderr or ""): ``auto`` follows the checkpoint's ``domain.face_crops``."""
+def resolve_crop(ckpt: dict, crop: str) -> tuple[str, str]:
+    """(``faces`` or ``whole``, why ``auto`` chose whole, or ""): ``auto`` follows the checkpoint's
+    ``domain.face_crops``."""
     if crop not in CROPS:
         raise PredictError(f"--crop: unknown mode {crop!r} (expected one of {', '.join(CROPS)})")
     if crop != "auto":
@@ -85,9 +86,8 @@ def resolve_crop(ckpt: dict, crop: str, source: str) -> tuple[str, str]:
     domain = ckpt.get("domain") or {}
     if domain.get("face_crops"):
         return "faces", ""
-    why = "its training images are not face crops" if domain.get("face_crops") is False else \
-        "it records no face-crop training"
-    return "whole", f"{source}: scoring whole pictures ({why}); --crop faces detects and crops faces"
+    why = "not trained on face crops" if domain.get("face_crops") is False else "no record of face-crop training"
+    return "whole", f"the checkpoint has {why}; --crop faces detects faces"
 
 
 def _identity(item):
@@ -255,9 +255,7 @@ def evaluate_folder(model_path: str | Path, data: str | Path, split: str = "test
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
     tta = resolve_tta(ckpt, tta, str(model_path))
-    crop, note = resolve_crop(ckpt, crop, str(model_path))
-    if note:
-        print(note, file=sys.stderr)
+    crop, _ = resolve_crop(ckpt, crop)
     rows, skipped = labelled_images(data, split)
     scored = score_inputs(model, ckpt, [r["path"] for r in rows], crop, Framing.of_checkpoint(ckpt, face_margin), dev,
                           batch_size, num_workers, progress, desc=f"evaluate {Path(model_path).name}", tta=tta,
@@ -444,11 +442,9 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
     dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
     tta = resolve_tta(ckpt, tta, str(model_path))
-    crop, note = resolve_crop(ckpt, crop, str(model_path))
+    crop, why = resolve_crop(ckpt, crop)
     files, unreadable = expand_paths(paths)
     check_outputs(out, cam_dir, len(files))
-    if note:
-        print(note, file=sys.stderr)
     framing = Framing.of_checkpoint(ckpt, face_margin)
     scored = score_inputs(model, ckpt, [str(f) for f in files], crop, framing, dev, batch_size, num_workers,
                           progress, desc=f"predict {Path(model_path).name}", tta=tta, frames=frames)
@@ -458,7 +454,8 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
     threshold = float(ckpt["threshold"])
     rows = _rows(scored, unreadable, threshold, str(model_path), per_frame)
     write_rows(rows, out, fmt)
-    _summary(rows, scored, threshold, f" from the {threshold_source(ckpt)}; tta {tta}", crop, out, listed=fmt is None)
+    _summary(rows, scored, threshold, f" from the {threshold_source(ckpt)}; tta {tta}",
+             "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""), out, listed=fmt is None)
     if cam_dir is not None:
         write_cam_overlays(model, ckpt, scored, cam_dir, frames=frames, progress=progress)
     return rows
@@ -466,7 +463,8 @@ def predict_files(model_path: str | Path, paths: list[str], out: str | Path | No
 
 def _summary(rows: list[dict], scored: list[Scored], threshold: float, how: str, crop: str,
              out: str | Path | None, listed: bool) -> None:
-    """The skipped inputs (unless the terminal lines ``listed`` them) and one summary line, on stderr."""
+    """The skipped inputs (unless the terminal lines ``listed`` them) and one summary line, on stderr (``crop``:
+    what was scored, and why)."""
     skipped = [r for r in rows if r["status"] != OK]
     if skipped and not listed:
         print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {r['status']}"
@@ -476,7 +474,7 @@ def _summary(rows: list[dict], scored: list[Scored], threshold: float, how: str,
     n_images = sum(s.status == OK and s.kind == "image" for s in scored)
     n_videos = sum(s.status == OK and s.kind == "video" for s in scored)
     print(f"scored {n_images} image(s)" + (f" and {n_videos} video(s)" if n_videos else "")
-          + f" ({'faces' if crop == 'faces' else 'whole pictures'}): {verdicts.count('fake')} fake, "
+          + f" ({crop}): {verdicts.count('fake')} fake, "
           f"{verdicts.count('real')} real (threshold {threshold:g}{how}), {len(skipped)} skipped"
           + (f" -> {out}" if out else ""), file=sys.stderr)
 
