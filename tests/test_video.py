@@ -60,6 +60,27 @@ def test_webm_and_avi(tmp_path):
         assert [_level(f.image) for f in frames] == [f.index for f in frames] == [2, 7]
 
 
+def test_a_phone_video_flagged_as_turned_is_decoded_upright(tmp_path):
+    """A portrait phone video: pictures stored landscape with a display matrix saying "turn 90 degrees
+    clockwise" (PyAV's rotation -90). The frames come out as a player shows them."""
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(-90)
+        arr = np.zeros((48, 64, 3), np.uint8)
+        arr[:6] = 255  # white along the stored top
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    (frame,) = video.sample_frames(path, 1)
+    shown = np.asarray(frame.image.convert("L"), np.float64)
+    assert frame.image.size == (48, 64)  # portrait
+    assert shown[:, -4:].mean() > 200 and shown[:, :-8].mean() < 30  # the stored top is now on the right
+
+
 def test_upright_turns_as_the_display_matrix_says():
     im = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
     im.paste((255, 0, 0), (0, 0, 40, 2))  # red along the top
