@@ -14,7 +14,8 @@ crops with and without detection.
 * ``two_faces``: two crops side by side in one picture: how many give two rows.
 * ``orientation``: crops stored rotated with EXIF orientation 6: p(fake) against the upright file, as read
   now and as the pixels were read before (orientation ignored).
-* ``tight_auc``: the checkpoint's own test split (or ``--tight``) scored ``--crop whole`` and ``--crop faces``.
+* ``tight_auc``: tight face crops scored ``--crop whole`` and ``--crop faces``: stylegan_faces' whole test split
+  (or ``--tight``) and the dfdc_faces sample.
 
 The model: ``--model`` (e.g. real/models/finetune-synth.pt where the real pipeline ran); without one a frozen
 EfficientNet-Lite0 feature probe is trained on stylegan_faces at 128 px for a few epochs (about a minute on
@@ -190,6 +191,10 @@ def orientation(rows: list[dict], model, ckpt, framing: faces.Framing, work: Pat
             "abs_shift_orientation_ignored": _stats(np.abs(np.subtract(p_raw, p_up)))}
 
 
+def _auc(y, p) -> float | None:
+    return round(float(roc_auc_score(y, p)), 4) if len(set(y)) == 2 else None  # None: one class only
+
+
 def tight_auc(rows: list[dict], model, ckpt, framing: faces.Framing) -> dict:
     y = np.array([r["label"] for r in rows])
     out = {"n": len(rows)}
@@ -197,13 +202,13 @@ def tight_auc(rows: list[dict], model, ckpt, framing: faces.Framing) -> dict:
         s = _score(model, ckpt, [r["path"] for r in rows], crop, framing)
         ok = np.array([x.status == OK for x in s])
         p = np.array([x.p_fake if x.status == OK else np.nan for x in s])
-        out[crop] = {"auc_scored": round(float(roc_auc_score(y[ok], p[ok])), 4), "n_not_scored": int((~ok).sum())}
+        out[crop] = {"auc_scored": _auc(y[ok], p[ok]), "n_not_scored": int((~ok).sum())}
         if crop == "faces":
             out[crop]["scored_as_is"] = int(sum(x.status == OK and x.views[0][1] is not None and x.views[0][1].whole
                                                 for x in s))
             # the images without a face scored whole: the AUC a user gets with --crop faces, falling back
             p_fallback = np.where(ok, p, out["p_whole"])
-            out[crop]["auc_with_no_face_scored_whole"] = round(float(roc_auc_score(y, p_fallback)), 4)
+            out[crop]["auc_with_no_face_scored_whole"] = _auc(y, p_fallback)
         else:
             out["p_whole"] = p
     out.pop("p_whole")
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         if args.smoke:
             rows, model_path = smoke_inputs(tmp)
-            sets, score_rows, tight = {"demo": rows}, rows, rows
+            sets, score_rows, tight = {"demo": rows}, rows, {"demo": rows}
         else:
             sets = {name: sample(SHARED / name, args.n) for name in ("stylegan_faces", "dfdc_faces")
                     if (SHARED / name).is_dir()}
@@ -269,14 +274,15 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(f"{SHARED / 'stylegan_faces'}: not found (set DFD_SHARED_DATA, or --smoke)")
             model_path = Path(args.model) if args.model else quick_probe(Path(args.work), SHARED / "stylegan_faces")
             score_rows = sample(SHARED / "stylegan_faces", args.n_scores)
-            tight = labelled_images(args.tight or SHARED / "stylegan_faces")[0]
+            tight = {"stylegan_faces (all of test)": labelled_images(args.tight or SHARED / "stylegan_faces")[0],
+                     **({"dfdc_faces": sets["dfdc_faces"]} if "dfdc_faces" in sets else {})}
         model, ckpt = load_model(model_path)
         framing = faces.Framing.of_checkpoint(ckpt)
         result.update(model=str(model_path), domain=ckpt.get("domain"), framing_used=vars(framing))
         result["detection"] = {name: detection(rows, framing) for name, rows in sets.items()}
         result["padded"] = padded(score_rows, model, ckpt, framing, tmp)
         result["orientation"] = orientation(score_rows[:20], model, ckpt, framing, tmp)
-        result["tight_auc"] = tight_auc(tight, model, ckpt, framing)
+        result["tight_auc"] = {name: tight_auc(rows, model, ckpt, framing) for name, rows in tight.items()}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(args.out, result)
     print(f"wrote {args.out} ({result['seconds']} s)")
