@@ -18,7 +18,7 @@ crops with and without detection.
   (or ``--tight``) and the dfdc_faces sample.
 
 The model: ``--model`` (e.g. real/models/finetune-synth.pt where the real pipeline ran); without one a frozen
-EfficientNet-Lite0 feature probe is trained on stylegan_faces at 128 px for a few epochs (about a minute on
+EfficientNet-Lite0 feature probe is trained on stylegan_faces at 128 px for 2 short epochs (about a minute on
 2 cores; into bench-work/), through the project's own trainer.
 
     python bench/faces.py                                # ~4 min on 2 cores, needs ../shared/data
@@ -158,7 +158,7 @@ def padded(rows: list[dict], model, ckpt, framing: faces.Framing, work: Path, se
                                   "verdict_agrees": int(((p_cr > threshold) == (p0 > threshold)).sum())}}
     out["no_face"]["listed_as_no_face"] = sum(s.status == "no face found" for s in empty)
     # two faces side by side, each at its own size
-    two, n_two = 0, 0
+    n_two = 0
     for i in range(0, len(crops) - 1, 2):
         a, b = crops[i], crops[i + 1]
         pic = bgs[i].copy()
@@ -166,9 +166,11 @@ def padded(rows: list[dict], model, ckpt, framing: faces.Framing, work: Path, se
         pic.paste(b, (CANVAS[0] - 40 - b.width, (CANVAS[1] - b.height) // 2))
         pic.save(work / f"two{i}.png")
         n_two += 1
-    for s in _score(model, ckpt, [work / f"two{i}.png" for i in range(0, 2 * n_two, 2)], "faces", framing):
-        two += s.status == OK and len(s.views) == 2
-    out["two_faces"] = {"n": n_two, "pictures_with_two_rows": int(two)}
+    rows_per_picture = [len(s.views) if s.status == OK else 0
+                        for s in _score(model, ckpt, [work / f"two{i}.png" for i in range(0, 2 * n_two, 2)], "faces",
+                                        framing)]
+    out["two_faces"] = {"n": n_two, "pictures_with_two_rows": rows_per_picture.count(2),
+                        "rows_per_picture": {str(k): rows_per_picture.count(k) for k in sorted(set(rows_per_picture))}}
     return out
 
 
@@ -216,14 +218,16 @@ def tight_auc(rows: list[dict], model, ckpt, framing: faces.Framing) -> dict:
 
 
 def quick_probe(work: Path, source: Path) -> Path:
-    """A frozen EfficientNet-Lite0 probe on ``source`` at 128 px, a few epochs, with the project's trainer."""
+    """A frozen EfficientNet-Lite0 probe on ``source`` at 128 px, 2 epochs of 320 images, with the project's
+    trainer (about a minute on 2 cores): a model whose scores mean something, for the score sections."""
     from deepfake_detect.config import load_params
     from deepfake_detect.splits import prepare_dataset
     from deepfake_detect.train import fit
 
     params = load_params(REPO / "params.yaml", {"device": "cpu", "data": {"synthetic": {"source": str(source)}},
                                                 "finetune-xception": {
-        "run": "faces-probe", "model": "probe", "image_size": 128, "epochs": 4, "batch_size": 32,
+        "run": "faces-probe", "model": "probe", "image_size": 128, "epochs": 2, "max_steps_per_epoch": 10,
+        "batch_size": 32,
         "model_params": {"backbone": "efficientnet_lite0", "weights": "packaged", "dropout": 0.2},
         "lr": 0.003, "backbone_lr": None, "freeze_backbone_epochs": 0, "frozen_layers": [], "tta": "none",
         "eval_test_every_epoch": False, "early_stopping_patience": 0}})

@@ -23,7 +23,6 @@ def test_literal_choices_match_the_package():
     from deepfake_detect.data import SPLITS
     from deepfake_detect.demo import DEMO_KINDS
     from deepfake_detect.engine import TTA_MODES
-
     from deepfake_detect.predict import CROPS, FORMATS, NOTHING_SCORED
     from deepfake_detect.video import FRAMES
 

@@ -91,7 +91,7 @@ class Detector:
         self.min_confidence, self.max_side = float(min_confidence), int(max_side)
         self._mtcnn = None
 
-    def _model(self):
+    def load(self):
         if self._mtcnn is None:
             try:
                 from facenet_pytorch import MTCNN
@@ -117,7 +117,7 @@ class Detector:
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                boxes, probs = self._model().detect(small.convert("RGB"))
+                boxes, probs = self.load().detect(small.convert("RGB"))
         finally:
             torch.set_num_threads(threads)
         if boxes is None:

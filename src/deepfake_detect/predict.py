@@ -166,6 +166,8 @@ def score_inputs(model: nn.Module, ckpt: dict, paths: Sequence[str], crop: str, 
         return out
     prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
     ds = _Inputs([str(paths[i]) for i in todo], [kinds[i] for i in todo], prep, crop, framing, frames)
+    if crop == "faces":
+        ds.detector.load()  # here: a detector that cannot load is one line, not a loader worker's traceback
     loader = DataLoader(ds, batch_size=None, shuffle=False, collate_fn=_identity,
                         num_workers=min(default_num_workers(num_workers), len(todo) - 1))
     pending: list[np.ndarray] = []
@@ -405,7 +407,7 @@ def _line(r: dict) -> str:
         what = "mean of its faces"
     else:
         what = f"face {r['face']} at {r['box'][0]},{r['box'][1]}-{r['box'][2]},{r['box'][3]}"
-    return f"{where}: {what}: {r['verdict']} (p_fake {r['p_fake']:.3f}, threshold {r['threshold']:g})"
+    return f"{where}: {what}: {r['verdict']} (p_fake {r['p_fake']:.3f}, threshold {r['threshold']:.3g})"
 
 
 def write_rows(rows: list[dict], out: str | Path | None, fmt: str | None) -> None:
@@ -517,6 +519,6 @@ def write_cam_overlays(model: nn.Module, ckpt: dict, scored: list[Scored], out_d
                 cam = np.asarray(Image.fromarray(cam).resize(shown.size, Image.BILINEAR))
                 verdict = "fake" if p > threshold else "real"
                 fig = scored_cam(cam_overlay(np.asarray(shown), cam),
-                                 f"p(fake) {p:.3f}: {verdict} (threshold {threshold:g})")
+                                 f"p(fake) {p:.3f}: {verdict} (threshold {threshold:.3g})")
                 written.append(save_figure(out_dir / name, fig))
     return written

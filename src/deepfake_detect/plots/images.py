@@ -172,10 +172,11 @@ def mean_maps(saliency: dict[str, np.ndarray], cams: dict[str, np.ndarray], mask
 
 
 def scored_cam(overlay: np.ndarray, title: str, dpi: int = 100) -> Figure:
-    """One Grad-CAM overlay (uint8 RGB, from ``cam_overlay``) at its own pixel size, titled (e.g. with its
-    p(fake) and verdict), with the colour bar that says what red and blue mean."""
+    """One Grad-CAM overlay (uint8 RGB, from ``cam_overlay``), at its own pixel size or larger, titled (e.g.
+    with its p(fake) and verdict), with the colour bar that says what red and blue mean."""
     h, w = overlay.shape[:2]
-    fig = Figure(figsize=(max(w, 160) / dpi + 1.1, max(h, 160) / dpi + 0.5), dpi=dpi, layout="constrained")
+    side = max(3.0, max(w, h) / dpi)  # inches for the picture's longer side: room for the title's words
+    fig = Figure(figsize=(side * w / max(w, h) + 1.3, side * h / max(w, h) + 0.5), dpi=dpi, layout="constrained")
     ax = fig.subplots()
     _off(ax)
     ax.imshow(overlay)
