@@ -99,5 +99,5 @@ def test_detector_needs_facenet_pytorch(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_facenet)
-    with pytest.raises(faces.FaceDetectorError, match=r"pip install --no-deps facenet-pytorch==2.5.3.*--crop whole"):
+    with pytest.raises(faces.FaceDetectorError, match=r"pip install facenet-pytorch==2.5.3.*--crop whole"):
         faces.Detector()(Image.fromarray(np.zeros((64, 64, 3), np.uint8)))

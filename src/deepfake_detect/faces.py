@@ -27,7 +27,7 @@ from PIL import Image
 from .errors import UserError
 
 DETECTOR = "MTCNN (facenet-pytorch 2.5.3)"
-MIN_CONFIDENCE = 0.7  # O-Net's face probability, MTCNN's own last-stage threshold: no false positive on 200 blurred
+MIN_CONFIDENCE = 0.7  # O-Net's face probability, MTCNN's own last-stage threshold: no false positive on the 100 blurred
 #                        backgrounds, and 96 % of the demo faces (0.9: 83 %) (bench/faces.py)
 MIN_FACE = 20  # px at detection size: MTCNN's smallest pyramid level
 DETECT_MAX_SIDE = 1024  # larger pictures are detected on a copy this size: faces under ~20 px there are too
@@ -97,7 +97,7 @@ class Detector:
                 from facenet_pytorch import MTCNN
             except ImportError as e:
                 raise FaceDetectorError(
-                    f"face detection needs facenet-pytorch ({e}): `pip install --no-deps facenet-pytorch==2.5.3` "
+                    f"face detection needs facenet-pytorch ({e}): `pip install facenet-pytorch==2.5.3` "
                     "(see requirements.txt), or score whole images with --crop whole") from e
             self._mtcnn = MTCNN(keep_all=True, select_largest=True, post_process=False, min_face_size=MIN_FACE,
                                 device="cpu")
