@@ -102,3 +102,41 @@ def tiny_checkpoint(path: Path, run: str = "tiny", dataset: str = "fakes", image
 def tiny_ckpt(tmp_path: Path) -> Path:
     """models/tiny.pt under tmp_path: ``tiny_checkpoint`` of run 'tiny' on 'fakes'."""
     return tiny_checkpoint(tmp_path / "models" / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def demo_faces(tmp_path_factory) -> list[Path]:
+    """Procedural demo faces (the demo's 12 test images, 128 px PNG): pictures with one face, made offline."""
+    from deepfake_detect.demo import generate_dataset
+
+    root = tmp_path_factory.mktemp("demo_faces")
+    generate_dataset(root, "fakes", n_train=2, n_val=2, n_test=12, progress=False)
+    return sorted(root.glob("test/*/*.png"))
+
+
+def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict | None = None) -> Path:
+    """A seeded SimpleNet whose last layer is rescaled so that on ``images`` its fake-minus-real logit has
+    mean 0 and standard deviation 2: p(fake) spreads over about 0.1-0.9, so scoring the wrong pixels shows.
+    (Deliberately over-sensitive: a shift of a few pixels moves it too.) ``domain``: the checkpoint's record
+    of its training data (as train.training_domain writes it)."""
+    import torch
+
+    from deepfake_detect.checkpoint import save_checkpoint
+    from deepfake_detect.data import Preprocess, load_rgb
+    from deepfake_detect.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("simplenet", image_size=image_size).eval()
+    prep = Preprocess(image_size, model.mean, model.std)
+    with torch.no_grad():
+        z = model(torch.stack([prep(load_rgb(p)) for p in images]))
+        d = z[:, 1] - z[:, 0]
+        last = model.classifier[-1]
+        scale = 2.0 / d.std()
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+        shift = d.mean() * scale / 2
+        last.bias[1] -= shift
+        last.bias[0] += shift
+    return save_checkpoint(path, model, image_size, run="sensitive",
+                           extra={"dataset": "fakes", **({"domain": domain} if domain else {})})

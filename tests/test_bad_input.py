@@ -47,7 +47,8 @@ def _evaluate(ckpt, data, out=None) -> list[str]:
 
 
 def _labels(csv_path: Path) -> dict[str, str]:
-    return {r["path"]: r["label"] for r in csv.DictReader(open(csv_path))}
+    """path -> verdict, or "skipped: <status>" for an input not scored."""
+    return {r["path"]: r["verdict"] or f"skipped: {r['status']}" for r in csv.DictReader(open(csv_path))}
 
 
 # ------------------------------------------------------------------------ 2. resume state vs. code

@@ -23,9 +23,12 @@ def test_literal_choices_match_the_package():
     from deepfake_detect.data import SPLITS
     from deepfake_detect.demo import DEMO_KINDS
     from deepfake_detect.engine import TTA_MODES
+    from deepfake_detect.predict import CROPS, FORMATS, NOTHING_SCORED
+    from deepfake_detect.video import FRAMES
 
     assert cli.SPLITS == SPLITS and cli.DEMO_KINDS == DEMO_KINDS
     assert cli.TTA_CHOICES == ("checkpoint", *TTA_MODES)
+    assert (cli.CROPS, cli.FORMATS, cli.FRAMES, cli.NOTHING_SCORED) == (CROPS, FORMATS, FRAMES, NOTHING_SCORED)
     parser = cli.get_args_parser()
     assert [parser.parse_args(["train", stage]).stage for stage in TRAIN_STAGES] == list(TRAIN_STAGES)
 
@@ -36,12 +39,17 @@ def test_literal_choices_match_the_package():
      {"out": "out", "kind": "synthetic", "n_train": 2, "n_val": 90, "image_size": 32, "seed": 0}),
     (["report", "--check"], cli._cmd_report, {"check": True, "write": False}),
     (["evaluate", "--model", "m.pt", "--data", "d"], cli._cmd_evaluate,
-     {"split": "test", "bootstrap": 1000, "batch_size": 64, "workers": -1, "device": "auto"}),
+     {"split": "test", "bootstrap": 1000, "batch_size": 64, "workers": -1, "device": "auto", "crop": "auto",
+      "face_margin": None, "frames": 16}),
     (["predict", "--model", "m.pt", "a.png", "b", "--cam", "cams"], cli._cmd_predict,
-     {"paths": ["a.png", "b"], "cam": "cams", "out": None}),
+     {"paths": ["a.png", "b"], "cam": "cams", "out": None, "format": None, "crop": "auto", "face_margin": None,
+      "frames": 16, "per_frame": False}),
+    (["predict", "--model", "m.pt", "v.mp4", "--crop", "whole", "--face-margin", "-0.2", "--frames", "4",
+      "--per-frame", "--format", "json"], cli._cmd_predict,
+     {"crop": "whole", "face_margin": -0.2, "frames": 4, "per_frame": True, "format": "json"}),
     (["explain", "--runs", "x", "y"], cli._cmd_explain, {"runs": ["x", "y"], "params": "params.yaml"}),
     (["plots", "HEAD", "main"], cli._cmd_plots, {"revs": ["HEAD", "main"], "out": "dvc_plots/offline.html"}),
-], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "explain", "plots"])
+], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "predict-options", "explain", "plots"])
 def test_sub_command_runs_its_function(argv, func, values):
     args = cli.get_args_parser().parse_args(argv)
     assert args.func is func
@@ -59,3 +67,22 @@ def test_parser_imports_nothing_heavy():
 def test_help_lists_every_sub_command():
     proc = subprocess.run([sys.executable, "-m", "deepfake_detect.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and all(c in proc.stdout for c in COMMANDS)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--crop", "face"], "argument --crop: invalid choice: 'face'"),
+    (["--face-margin", "5"], "argument --face-margin: must be a number in [-0.5, 3], got '5'"),
+    (["--face-margin", "wide"], "argument --face-margin: must be a number in [-0.5, 3], got 'wide'"),
+    (["--frames", "0"], "argument --frames: must be an integer >= 1, got '0'"),
+    (["--format", "xml"], "argument --format: invalid choice: 'xml'"),
+], ids=["crop", "margin-range", "margin-word", "frames-0", "format"])
+def test_predict_options_out_of_range_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.get_args_parser().parse_args(["predict", "--model", "m.pt", "a.png", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_help_documents_the_exit_status():
+    proc = subprocess.run([sys.executable, "-m", "deepfake_detect.cli", "predict", "--help"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "3 when nothing could be" in " ".join(proc.stdout.split())

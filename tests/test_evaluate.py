@@ -166,7 +166,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
         capsys.readouterr().err
     for path, score in zip(paths, p):
         assert float(rows[path]["p_fake"]) == pytest.approx(score, abs=1e-6)  # written with 6 decimals
-        assert rows[path]["label"] == ("fake" if score > 0.3 else "real")
+        assert rows[path]["verdict"] == ("fake" if score > 0.3 else "real")
     assert any((score > 0.3) != (score > 0.5) for score in p)
     rows = predicted("--tta", "none")  # --tta overrides the checkpoint's
     assert [float(rows[path]["p_fake"]) for path in paths] == pytest.approx(p_none, abs=1e-6)

@@ -80,7 +80,8 @@ _FIELDS = {
     "state_dict": ("a dict of tensors", lambda v: isinstance(v, dict)
                    and all(isinstance(t, torch.Tensor) for t in v.values())),
 }
-_OPTIONAL = {"run": ("a run name", str), "dataset": ("a dataset name", str), "metrics": ("a dict", dict)}
+_OPTIONAL = {"run": ("a run name", str), "dataset": ("a dataset name", str), "metrics": ("a dict", dict),
+             "domain": ("a dict (what the run trained on)", dict)}
 # checked by the rules of params.yaml (config): image_size within the range a training run accepts; the
 # normalisation per channel on the 0..1 pixel scale (a pixel's mean and spread cannot leave it)
 _RANGES = {"image_size": TRAIN_SCHEMA["image_size"], "threshold": Num(0, 1)}

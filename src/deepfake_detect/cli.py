@@ -14,6 +14,10 @@ import sys
 SPLITS = ("train", "val", "test")
 DEMO_KINDS = ("fakes", "synthetic")
 TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + engine.TTA_MODES
+CROPS = ("auto", "faces", "whole")  # predict.CROPS
+FORMATS = ("csv", "json")  # predict.FORMATS
+FRAMES = 16  # video.FRAMES
+NOTHING_SCORED = 3  # predict.NOTHING_SCORED
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -53,7 +57,8 @@ def _cmd_evaluate(args) -> None:
     if args.out:
         check_writable(args.out)  # before the scoring, not after it
     m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
-                        args.workers, progress=not args.quiet, tta=args.tta)
+                        args.workers, progress=not args.quiet, tta=args.tta, crop=args.crop,
+                        face_margin=args.face_margin, frames=args.frames)
     if m["skipped"]:
         print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
     for k, v in m.items():
@@ -64,11 +69,13 @@ def _cmd_evaluate(args) -> None:
         print(f"wrote {args.out}")
 
 
-def _cmd_predict(args) -> None:
-    from .predict import predict_files
+def _cmd_predict(args) -> int:
+    from .predict import NOTHING_SCORED, OK, predict_files
 
-    predict_files(args.model, args.paths, args.out, args.cam, args.device, args.batch_size, args.workers,
-                  progress=not args.quiet, tta=args.tta)
+    rows = predict_files(args.model, args.paths, args.out, args.cam, args.device, args.batch_size, args.workers,
+                         progress=not args.quiet, tta=args.tta, crop=args.crop, face_margin=args.face_margin,
+                         frames=args.frames, per_frame=args.per_frame, fmt=args.format)
+    return 0 if any(r["status"] == OK for r in rows) else NOTHING_SCORED
 
 
 def _cmd_explain(args) -> None:
@@ -145,10 +152,39 @@ def _add_scoring_options(p) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--workers", type=_int_at_least(-1), default=-1,
                    help="data-loader processes (-1: sized to the machine, 0: in this process)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (scoring, Grad-CAM)")
     p.add_argument("--tta", choices=TTA_CHOICES, default="checkpoint",
                    help="test-time augmentation: the checkpoint's own (default), none, flip, or flip_shift "
                         "(flips and +-1/32-side translations); p(fake) is averaged over the views")
+
+
+def _float_in(low: float, high: float):
+    """An argparse type: a number in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_picture_options(p) -> None:
+    """What evaluate and predict score in each picture and video."""
+    p.add_argument("--crop", choices=CROPS, default="auto",
+                   help="faces: detect every face and score a square crop of each, framed like the checkpoint's "
+                        "training images (a picture that already is a face crop is scored as it is); whole: the "
+                        "picture unchanged, squashed to the model's size; auto (default): faces when the "
+                        "checkpoint was trained on face crops, else whole")
+    p.add_argument("--face-margin", type=_float_in(-0.5, 3.0), default=None, metavar="M",
+                   help="crop side = (1 + M) x the face box's longer side (default: the checkpoint's own "
+                        "framing, else 0.35)")
+    p.add_argument("--frames", type=_int_at_least(1), default=FRAMES,
+                   help="frames per video, evenly spaced (default: %(default)s); a video's p(fake) is the mean "
+                        "of its face scores")
 
 
 def _add_scoring_commands(sub) -> None:
@@ -161,13 +197,21 @@ def _add_scoring_commands(sub) -> None:
     p.add_argument("--bootstrap", type=_int_at_least(0), default=1000,
                    help="resamples for the AUC 95 %% interval (0: off)")
     p.add_argument("--out", help="write the metrics to this JSON file")
+    _add_picture_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="p(fake) for image files or folders, as CSV")
+    p = sub.add_parser("predict", help="p(fake) per face for images, videos or folders",
+                       description="Score every face in images and videos. Exit status: 0 when something was "
+                                   f"scored, {NOTHING_SCORED} when nothing could be (the reasons are still "
+                                   "written), 2 on a usage or input error.")
     _add_scoring_options(p)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    p.add_argument("--out", help="CSV path,p_fake,label (default: stdout)")
-    p.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays to DIR")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders (searched recursively)")
+    p.add_argument("--out", help="write the rows to this .csv or .json file (default: one line per face on stdout)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="rows as csv or json (on stdout without --out; with --out it must match its suffix)")
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay of every scored face to DIR")
+    p.add_argument("--per-frame", action="store_true", help="videos: a row per face in each sampled frame too")
+    _add_picture_options(p)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -203,8 +247,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: sys.argv[1:]) and run the sub-command; a user error is one line and exit 2."""
+    """Parse ``argv`` (default: sys.argv[1:]) and run the sub-command; a user error is one line and exit 2, and
+    a sub-command may return its own exit status (predict: ``NOTHING_SCORED``)."""
     from .errors import run_main
+
+    status = [0]
 
     def _run(argv):
         args = get_args_parser().parse_args(argv)
@@ -212,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             from .engine import resolve_device
 
             resolve_device("cuda", "--device")
-        args.func(args)
+        status[0] = args.func(args) or 0
 
-    return run_main(_run, argv)
+    return run_main(_run, argv) or status[0]
 
 
 if __name__ == "__main__":

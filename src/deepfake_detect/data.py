@@ -1,8 +1,10 @@
 """Images in, tensors out: one loader for every image the project reads, one Dataset
 for every manifest.
 
-Label 0 = real, 1 = fake. Grayscale, RGBA, palette and 16-bit images are converted to
-RGB; a file that does not decode raises ``BadImageError`` naming the file.
+Label 0 = real, 1 = fake. Pixels are read upright: a photo's EXIF orientation (phones store
+pictures sideways and say so in a tag) is applied wherever an image is decoded (``upright``).
+Grayscale, RGBA, palette and 16-bit images are converted to RGB; a file that does not decode
+raises ``BadImageError`` naming the file.
 
 Training decodes every image once: ``build_decoded_cache`` writes the split's images,
 resized to the training resolution, as one raw uint8 file on disk (keyed by the pixel
@@ -25,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -93,11 +95,17 @@ def _os_reason(e: OSError) -> str:
     return reasons.get(e.errno) or e.strerror or type(e).__name__
 
 
+def upright(im: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: turned and mirrored as its EXIF orientation tag says (a copy)."""
+    return ImageOps.exif_transpose(im)
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode any supported image to 8-bit RGB (converting grey, alpha, palette, 16-bit)."""
+    """Decode any supported image, upright (``upright``), to 8-bit RGB (converting grey, alpha, palette, 16-bit)."""
     try:
         with Image.open(path) as im:
             im.load()
+            im = upright(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -292,7 +300,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def cache_key(rows: list[dict], image_size: int) -> str:
     """Hash of what the decoded pixels depend on: each image's path and pixel hash, and the size."""
-    h = hashlib.sha1(f"decoded-v2-hwc {int(image_size)}\n".encode())
+    h = hashlib.sha1(f"decoded-v3-upright-hwc {int(image_size)}\n".encode())
     for r in rows:
         h.update(f"{r['path']}\t{r.get('sha1', '')}\n".encode())
     return h.hexdigest()[:16]

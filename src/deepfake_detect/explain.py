@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_model
 from .config import TRAIN_STAGES
-from .data import FAKE, Preprocess, load_rgb, read_manifest
+from .data import FAKE, Preprocess, load_rgb, read_manifest, upright
 from .io import save_figure, write_json
 from .models import get_submodule
 
@@ -151,7 +151,7 @@ def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
     out = []
     for p in paths:
         with Image.open(p) as im:
-            m = im.convert("L")
+            m = upright(im).convert("L")  # turned like its image
             if m.size != (size, size):
                 m = m.resize((size, size), Image.BILINEAR)
             out.append(np.asarray(m, dtype=np.float32) / 255.0)

@@ -48,6 +48,7 @@ from .data import (
     build_decoded_cache,
     cache_key,
     collate_uint8,
+    load_rgb,
     read_manifest,
 )
 from .degrade import RandomDegrade
@@ -375,6 +376,27 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 
 # ---------------------------------------------------------------- fit
 
+def training_domain(params: dict, cfg: dict, rows: list[dict]) -> dict:
+    """What a run trains on, recorded in its checkpoint so that predict and evaluate can judge their inputs:
+    ``data`` (``demo`` or the folder params name), ``image_size``, the training images' own median size
+    (``native_size``), and from ``faces.measure_framing`` on a sample of them whether they are face crops and
+    how they frame the face (predict crops faces in larger pictures the same way)."""
+    from .faces import FRAMING_SAMPLE, FaceDetectorError, measure_framing
+
+    train = [r for r in rows if r["split"] == "train"]
+    sample = train[::max(1, len(train) // FRAMING_SAMPLE)][:FRAMING_SAMPLE]
+    sizes = [(int(r["width"]), int(r["height"])) for r in train if r.get("width") and r.get("height")]
+    domain = {"data": str(params["data"][cfg["dataset"]]["source"]), "image_size": int(cfg["image_size"]),
+              "native_size": [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))]
+              if sizes else None}
+    try:
+        domain.update(measure_framing(load_rgb(r["path"]) for r in sample))
+    except FaceDetectorError as e:  # training does not need the detector; predict then frames faces by default
+        print(f"{cfg['run']}: face crops not measured: {e}")
+        domain["face_crops"] = None
+    return domain
+
+
 @dataclass
 class Progress:
     """What the epoch loop carries from one epoch to the next (and what a resumed run gets back)."""
@@ -385,6 +407,7 @@ class Progress:
     stale: int = 0  # epochs since the last validation gain
     stopped: bool = False  # early stopping has ended the run
     elapsed: float = 0.0  # training seconds so far
+    domain: dict = field(default_factory=dict)  # what the run trains on (``training_domain``), into the checkpoint
 
     def record(self, row: dict, model: nn.Module, cfg: dict, val_scores: np.ndarray, val_labels: np.ndarray) -> bool:
         """Add an epoch; when its validation ``select_metric`` is the best so far (ties: the other metrics),
@@ -398,7 +421,7 @@ class Progress:
             threshold = metrics.choose_threshold(val_labels, val_scores, cfg["threshold_rule"])
             ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], threshold=threshold,
                                    extra={"dataset": cfg["dataset"], "tta": cfg["tta"],
-                                          "pseudo_fakes": cfg["pseudo_fakes"]},
+                                          "pseudo_fakes": cfg["pseudo_fakes"], "domain": self.domain},
                                    metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"],
                                             "best_val_auc": row["val_auc"], "select_metric": cfg["select_metric"],
                                             "threshold_rule": cfg["threshold_rule"], "ema_decay": cfg["ema_decay"]})
@@ -519,6 +542,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     if main and done.history:
         print(f"{run}: resuming after epoch {len(done.history)} from {spath}")
         save_torch(ckpt_path, done.best_ckpt)  # DVC removes a stage's outs before rerunning it
+    done.domain = training_domain(params, cfg, rows)
     live = _open_live(cfg, metrics_dir, done.history) if main else None
     if main:
         print(f"{run}: {cfg['model']} ({num_params(model):,} params) on {cfg['dataset']} "

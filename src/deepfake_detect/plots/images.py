@@ -169,3 +169,19 @@ def mean_maps(saliency: dict[str, np.ndarray], cams: dict[str, np.ndarray], mask
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def scored_cam(overlay: np.ndarray, title: str, dpi: int = 100) -> Figure:
+    """One Grad-CAM overlay (uint8 RGB, from ``cam_overlay``), at its own pixel size or larger, titled (e.g.
+    with its p(fake) and verdict), with the colour bar that says what red and blue mean."""
+    h, w = overlay.shape[:2]
+    side = max(3.0, max(w, h) / dpi)  # inches for the picture's longer side: room for the title's words
+    fig = Figure(figsize=(side * w / max(w, h) + 1.3, side * h / max(w, h) + 0.5), dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    _off(ax)
+    ax.imshow(overlay)
+    ax.set_title(title, fontsize=9)
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CAM_CMAP]), ax=ax, shrink=0.85, aspect=20)
+    cb.set_label("Grad-CAM for 'fake' (per image, 0-1)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    return fig
