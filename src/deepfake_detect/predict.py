@@ -39,8 +39,8 @@ from .data import BadImageError, DatasetError, Preprocess, is_image_file, list_f
 from .engine import default_num_workers, predict, resolve_device
 from .errors import UserError
 from .faces import Detector, Framing, Region, clipped_box, regions
-from .io import OutputError, atomic_path, check_writable, output_errors
-from .score import resolve_tta, score_paths, threshold_metrics, threshold_source
+from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
+from .score import check_finite, resolve_tta, score_paths, threshold_metrics, threshold_source
 from .splits import scan_source
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
 
@@ -175,7 +175,9 @@ def score_inputs(model: nn.Module, ckpt: dict, paths: Sequence[str], crop: str, 
 
     def flush(n: int) -> None:
         views = np.stack(pending[:n])
-        for (i, j), p in zip(owners[:n], _score_batch(model, prep, views, device, tta)):
+        p_fake = _score_batch(model, prep, views, device, tta)
+        check_finite(p_fake, model, ckpt, [str(paths[i]) for i, _ in owners[:n]])
+        for (i, j), p in zip(owners[:n], p_fake):
             frame, region, _ = out[i].views[j]
             out[i].views[j] = (frame, region, float(p))
         del pending[:n], owners[:n]
@@ -346,8 +348,7 @@ def _shown(path: str) -> str:
 def csv_cell(value) -> str:
     """A CSV cell a spreadsheet shows as text: one that starts with = + - @, a tab or a carriage return (a
     formula or a DDE payload) gets a leading single quote, as OWASP's CSV-injection guidance says."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
+    return spreadsheet_safe("" if value is None else str(value))
 
 
 def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], threshold: float, model: str,

@@ -94,11 +94,17 @@ def score_paths(model, ckpt: dict, paths: list[str], labels: list[int] | None = 
                                   pin_memory=device.type == "cuda"))
     probs, _, _ = predict(model, loader, device, amp=False, desc=desc, progress=progress, tta=tta)
     p_fake = probs[:, 1].astype(np.float64)
-    broken = [i for i in np.flatnonzero(~np.isfinite(p_fake)) if i not in loader.errors]
-    if broken:  # a verdict from NaN would be "real" for every image (NaN > threshold is false)
-        source = getattr(model, "checkpoint_path", None) or f"checkpoint of run '{ckpt.get('run', '')}'"
-        raise ScoreError(f"{source}: the model gives no finite p(fake) for {len(broken)} of {len(rows)} image(s) "
-                         f"(e.g. {path_text(rows[broken[0]]['path'])}): its weights or normalisation overflow; "
-                         "retrain it, or check the checkpoint's mean and std")
+    check_finite(p_fake, model, ckpt, [r["path"] for r in rows], skip=loader.errors)
     p_fake[list(loader.errors)] = np.nan
     return p_fake, loader.errors
+
+
+def check_finite(p_fake: np.ndarray, model, ckpt: dict, paths, skip=()) -> None:
+    """ScoreError naming the checkpoint when a score (but those of the indices in ``skip``: inputs that did not
+    decode) is not finite: a verdict from NaN would be "real" for every image (NaN > threshold is false)."""
+    broken = [i for i in np.flatnonzero(~np.isfinite(p_fake)) if i not in skip]
+    if broken:
+        source = getattr(model, "checkpoint_path", None) or f"checkpoint of run '{ckpt.get('run', '')}'"
+        raise ScoreError(f"{source}: the model gives no finite p(fake) for {len(broken)} of {len(paths)} image(s) "
+                         f"(e.g. {path_text(paths[broken[0]])}): its weights or normalisation overflow; "
+                         "retrain it, or check the checkpoint's mean and std")
