@@ -19,17 +19,16 @@ TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + eng
 # ----------------------------------------------------------------------------- the commands
 def _cmd_prepare(args) -> None:
     from .config import load_params
-    from .splits import prepare_all
+    from .splits import run_stage
 
-    prepare_all(load_params(args.params))
+    run_stage(load_params(args.params))
 
 
 def _cmd_train(args) -> None:
-    from .config import stage_params
-    from .train import fit
+    from .config import load_params
+    from .train import run_stage
 
-    params, cfg = stage_params(args.stage, args.params)
-    fit(cfg, params)
+    run_stage(load_params(args.params), args.run)
 
 
 def _cmd_demo(args) -> None:
@@ -72,13 +71,12 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_explain(args) -> None:
-    from .config import load_params
+    from .config import RUNS, load_params
     from .explain import run_stage
 
     params = load_params(args.params)
-    if args.runs:
-        params["explain"]["runs"] = list(args.runs)
-    run_stage(params)
+    for run in args.runs or params[RUNS]:
+        run_stage(params, run)
 
 
 def _cmd_plots(args) -> None:
@@ -105,14 +103,12 @@ def _int_at_least(low: int):
 
 def _add_pipeline_commands(sub) -> None:
     """prepare-splits and train: the pipeline's stages, as params.yaml sets them."""
-    from .config import TRAIN_STAGES  # light (no torch): the stage names are the choices
-
     p = sub.add_parser("prepare-splits", help="write split manifests for the datasets in params.yaml")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("train", help="run one training stage of params.yaml")
-    p.add_argument("stage", choices=TRAIN_STAGES)
+    p = sub.add_parser("train", help="train one run of params.yaml (a key of its runs)")
+    p.add_argument("run")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_train)
 
@@ -174,7 +170,7 @@ def _add_scoring_commands(sub) -> None:
 def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="saliency, Grad-CAM and faithfulness figures/metrics per run")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--runs", nargs="+", help="runs to explain (default: explain.runs in params.yaml)")
+    p.add_argument("--runs", nargs="+", help="runs to explain (default: every run of runs in params.yaml)")
     p.set_defaults(func=_cmd_explain)
 
 

@@ -1,8 +1,10 @@
-"""Headline metrics, and the README's results tables generated from them.
+"""Headline metrics, the all-runs figures, and the README's results tables generated from them.
 
-The ``summarize`` stage writes ``metrics/runs/<run>.json``: one row per run with the same
-headline columns (at most 12), so ``dvc metrics show`` is one readable table and ``dvc
-metrics diff`` after rerunning one run shows only that run's row. Everything else stays in
+The ``summarize`` stage (``run_stage``) reads what each run's evaluate-roc-det and explain stages wrote and
+writes ``metrics/runs/<run>.json``: one row per run with the same headline columns (at most 12), so ``dvc
+metrics show`` is one readable table and ``dvc metrics diff`` after rerunning one run shows only that run's
+row. It also gathers every run's AUC on every dataset (``metrics/summary/cross_dataset.json`` and its heatmap)
+and draws every run's ROC and DET in one figure (``plots/summary/``). Everything else stays in
 ``metrics/evaluate``, ``metrics/explain`` and ``metrics/train`` (outputs, not declared metrics).
 
 ``deepfake-detect report`` renders the README's results tables from those rows and the
@@ -11,13 +13,16 @@ params that ``dvc.lock`` recorded for each stage, each row with the command that
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from .config import PARAMS_FILE, RUNS, merge_run, override
 from .errors import UserError
 from .io import write_json, write_text
 
@@ -25,6 +30,8 @@ from .io import write_json, write_text
 # val_auc: the validation AUC of the kept epoch (training's), so the val-test gap reads off the row
 HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "val_auc", "eer", "acc", "acc_at_threshold", "tpr_at_fpr_1pct",
             "num_params", "train_time_s", "saliency_lift", "gradcam_lift")
+
+CROSS_DATASET_JSON = "cross_dataset.json"  # in metrics/summary: every run's test AUC on every dataset
 
 # name -> (pipeline folder, the command that reproduces it)
 PIPELINES = {"demo": (".", "dvc repro"), "real": ("real", "dvc repro real/dvc.yaml")}
@@ -53,15 +60,39 @@ def headline(evaluated: dict, explained: dict | None = None) -> dict:
     return {k: _round(row[k]) for k in HEADLINE if row.get(k) is not None}
 
 
-def summarize(params: dict, metrics_dir: str | Path = "metrics") -> dict[str, dict]:
-    """The summarize stage: metrics/runs/<run>.json for every run of evaluate-roc-det.runs."""
-    metrics_dir = Path(metrics_dir)
-    rows = {}
-    for run in params["evaluate-roc-det"]["runs"]:
+def _read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, p(fake)) from a scores CSV of the evaluate-roc-det stage."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return np.array([int(r["label"]) for r in rows]), np.array([float(r["p_fake"]) for r in rows])
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; it is written by the run's evaluate-roc-det stage (dvc repro)") from None
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{path}: not a scores CSV with columns label,p_fake ({e})") from e
+
+
+def run_stage(params: dict, metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots/summary") -> dict:
+    """The summarize stage, for every run of ``runs``: metrics/runs/<run>.json (its headline row),
+    metrics/summary/cross_dataset.json with its heatmap, and the all-runs ROC/DET figure."""
+    from .plots.curves import save_cross_dataset_figure, save_runs_figure
+
+    metrics_dir, plots_dir = Path(metrics_dir), Path(plots_dir)
+    rows, cross, names, scores = {}, {}, {}, {}
+    for run in params[RUNS]:
+        evaluated = _read_json(metrics_dir / "evaluate" / f"{run}.json")
+        if "cross_dataset" not in evaluated:
+            raise UserError(f"{metrics_dir / 'evaluate' / f'{run}.json'}: no 'cross_dataset'; rerun its "
+                            f"evaluate-roc-det stage (dvc repro evaluate-roc-det@{run})")
         explained = metrics_dir / "explain" / f"{run}.json"
-        rows[run] = headline(_read_json(metrics_dir / "evaluate" / f"{run}.json"),
-                             _read_json(explained) if explained.exists() else None)
+        rows[run] = headline(evaluated, _read_json(explained) if explained.exists() else None)
         write_json(metrics_dir / "runs" / f"{run}.json", rows[run])
+        names.update(evaluated["cross_dataset"]["datasets"])
+        cross[run] = {k: evaluated["cross_dataset"][k] for k in ("trained_on", "auc")}
+        scores[run] = _read_scores(metrics_dir / "evaluate" / "scores" / f"{run}.csv")
+    write_json(metrics_dir / "summary" / CROSS_DATASET_JSON, {"datasets": names, "runs": cross})
+    save_cross_dataset_figure(plots_dir / "cross_dataset_auc.png", cross, names)
+    save_runs_figure(plots_dir / "all_runs_roc_det.png", scores)
     return rows
 
 
@@ -73,18 +104,32 @@ def _lock(folder: Path) -> dict:
     return yaml.safe_load(path.read_text())["stages"]
 
 
+def _expand(flat: dict) -> dict:
+    """dvc.lock's params (``data.fakes.source: demo``) as nested sections."""
+    out: dict = {}
+    for dotted, value in flat.items():
+        for part in reversed(dotted.split(".")):
+            value = {part: value}
+        out = override(out, value)
+    return out
+
+
 def _stage_params(stage: dict) -> dict:
-    """The params a stage ran with, as dvc.lock recorded them (one params file per pipeline)."""
-    return next(iter(stage.get("params", {}).values()), {})
+    """The params a stage ran with, as dvc.lock recorded them: each params file's, the pipeline's own
+    params.yaml laid over the files it is based on."""
+    files = stage.get("params", {})
+    tree: dict = {}
+    for name in sorted(files, key=lambda f: f == PARAMS_FILE):
+        tree = override(tree, _expand(files[name]))
+    return tree
 
 
 def _fmt(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _row(pipeline: str, run: str, lock: dict, folder: Path) -> str:
-    stage = next(name for name, s in lock.items() if _stage_params(s).get(name, {}).get("run") == run)
-    cfg = _stage_params(lock[stage])[stage]
+def _row(pipeline: str, run: str, stage: str, lock: dict, folder: Path) -> str:
+    cfg = merge_run(_stage_params(lock[stage]), stage)
     data = _stage_params(lock["prepare-splits"])["data"][cfg["dataset"]]["source"]
     data = f"demo {cfg['dataset']}" if data == "demo" else Path(data).name
     m = _read_json(folder / "metrics" / "runs" / f"{run}.json")
@@ -104,18 +149,18 @@ def render_table(pipeline: str, root: str | Path = ".") -> str:
     """The results table of one pipeline (markdown), from its metrics/runs rows and dvc.lock."""
     folder = Path(root) / PIPELINES[pipeline][0]
     lock = _lock(folder)
-    runs = _stage_params(lock["evaluate-roc-det"])["evaluate-roc-det"]["runs"]
+    runs = _stage_params(lock["summarize"])[RUNS]
     header = ("| run | model | data | image px | epochs | params | test AUC [95 % CI] | val AUC | EER | acc @ 0.5 "
               "| acc @ val threshold | TPR @ 1 % FPR | saliency / Grad-CAM lift | train time | command |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
-    lines += [_row(pipeline, run, lock, folder) for run in runs]
+    lines += [_row(pipeline, run, stage, lock, folder) for run, stage in runs.items()]
     return "\n".join(lines)
 
 
 def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
     """Every run's test AUC on every dataset of the pipeline (bold: the dataset it was trained on)."""
     folder = Path(root) / PIPELINES[pipeline][0]
-    cross = _read_json(folder / "metrics" / "evaluate" / "cross_dataset.json")
+    cross = _read_json(folder / "metrics" / "summary" / CROSS_DATASET_JSON)
     names = cross["datasets"]
     lines = ["| run (trained on) | " + " | ".join(f"{names[d]} test AUC" for d in names) + " |",
              "|---|" + "---|" * len(names)]
