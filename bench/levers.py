@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_detect import metrics
-from deepfake_detect.checkpoint import load_model
-from deepfake_detect.config import load_params
+from deepfake_detect.checkpoint import load_model, run_checkpoint
+from deepfake_detect.config import RUNS, load_params
 from deepfake_detect.data import read_manifest
-from deepfake_detect.evaluate import checkpoint_path
 from deepfake_detect.io import write_json
 from deepfake_detect.score import score_paths
 from deepfake_detect.train import selection_key
@@ -65,8 +64,8 @@ def main() -> None:
     params = load_params(folder / "params.yaml")
     modes = ["none", "flip"] + (["flip_shift"] if args.flip_shift else [])
     report = {"pipeline": str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder), "runs": {}}
-    for run in params["evaluate-roc-det"]["runs"]:
-        path = checkpoint_path(params, run, folder / "models")
+    for run in params[RUNS]:
+        path = run_checkpoint(params, run, folder / "models")
         model, ckpt = load_model(path)
         manifest = read_manifest(folder / "data" / ckpt["dataset"] / "manifest.csv")  # the splits DVC trained on
         rows = [{"path": str(folder / r["path"]), "label": int(r["label"])} for r in manifest if r["split"] == "val"]

@@ -145,3 +145,30 @@ def test_real_dfdc_counts():
     _, rows, _, _ = scan_source(root)
     test = [r for r in rows if r["split"] == "test"]
     assert sum(r["label"] == 0 for r in test) == 1400 and sum(r["label"] == 1 for r in test) == 700
+
+
+def test_stage_writes_every_dataset_or_none(course_folder, flat_folder, tmp_path):
+    """The prepare-splits stage: a manifest, a metrics file and a sample figure per dataset of config.DATASETS;
+    a dataset that fails its check leaves every earlier output as it was."""
+    from PIL import Image
+
+    from deepfake_detect.config import DATASETS, load_params
+    from deepfake_detect.splits import run_stage
+
+    from conftest import PARAMS_YAML
+
+    params = load_params(PARAMS_YAML, {"data": {"fakes": {"source": str(course_folder)},
+                                                "synthetic": {"source": str(flat_folder)}}})
+    dirs = {"data_dir": tmp_path / "data", "metrics_dir": tmp_path / "metrics", "plots_dir": tmp_path / "plots"}
+    out = run_stage(params, progress=False, **dirs)
+    assert list(out) == list(DATASETS) and (out["fakes"]["test_real"], out["fakes"]["test_fake"]) == (4, 2)
+    for name in DATASETS:
+        assert (tmp_path / "data" / name / "manifest.csv").is_file()
+        assert (tmp_path / "metrics" / f"{name}.json").is_file()
+        with Image.open(tmp_path / "plots" / f"{name}.png") as im:
+            assert im.format == "PNG" and im.size[0] > 300
+    (tmp_path / "data" / "fakes" / "manifest.csv").unlink()
+    shutil.rmtree(flat_folder / "fake")
+    with pytest.raises(DatasetError):
+        run_stage(params, progress=False, **dirs)
+    assert not (tmp_path / "data" / "fakes" / "manifest.csv").exists()  # fakes passed its check, but nothing written

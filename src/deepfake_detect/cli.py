@@ -79,6 +79,12 @@ def _cmd_explain(args) -> None:
         run_stage(params, run)
 
 
+def _cmd_exps(args) -> None:
+    from .report import experiments
+
+    print(experiments(args.pipeline, args.metric, args.all_commits))
+
+
 def _cmd_plots(args) -> None:
     from .plots.page import write_page
 
@@ -184,6 +190,16 @@ def _add_plots(sub) -> None:
     p.set_defaults(func=_cmd_plots)
 
 
+def _add_exps(sub) -> None:
+    p = sub.add_parser("exps", help="the DVC experiments as one table: params changed, a headline metric per run",
+                       description="`dvc exp show` in one readable table: a row per commit and experiment, the "
+                                   "params each experiment changed, and one headline metric of every run.")
+    p.add_argument("--pipeline", choices=("demo", "real"), default="demo")
+    p.add_argument("--metric", default="auc", help="a headline column of metrics/runs/<run>.json (default: auc)")
+    p.add_argument("-A", "--all-commits", action="store_true", help="every commit's experiments, not only HEAD's")
+    p.set_defaults(func=_cmd_exps)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every sub-command of ``deepfake-detect``; each sets ``func``, the ``_cmd_*`` function that runs it."""
     ap = argparse.ArgumentParser(prog="deepfake-detect", description="Train, evaluate and explain deepfake detectors.",
@@ -195,6 +211,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     _add_scoring_commands(sub)
     _add_explain(sub)
     _add_plots(sub)
+    _add_exps(sub)
     return ap
 
 

@@ -306,11 +306,27 @@ def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> 
     return Params({**fixed, RUNS: runs, **{s: _merge_run(top, merged, r, s) for r, s in runs.items()}}, top)
 
 
-def run_config(params: dict, run: str) -> dict:
-    """The merged, validated training config of ``run`` (a key of ``runs``)."""
+def _section_of(params: dict, run: str) -> str:
     if run not in params[RUNS]:
         raise ParamsError(f"{source_of(params)}: no run '{run}' in '{RUNS}' (runs: {', '.join(params[RUNS])})")
-    return params[params[RUNS][run]]
+    return params[RUNS][run]
+
+
+def run_config(params: dict, run: str) -> dict:
+    """The merged, validated training config of ``run`` (a key of ``runs``)."""
+    return params[_section_of(params, run)]
+
+
+def rename_run(params: Params, run: str, name: str) -> Params:
+    """``params`` with run ``run`` called ``name`` (its checkpoint models/<name>.pt, its metrics folder): for tests
+    and benchmarks that train a recipe of the params file under a name of their own."""
+    section = _section_of(params, run)
+    if not RUN_NAME.fullmatch(name) or name in params[RUNS]:
+        raise ParamsError(f"{source_of(params)}: cannot rename run '{run}' to {name!r} (a new run name is letters, "
+                          "digits, '-' or '_')")
+    runs = {(name if r == run else r): s for r, s in params[RUNS].items()}
+    return Params({**params, RUNS: runs, section: Params({**params[section], "run": name}, source_of(params))},
+                  source_of(params))
 
 
 def stage_parser(doc: str | None, per_run: bool = False):

@@ -170,6 +170,75 @@ def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- experiments
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _exp_params(data: dict, files: tuple[str, ...]) -> dict:
+    """One experiment's params of ``files`` (from `dvc exp show --json`), flat; keys of other than the first
+    file carry its name."""
+    params = data.get("params") or {}
+    return {(key if file == files[0] else f"{file}:{key}"): value for file in files
+            for key, value in _flatten((params.get(file) or {}).get("data") or {}).items()}
+
+
+def _exp_metric(data: dict, runs_dir: str, metric: str) -> dict[str, float]:
+    """{run: its headline ``metric``} from the metrics/runs/<run>.json files of one experiment."""
+    out = {}
+    for file, entry in (data.get("metrics") or {}).items():
+        path = Path(file)
+        if path.parent.as_posix() == runs_dir and metric in ((entry or {}).get("data") or {}):
+            out[path.stem] = entry["data"][metric]
+    return out
+
+
+def experiments_table(shown: list[dict], pipeline: str = "demo", metric: str = "auc") -> str:
+    """`dvc exp show --json` as one readable table: a row per commit and experiment, the params each experiment
+    changed from its commit, and each run's headline ``metric`` (metrics/runs/<run>.json) as a column."""
+    folder = PIPELINES[pipeline][0]
+    files = (PARAMS_FILE,) if folder == "." else (PARAMS_FILE, f"{folder}/{PARAMS_FILE}")
+    runs_dir = "metrics/runs" if folder == "." else f"{folder}/metrics/runs"
+    rows: list[tuple[str, str, dict]] = []
+    for base in shown:
+        data = base.get("data") or {}
+        label = "workspace" if base["rev"] == "workspace" else f"{base.get('name') or ''} {base['rev'][:7]}".strip()
+        params = _exp_params(data, files)
+        rows.append((label, "", _exp_metric(data, runs_dir, metric)))
+        for exp in base.get("experiments") or []:
+            rev = exp["revs"][0]
+            changed = {k: v for k, v in _exp_params(rev.get("data") or {}, files).items() if params.get(k) != v}
+            text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(no param changed)"
+            rows.append((f"  {rev.get('name') or rev['rev'][:7]}", text if not rev.get("error") else
+                         f"failed: {text}", _exp_metric(rev.get("data") or {}, runs_dir, metric)))
+    runs = list(dict.fromkeys(run for *_, values in rows for run in values))
+    table = [("experiment", "changed params", *runs)]
+    table += [(label, changed, *(_fmt(values.get(run)) for run in runs)) for label, changed, values in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join([f"{pipeline} pipeline, test {metric} per run:", *lines])
+
+
+def experiments(pipeline: str = "demo", metric: str = "auc", all_commits: bool = False) -> str:
+    """``experiments_table`` of this repository's `dvc exp show --json` (every commit with ``all_commits``)."""
+    import subprocess
+    import sys
+
+    if metric not in HEADLINE:
+        raise UserError(f"--metric {metric!r}: not a headline column (one of {', '.join(HEADLINE)})")
+    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise UserError(f"dvc exp show failed: {(res.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+    return experiments_table(json.loads(res.stdout), pipeline, metric)
+
+
 BLOCKS = {**{name: render_table for name in PIPELINES}, **{f"{name}-cross": render_cross_table for name in PIPELINES}}
 
 
