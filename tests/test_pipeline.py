@@ -145,9 +145,10 @@ def _status_after(work: Path, change) -> set[str]:
     change(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        return set(json.loads(_run(DVC + ["status", "--json"], work).stdout))
+        status = json.loads(_run(DVC + ["status", "--json"], work).stdout)
     finally:
         (work / "params.yaml").write_text(text)
+    return {stage for stage in status if not stage.startswith("real/dvc.yaml:")}  # the demo pipeline's
 
 
 def test_param_change_reruns_only_dependants(repro):
