@@ -112,18 +112,20 @@ def _exp(rev: str, name, params: dict, aucs: dict, experiments=None) -> dict:
 
 
 def test_experiments_table_shows_changed_params_and_a_metric_per_run():
-    """`dvc exp show --json` (its shape, by hand): the experiment's row names only the key it changed."""
-    base = {"train-defaults": {"lr": 0.001, "frozen_layers": []}, "train-competition": {"epochs": 6}}
+    """`dvc exp show --json` (its shape, by hand): the experiment's row names only the key it changed, the
+    workspace what it changed from the commit; a column per run, in the order of `runs`."""
+    base = {"runs": {"simplenet-fakes": "a", "competition-fakes": "b"}, "train-defaults": {"lr": 0.001},
+            "train-competition": {"epochs": 6}}
     changed = {**base, "train-competition": {"epochs": 6, "lr": 0.0005}}
     exp = {"revs": [_exp("f" * 40, "tidy-oak", changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8})]}
-    shown = [_exp("workspace", None, base, {"competition-fakes": 0.81, "simplenet-fakes": 0.8}),
+    shown = [_exp("workspace", None, changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8}),
              _exp("a" * 40, "main", base, {"competition-fakes": 0.81, "simplenet-fakes": 0.8}, [exp])]
     lines = experiments_table(shown).splitlines()
     assert lines[0] == "demo pipeline, test auc per run:"
-    assert lines[1].split() == ["experiment", "changed", "params", "competition-fakes", "simplenet-fakes"]
-    assert lines[2].split() == ["workspace", "0.810", "0.800"] and lines[3].split() == ["main", "aaaaaaa", "0.810",
-                                                                                         "0.800"]
-    assert lines[4].split() == ["tidy-oak", "train-competition.lr=0.0005", "0.900", "0.800"]
+    assert lines[1].split() == ["experiment", "changed", "params", "simplenet-fakes", "competition-fakes"]
+    assert lines[2].split() == ["workspace", "train-competition.lr=0.0005", "0.800", "0.900"]
+    assert lines[3].split() == ["main", "aaaaaaa", "0.800", "0.810"]
+    assert lines[4].split() == ["tidy-oak", "train-competition.lr=0.0005", "0.800", "0.900"]
     assert len({line.rindex(" 0.") for line in lines[2:]}) == 1  # the last column starts at one place
     real = experiments_table(shown, "real").splitlines()
     assert real[0] == "real pipeline, test auc per run:" and real[1].split() == ["experiment", "changed", "params"]

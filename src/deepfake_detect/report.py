@@ -199,25 +199,35 @@ def _exp_metric(data: dict, runs_dir: str, metric: str) -> dict[str, float]:
     return out
 
 
+def _changed(params: dict, base: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k) != v)
+
+
 def experiments_table(shown: list[dict], pipeline: str = "demo", metric: str = "auc") -> str:
-    """`dvc exp show --json` as one readable table: a row per commit and experiment, the params each experiment
-    changed from its commit, and each run's headline ``metric`` (metrics/runs/<run>.json) as a column."""
+    """`dvc exp show --json` as one readable table: a row per commit and experiment (and the workspace), the
+    params each changed from its commit (the workspace: from the first commit), and each run's headline
+    ``metric`` (metrics/runs/<run>.json) as a column, runs in the order of ``runs``."""
     folder = PIPELINES[pipeline][0]
     files = (PARAMS_FILE,) if folder == "." else (PARAMS_FILE, f"{folder}/{PARAMS_FILE}")
     runs_dir = "metrics/runs" if folder == "." else f"{folder}/metrics/runs"
+    baselines = [b for b in shown if b["rev"] != "workspace"]
+    first = _exp_params((baselines[0] if baselines else shown[0]).get("data") or {}, files)
     rows: list[tuple[str, str, dict]] = []
     for base in shown:
         data = base.get("data") or {}
-        label = "workspace" if base["rev"] == "workspace" else f"{base.get('name') or ''} {base['rev'][:7]}".strip()
         params = _exp_params(data, files)
-        rows.append((label, "", _exp_metric(data, runs_dir, metric)))
+        if base["rev"] == "workspace":
+            rows.append(("workspace", _changed(params, first), _exp_metric(data, runs_dir, metric)))
+            continue
+        rows.append((f"{base.get('name') or ''} {base['rev'][:7]}".strip(), "", _exp_metric(data, runs_dir, metric)))
         for exp in base.get("experiments") or []:
             rev = exp["revs"][0]
-            changed = {k: v for k, v in _exp_params(rev.get("data") or {}, files).items() if params.get(k) != v}
-            text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(no param changed)"
-            rows.append((f"  {rev.get('name') or rev['rev'][:7]}", text if not rev.get("error") else
-                         f"failed: {text}", _exp_metric(rev.get("data") or {}, runs_dir, metric)))
-    runs = list(dict.fromkeys(run for *_, values in rows for run in values))
+            text = _changed(_exp_params(rev.get("data") or {}, files), params) or "(no param changed)"
+            rows.append((f"  {rev.get('name') or rev['rev'][:7]}", f"failed: {text}" if rev.get("error") else text,
+                         _exp_metric(rev.get("data") or {}, runs_dir, metric)))
+    order = [k.removeprefix(f"{RUNS}.") for k in first if k.startswith(f"{RUNS}.")]
+    found = {run for *_, values in rows for run in values}
+    runs = [r for r in order if r in found] + sorted(found - set(order))
     table = [("experiment", "changed params", *runs)]
     table += [(label, changed, *(_fmt(values.get(run)) for run in runs)) for label, changed, values in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
