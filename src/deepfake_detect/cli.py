@@ -71,11 +71,15 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_explain(args) -> None:
+    from .checkpoint import run_checkpoint
     from .config import RUNS, load_params
     from .explain import run_stage
 
     params = load_params(args.params)
-    for run in args.runs or params[RUNS]:
+    runs = args.runs or list(params[RUNS])
+    for run in runs:  # every checkpoint found before any work
+        run_checkpoint(params, run)
+    for run in runs:
         run_stage(params, run)
 
 
