@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from deepfake_detect.config import load_params
+from deepfake_detect.config import load_params, rename_run
 from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
 from deepfake_detect.engine import cpu_cores, grad_scaler, resolve_device, seed_everything
 from deepfake_detect.models import get_model
@@ -69,8 +69,8 @@ def subset(rows: list[dict], split: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def section(**kw) -> dict:
-    params = load_params(REPO / "params.yaml", {"device": kw.pop("device", "auto"),
-                                                "train-simplenet-fakes": {"run": "bench", **kw}})
+    params = rename_run(load_params(REPO / "params.yaml", {"device": kw.pop("device", "auto"),
+                                                           "train-simplenet-fakes": kw}), "simplenet-fakes", "bench")
     return params, params["train-simplenet-fakes"]
 
 
@@ -218,11 +218,11 @@ def bench_course(cfg, device, rows_train, rows_val, steps) -> dict:
 RSS_SCRIPT = r'''
 import json, resource, sys, time
 from pathlib import Path
-from deepfake_detect.config import load_params
+from deepfake_detect.config import load_params, rename_run
 from deepfake_detect.train import fit
 data, out, cache, size, steps = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-params = load_params(sys.argv[6], {"train-simplenet-fakes": {"run": "rss", "image_size": size, "epochs": 1,
-               "max_steps_per_epoch": steps, "eval_test_every_epoch": False}})
+params = rename_run(load_params(sys.argv[6], {"train-simplenet-fakes": {"image_size": size, "epochs": 1,
+                    "max_steps_per_epoch": steps, "eval_test_every_epoch": False}}), "simplenet-fakes", "rss")
 t = time.perf_counter()
 fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=out / "models",
     metrics_dir=out / "metrics", cache_dir=cache, progress=False)

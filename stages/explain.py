@@ -1,6 +1,7 @@
-"""DVC stage explain: saliency, Grad-CAM and faithfulness per run -> plots/explain/, metrics/explain/.
+"""DVC stage group explain (one stage per run): saliency, Grad-CAM and faithfulness -> plots/explain/<run>_*.png,
+metrics/explain/<run>.json.
 
-    python stages/explain.py [--params params.yaml]
+    python stages/explain.py simplenet-fakes [--params params.yaml]
 """
 import sys
 
@@ -10,8 +11,8 @@ from deepfake_detect.explain import run_stage
 
 
 def main(argv=None):
-    args = stage_parser(__doc__).parse_args(argv)
-    run_stage(load_params(args.params))
+    args = stage_parser(__doc__, per_run=True).parse_args(argv)
+    run_stage(load_params(args.params), args.run)
 
 
 if __name__ == "__main__":

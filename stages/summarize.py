@@ -1,4 +1,5 @@
-"""DVC stage summarize: metrics/runs/<run>.json, the headline row of each run for `dvc metrics show`.
+"""DVC stage summarize, over every run: metrics/runs/<run>.json (the headline rows of `dvc metrics show`),
+metrics/summary/cross_dataset.json and the all-runs figures in plots/summary/.
 
     python stages/summarize.py [--params params.yaml]
 """
@@ -6,12 +7,12 @@ import sys
 
 from deepfake_detect.config import load_params, stage_parser
 from deepfake_detect.errors import run_main
-from deepfake_detect.report import summarize
+from deepfake_detect.report import run_stage
 
 
 def main(argv=None):
     args = stage_parser(__doc__).parse_args(argv)
-    summarize(load_params(args.params))
+    run_stage(load_params(args.params))
 
 
 if __name__ == "__main__":

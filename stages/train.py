@@ -1,21 +1,18 @@
-"""DVC training stages (train-simplenet-fakes, train-simplenet-synth, finetune-xception,
-train-competition): one script; the stage name picks the params section.
+"""DVC training stages (one per run; `runs` in the params maps each run to its stage and section):
+models/<run>.pt and metrics/train/<run>/.
 
-    python stages/train.py train-simplenet-fakes [--params params.yaml]
+    python stages/train.py simplenet-fakes [--params params.yaml]
 """
 import sys
 
-from deepfake_detect.config import TRAIN_STAGES, stage_params, stage_parser
+from deepfake_detect.config import load_params, stage_parser
 from deepfake_detect.errors import run_main
-from deepfake_detect.train import fit
+from deepfake_detect.train import run_stage
 
 
 def main(argv=None):
-    ap = stage_parser(__doc__)
-    ap.add_argument("stage", choices=TRAIN_STAGES)
-    args = ap.parse_args(argv)
-    params, cfg = stage_params(args.stage, args.params)
-    fit(cfg, params)
+    args = stage_parser(__doc__, per_run=True).parse_args(argv)
+    run_stage(load_params(args.params), args.run)
 
 
 if __name__ == "__main__":

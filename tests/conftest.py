@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_detect.config import load_params
+from deepfake_detect.config import load_params, rename_run
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"  # the one source of every value: tests start from it and change a few keys
@@ -80,9 +80,11 @@ def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
     return root / "data"
 
 
-def tiny_params(**section):
-    return load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
-        "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, **section}})
+def tiny_params(run: str = "tiny", **section):
+    """params.yaml on the CPU with the train-simplenet-fakes recipe made tiny (64 px, batch 8, 2 epochs, changed
+    by ``section``) and trained as run ``run``: ``params["train-simplenet-fakes"]`` is its config."""
+    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
+        "image_size": 64, "batch_size": 8, "epochs": 2, **section}}), "simplenet-fakes", run)
 
 
 def tiny_checkpoint(path: Path, run: str = "tiny", dataset: str = "fakes", image_size: int = 64) -> Path:

@@ -16,10 +16,9 @@ import pytest
 import torch
 import yaml
 
-from deepfake_detect import cli, train
+from deepfake_detect import cli, evaluate, explain, train
 from deepfake_detect.checkpoint import make_checkpoint
 from deepfake_detect.data import DatasetError
-from deepfake_detect.evaluate import evaluate_runs
 from deepfake_detect.io import OutputError, save_torch
 from deepfake_detect.models import get_model
 from deepfake_detect.splits import prepare_dataset
@@ -201,7 +200,7 @@ def test_non_finite_scores_are_an_error_naming_the_checkpoint(tmp_path, tiny_ckp
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
     with pytest.raises(ScoreError, match=r"models/tiny.pt: the model gives no finite p\(fake\) for 6 of 6"):
-        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
+        evaluate.run_stage(params, "tiny", progress=False)
     assert not (tmp_path / "metrics").exists()
 
 
@@ -240,20 +239,20 @@ def test_stage_checkpoint_without_dataset_is_a_checkpoint_error(tmp_path, tiny_c
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
     with pytest.raises(CheckpointError, match=r"tiny\.pt: checkpoint does not say which dataset"):
-        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"]}, progress=False)
+        evaluate.run_stage(params, "tiny", progress=False)
+    with pytest.raises(CheckpointError, match=r"tiny\.pt: checkpoint does not say which dataset"):
+        explain.run_stage(params, "tiny", progress=False)
 
 
-def test_empty_runs_and_a_run_without_dataset_are_user_errors():
-    """Both used to be a bare ValueError (a traceback); still ValueErrors, now also one line (UserError)."""
-    from deepfake_detect.config import load_params
+def test_empty_runs_are_a_user_error(tmp_path):
+    """A bare ValueError once (a traceback); still a ValueError, now also one line (UserError) naming the file."""
+    from deepfake_detect.config import load_params, override, read_params
     from deepfake_detect.errors import UserError
-    from deepfake_detect.explain import run_dataset
 
-    params = load_params(REPO / "params.yaml")
-    with pytest.raises(UserError, match=r"'evaluate-roc-det.runs' is empty"):
-        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": []}, progress=False)
-    with pytest.raises(UserError, match=r"run 'tiny': checkpoint names no dataset"):
-        run_dataset("tiny", {}, params)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), {"runs": None})))
+    with pytest.raises(UserError, match=rf"^{path}: 'runs' must map each run's name to the training stage"):
+        load_params(path)
 
 
 # ------------------------------------------------------------------------ 5. files left out without a word
@@ -384,30 +383,40 @@ def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
     with pytest.raises(OutputError, match=r"^metrics/evaluate/tiny\.json: cannot write \(metrics is a file"):
-        evaluate_runs(params, {**params["evaluate-roc-det"], "runs": ["tiny"], "bootstrap": 0}, progress=False)
+        evaluate.run_stage({**params, "evaluate-roc-det": {**params["evaluate-roc-det"], "bootstrap": 0}}, "tiny",
+                           progress=False)
 
 
 # ------------------------------------------------------------------------ 1. every stage script, as DVC runs it
-@pytest.mark.parametrize("script, change, message", [
-    ("evaluate.py", {"evaluate-roc-det": {"bootstrap": "many"}}, "'evaluate-roc-det.bootstrap' must be an integer"),
-    ("evaluate.py", {"evaluate-roc-det": {"runs": ["nope"]}}, "models/nope.pt: checkpoint not found"),
-    ("evaluate.py", {}, "models/simplenet-fakes.pt: checkpoint not found; it is made by stage 'train-simplenet-fakes'"),
-    ("explain.py", {"explain": {"n_examples": 0}}, "'explain.n_examples' must be in [1, 64], got 0"),
-    ("train.py", {"train-competition": {"epochs": 0}}, "'train-competition.epochs' must be in [1, 10000], got 0"),
-    ("prepare_splits.py", {"data": {"fakes": {"source": "no/such/folder"}}}, "no/such/folder"),
-    ("summarize.py", {}, "metrics/evaluate/simplenet-fakes.json: not found"),
-    ("train.py", {"device": "cuda"}, "params.yaml: 'device' is cuda, but this machine has no CUDA device (set it to "
-                                     "auto or cpu)"),
-    ("prepare_splits.py", {"data": {"synthetic": {"source": "../data/stylegan"}}},
+@pytest.mark.parametrize("script, args, change, message", [
+    ("evaluate.py", ["simplenet-fakes"], {"evaluate-roc-det": {"bootstrap": "many"}},
+     "'evaluate-roc-det.bootstrap' must be an integer"),
+    ("evaluate.py", ["nope"], {}, "models/nope.pt: checkpoint not found; 'runs' in params.yaml has no run 'nope'"),
+    ("evaluate.py", ["simplenet-fakes"], {},
+     "models/simplenet-fakes.pt: checkpoint not found; it is made by stage 'train-simplenet-fakes'"),
+    ("explain.py", ["simplenet-fakes"], {"explain": {"n_examples": 0}},
+     "'explain.n_examples' must be in [1, 64], got 0"),
+    ("train.py", ["competition-fakes"], {"train-competition": {"epochs": 0}},
+     "params.yaml: 'train-competition.epochs' must be in [1, 10000], got 0"),
+    ("train.py", ["competition-fakes", "--params", "mine.yaml"], {"train-defaults": {"batch_size": 0}},
+     "mine.yaml: 'train-defaults.batch_size' must be in [1, 4096], got 0"),
+    ("train.py", ["nope", "--params", "mine.yaml"], {}, "mine.yaml: no run 'nope' in 'runs' (runs: simplenet-fakes,"),
+    ("prepare_splits.py", [], {"data": {"fakes": {"source": "no/such/folder"}}}, "no/such/folder"),
+    ("summarize.py", [], {}, "metrics/evaluate/simplenet-fakes.json: not found"),
+    ("train.py", ["competition-fakes"], {"device": "cuda"},
+     "params.yaml: 'device' is cuda, but this machine has no CUDA device (set it to auto or cpu)"),
+    ("prepare_splits.py", [], {"data": {"synthetic": {"source": "../data/stylegan"}}},
      "params.yaml: 'data.synthetic.source' is '../data/stylegan', which does not exist (no "),
 ], ids=["evaluate-bad-param", "evaluate-unknown-run", "evaluate-no-checkpoint", "explain-range", "train-range",
-        "prepare-missing-folder", "summarize-no-metrics", "train-no-gpu", "prepare-source-key"])
-def test_stage_scripts_give_one_line_and_exit_2(tmp_path, script, change, message):
-    """A user error in any stage, run as `dvc repro` runs it, is one line naming the key or file, exit 2."""
+        "train-other-params-file", "train-unknown-run", "prepare-missing-folder", "summarize-no-metrics",
+        "train-no-gpu", "prepare-source-key"])
+def test_stage_scripts_give_one_line_and_exit_2(tmp_path, script, args, change, message):
+    """A user error in any stage, run as `dvc repro` runs it, is one line naming the key or file (the params file
+    actually read), exit 2."""
     from deepfake_detect.config import override, read_params
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), change)))
-    args = ["train-competition"] if script == "train.py" else []
+    name = args[args.index("--params") + 1] if "--params" in args else "params.yaml"
+    (tmp_path / name).write_text(yaml.safe_dump(override(read_params(REPO / "params.yaml"), change), sort_keys=False))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a machine that has one
     res = subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120, env=env)

@@ -7,7 +7,7 @@ import pytest
 
 from deepfake_detect import cli
 
-COMMANDS = ("prepare-splits", "train", "demo", "report", "evaluate", "predict", "explain", "plots")
+COMMANDS = ("prepare-splits", "train", "demo", "report", "evaluate", "predict", "explain", "plots", "exps")
 
 
 def _subparsers(parser):
@@ -19,7 +19,6 @@ def test_every_sub_command_is_built():
 
 
 def test_literal_choices_match_the_package():
-    from deepfake_detect.config import TRAIN_STAGES
     from deepfake_detect.data import SPLITS
     from deepfake_detect.demo import DEMO_KINDS
     from deepfake_detect.engine import TTA_MODES
@@ -29,8 +28,18 @@ def test_literal_choices_match_the_package():
     assert cli.SPLITS == SPLITS and cli.DEMO_KINDS == DEMO_KINDS
     assert cli.TTA_CHOICES == ("checkpoint", *TTA_MODES)
     assert (cli.CROPS, cli.FORMATS, cli.FRAMES, cli.NOTHING_SCORED) == (CROPS, FORMATS, FRAMES, NOTHING_SCORED)
-    parser = cli.get_args_parser()
-    assert [parser.parse_args(["train", stage]).stage for stage in TRAIN_STAGES] == list(TRAIN_STAGES)
+
+
+def test_train_takes_a_run_of_the_params_file(tmp_path, capsys):
+    """The run is checked against `runs` of the params file actually read (--params), not a built-in list."""
+    assert cli.get_args_parser().parse_args(["train", "simplenet-fakes"]).run == "simplenet-fakes"
+    from conftest import PARAMS_YAML
+
+    other = tmp_path / "other.yaml"
+    other.write_text(PARAMS_YAML.read_text())
+    assert cli.main(["train", "nope", "--params", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: no run 'nope' in 'runs' (runs: simplenet-fakes, simplenet-synth, " in err
 
 
 @pytest.mark.parametrize("argv, func, values", [
@@ -49,7 +58,8 @@ def test_literal_choices_match_the_package():
      {"crop": "whole", "face_margin": -0.2, "frames": 4, "per_frame": True, "format": "json"}),
     (["explain", "--runs", "x", "y"], cli._cmd_explain, {"runs": ["x", "y"], "params": "params.yaml"}),
     (["plots", "HEAD", "main"], cli._cmd_plots, {"revs": ["HEAD", "main"], "out": "dvc_plots/offline.html"}),
-], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "predict-options", "explain", "plots"])
+    (["exps", "--pipeline", "real", "-A"], cli._cmd_exps, {"pipeline": "real", "metric": "auc", "all_commits": True}),
+], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "predict-options", "explain", "plots", "exps"])
 def test_sub_command_runs_its_function(argv, func, values):
     args = cli.get_args_parser().parse_args(argv)
     assert args.func is func

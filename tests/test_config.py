@@ -6,7 +6,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_detect.config import SCHEMA, TRAIN_STAGES, Key, ParamsError, load_params, validate
+from deepfake_detect.config import (
+    DEFAULTS,
+    RUN_KEYS,
+    RUNS,
+    SCHEMA,
+    TRAIN_SCHEMA,
+    Key,
+    ParamsError,
+    load_params,
+    read_layers,
+    run_config,
+    validate,
+)
 from deepfake_detect.train import check_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,17 +58,52 @@ def _set(params: dict, dotted: str, value) -> None:
     params[leaf] = value
 
 
-@pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_params_file_sets_exactly_the_schema_keys(path):
-    """Section by section: a key the code reads cannot hide in the code, and no key is left over."""
-    given = yaml.safe_load(path.read_text())
+def test_params_file_sets_exactly_the_schema_keys():
+    """Section by section: a key the code reads cannot hide in the code, and no key is left over. train-defaults
+    sets every training key but dataset and model; each run's section sets those two and only keys it changes."""
+    given = yaml.safe_load(PARAMS_FILES[0].read_text())
+    sections = set(given[RUNS].values())
+    assert set(given) == set(SCHEMA) | sections
     for section in SCHEMA:
         want = _keys({section: SCHEMA[section]}) if isinstance(SCHEMA[section], dict) else {section}
         have = {k for k in _keys(given) if k == section or k.startswith(section + ".")}
-        assert have == want, f"{path.name} [{section}]: missing {sorted(want - have)}, extra {sorted(have - want)}"
+        assert have == want, f"params.yaml [{section}]: missing {sorted(want - have)}, extra {sorted(have - want)}"
+    for section in sections:
+        assert set(RUN_KEYS) <= set(given[section]) <= set(TRAIN_SCHEMA), section
+        same = [k for k, v in given[section].items() if k not in RUN_KEYS and v == given[DEFAULTS][k]]
+        assert not same, f"params.yaml [{section}] repeats train-defaults: {same}"
+
+
+def _value_in(params: dict, dotted: str):
+    """What ``dotted`` is in the params file ``params`` (a run section's key: its merged training config's)."""
+    *parents, leaf = dotted.split(".")
+    if parents and parents[0] in params[RUNS].values():
+        return {**params[DEFAULTS], **params.get(parents[0], {})}.get(leaf)
+    for p in parents:
+        params = params.get(p, {})
+    return params.get(leaf)
+
+
+def test_real_params_holds_only_what_differs_from_its_base():
+    """real/params.yaml is laid over params.yaml and sets only values that differ there (a run's key: from that
+    run's merged config in the base): no copy of the demo's keys, no `demo` block."""
+    (base_file, base), (top_file, top) = read_layers(PARAMS_FILES[1])
+    assert Path(base_file).resolve() == PARAMS_FILES[0].resolve() and Path(top_file) == PARAMS_FILES[1]
+    assert "demo" not in top and RUNS not in top
+    for dotted in _keys(top, schema={**SCHEMA, **{s: TRAIN_SCHEMA for s in base[RUNS].values()}}):
+        value = top
+        for part in dotted.split("."):
+            value = value[part]
+        assert value != _value_in(base, dotted), f"real/params.yaml sets {dotted} to the base's own value"
+
+
+@pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_run_loads_merged_and_its_model_builds(path):
     params = load_params(path)
-    for stage in TRAIN_STAGES:
-        check_model(params[stage])
+    for run, section in params[RUNS].items():
+        cfg = run_config(params, run)
+        assert cfg is params[section] and cfg["run"] == run and set(cfg) == {"run", *TRAIN_SCHEMA}
+        check_model(cfg)
 
 
 @pytest.mark.parametrize("dotted,key", [(k, v) for k, v in _leaves(SCHEMA) if v.numeric])
@@ -92,13 +139,92 @@ def test_wrong_values_are_named(tmp_path, dotted, value, message):
 
 def test_unknown_and_missing_keys_are_named(tmp_path):
     path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].update(lrr=0.1))
-    with pytest.raises(ParamsError, match=r"unknown key 'train-simplenet-fakes.lrr' \(valid keys here: run, "):
+    with pytest.raises(ParamsError, match=r"unknown key 'train-simplenet-fakes.lrr' \(valid keys here: dataset, "):
         load_params(path)
-    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].pop("early_stopping_patience"))
-    with pytest.raises(ParamsError, match=r"missing key 'train-simplenet-fakes.early_stopping_patience'"):
+    path = _write(tmp_path, lambda p: p[DEFAULTS].pop("early_stopping_patience"))
+    with pytest.raises(ParamsError, match=r"missing key 'train-defaults.early_stopping_patience'"):
+        load_params(path)
+    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].pop("dataset"))
+    with pytest.raises(ParamsError, match=r"missing key 'train-simplenet-fakes.dataset' \(each run's section sets "
+                                          r"dataset and model\)"):
+        load_params(path)
+    path = _write(tmp_path, lambda p: p[DEFAULTS].update(model="simplenet"))
+    with pytest.raises(ParamsError, match=r"'train-defaults.model' cannot be defaulted"):
         load_params(path)
     path = _write(tmp_path, lambda p: p.update(trian={}))
-    with pytest.raises(ParamsError, match="unknown key 'trian'"):
+    with pytest.raises(ParamsError, match=r"unknown key 'trian' \(sections: .*the training section of each entry "
+                                          r"of 'runs': train-simplenet-fakes, "):
+        load_params(path)
+
+
+@pytest.mark.parametrize("runs, message", [
+    ({"a": "train-a"}, r"'runs.a' names section 'train-a', which is not set \(add it with at least dataset and "),
+    ({"x": "train-simplenet-fakes"}, r"runs 'simplenet-fakes' and 'x' both name section 'train-simplenet-fakes'"),
+    ({"a/b": "train-simplenet-fakes"}, r"run name 'a/b' in 'runs' must be letters, digits"),
+    ({"a": "data"}, r"'runs.a' must name its training stage's params section \(not one of seed, "),
+    ([], r"'runs' must map each run's name to the training stage that makes it"),
+], ids=["missing-section", "shared-section", "bad-name", "fixed-section", "not-a-mapping"])
+def test_bad_runs_are_named(tmp_path, runs, message):
+    """Each entry added to the demo's runs (or runs replaced, when not a mapping)."""
+    path = _write(tmp_path, lambda p: p[RUNS].update(runs) if runs else p.update(runs=runs))
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
+
+
+def test_a_run_is_train_defaults_with_its_section_laid_over(tmp_path):
+    """Hand-worked: a new run is one `runs` entry and a section of what it changes; everything else (and a key
+    changed in train-defaults) comes from train-defaults; model_params is replaced whole, not merged."""
+    def mutate(p):
+        p[RUNS]["tiny-run"] = "train-tiny"
+        p["train-tiny"] = {"dataset": "synthetic", "model": "competition", "epochs": 1,
+                           "model_params": {"dropout": 0.3}}
+        p[DEFAULTS].update(lr=0.002, model_params={"dropout": 0.1, "augment": {}})
+    params = load_params(_write(tmp_path, mutate))
+    cfg = run_config(params, "tiny-run")
+    assert (cfg["run"], cfg["dataset"], cfg["model"], cfg["epochs"]) == ("tiny-run", "synthetic", "competition", 1)
+    assert cfg["model_params"] == {"dropout": 0.3} and cfg["lr"] == 0.002 and cfg["batch_size"] == 32
+    assert params["train-simplenet-fakes"]["lr"] == 0.002  # the default changed every run that does not set it
+    assert params["train-competition"]["lr"] == 0.003  # ... but not one that sets its own
+    with pytest.raises(ParamsError, match=rf"^{tmp_path}/params.yaml: no run 'nope' in 'runs' \(runs: simplenet-"):
+        run_config(params, "nope")
+
+
+def _layered(tmp_path: Path, top: dict, base_mutate=lambda p: None) -> Path:
+    """tmp/params.yaml (the demo's, changed by ``base_mutate``) and tmp/sub/params.yaml = ``top`` laid over it."""
+    _write(tmp_path, base_mutate)
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    path = tmp_path / "sub" / "params.yaml"
+    path.write_text(yaml.safe_dump({"base": "../params.yaml", **top}, sort_keys=False))
+    return path
+
+
+def test_a_file_laid_over_its_base(tmp_path):
+    """The files merge first (key by key; model_params whole), then each run's train-defaults under its section:
+    a key of the top file's train-defaults reaches every run that neither file's section sets."""
+    path = _layered(tmp_path, {"data": {"fakes": {"source": "folder"}}, DEFAULTS: {"image_size": 256, "epochs": 9},
+                               "train-competition": {"model_params": {"dropout": 0.5}, "image_size": 224}})
+    params, base = load_params(path), load_params(tmp_path / "params.yaml")
+    assert params.source == str(path) and params["train-competition"].source == str(path)
+    assert params["data"]["fakes"] == {**base["data"]["fakes"], "source": "folder"}
+    assert params["train-simplenet-fakes"] == {**base["train-simplenet-fakes"], "image_size": 256, "epochs": 9}
+    assert params["finetune-xception"]["epochs"] == 2  # set by the base's own section, which wins over defaults
+    assert params["train-competition"] == {**base["train-competition"], "image_size": 224,
+                                           "model_params": {"dropout": 0.5}}
+    assert params[RUNS] == base[RUNS] and params["demo"] == base["demo"]
+
+
+def test_errors_in_layered_files_name_the_file_that_holds_the_value(tmp_path):
+    path = _layered(tmp_path, {DEFAULTS: {"lr": -1}})
+    with pytest.raises(ParamsError, match=rf"^{path}: 'train-defaults.lr' must be in \(0, 10\]"):
+        load_params(path)
+    path = _layered(tmp_path, {}, lambda p: p["explain"].update(n_examples=0))
+    with pytest.raises(ParamsError, match=rf"^{tmp_path}/params.yaml: 'explain.n_examples' must be in"):
+        load_params(path)
+    path = _layered(tmp_path, {}, lambda p: p.update(base="sub/params.yaml"))
+    with pytest.raises(ParamsError, match=r"'base' leads back to .*sub/params.yaml \(a loop\)"):
+        load_params(path)
+    path.write_text("base: ../nope.yaml\n")
+    with pytest.raises(ParamsError, match=rf"^{path}: 'base' names .*nope.yaml, which is not a file"):
         load_params(path)
 
 

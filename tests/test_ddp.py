@@ -18,13 +18,13 @@ from conftest import PARAMS_YAML, make_tiny, tiny_params
 SCRIPT = textwrap.dedent('''
     import sys
     from pathlib import Path
-    from deepfake_detect.config import load_params
+    from deepfake_detect.config import load_params, rename_run
     from deepfake_detect.train import fit
 
     root, data = Path(sys.argv[1]), Path(sys.argv[2])
-    params = load_params(sys.argv[3], {"device": "cpu", "train-simplenet-fakes": {
-        "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 2, "hflip": True,
-        "eval_test_every_epoch": False}})
+    params = rename_run(load_params(sys.argv[3], {"device": "cpu", "train-simplenet-fakes": {
+        "image_size": 64, "batch_size": 8, "epochs": 2, "hflip": True, "eval_test_every_epoch": False}}),
+        "simplenet-fakes", "tiny")
     fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
         metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 ''')

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deepfake_detect.config import RUNS, load_params, read_layers
+
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "deepfake_detect"
 PIPELINES = [REPO / "dvc.yaml", REPO / "real" / "dvc.yaml"]
@@ -74,9 +76,10 @@ def reachable(script: Path) -> set[Path]:
 
 
 def _stages():
+    """Every stage of both pipelines; a foreach group as its template (``do``)."""
     for dvcfile in PIPELINES:
         for name, stage in yaml.safe_load(dvcfile.read_text())["stages"].items():
-            yield pytest.param(dvcfile, name, stage, id=f"{dvcfile.relative_to(REPO)}:{name}")
+            yield pytest.param(dvcfile, name, stage.get("do", stage), id=f"{dvcfile.relative_to(REPO)}:{name}")
 
 
 def _covered(path: Path, deps: list[Path]) -> bool:
@@ -104,11 +107,94 @@ def test_prepare_splits_does_not_depend_on_training_code():
     assert "train.py" not in files and not any(f.startswith("models") for f in files)
 
 
+# The params each stage's code reads (a training stage: see _reads); prepare-splits reads demo and data, and
+# evaluate-roc-det names each dataset by its source (figures, cross-dataset table).
+READS = {"prepare-splits": ("seed", "demo", "data"),
+         "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.fakes.source", "data.synthetic.source"),
+         "explain": ("seed", "device", "explain"),
+         "summarize": (RUNS,)}
+
+
+def _train_run(stage: dict) -> str | None:
+    """The run a stage trains (``python stages/train.py <run>``), or None."""
+    args = shlex.split(stage.get("cmd", ""))
+    return args[args.index(next(a for a in args if a.endswith("train.py"))) + 1] if "train.py" in str(args) else None
+
+
+def _reads(name: str, stage: dict) -> tuple[str, ...]:
+    run = _train_run(stage)
+    return READS[name] if run is None else ("seed", "device", f"{RUNS}.{run}", "train-defaults", name)
+
+
+def _declared(stage: dict, wdir: Path) -> dict[Path, list[str]]:
+    """{params file: the keys the stage lists from it} (a bare key: the pipeline's own params.yaml)."""
+    out: dict[Path, list[str]] = {}
+    for entry in stage.get("params", []):
+        for file, keys in ({"params.yaml": [entry]} if isinstance(entry, str) else entry).items():
+            out.setdefault((wdir / file).resolve(), []).extend(keys or [])
+    return out
+
+
+def _leaves(tree, path: str):
+    """The dotted paths of every value under ``path`` (``tree`` is the value at ``path``)."""
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from _leaves(value, f"{path}.{key}")
+    else:
+        yield path
+
+
+UNSET = object()
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return UNSET
+        tree = tree[part]
+    return tree
+
+
+def _under(leaf: str, key: str) -> bool:
+    return leaf == key or leaf.startswith(key + ".")
+
+
+@pytest.mark.parametrize("dvcfile,name,stage", list(_stages()))
+def test_stage_declares_every_key_it_reads_from_the_file_that_sets_it(dvcfile, name, stage):
+    """`dvc status` is honest over layered params files: each value a stage reads is listed (as itself or a
+    section above it) under the file that sets it, the topmost of the params file and its ``base`` chain; and
+    every listed key exists in its file (DVC fails on a missing one)."""
+    wdir, where = dvcfile.parent, dvcfile.relative_to(REPO)
+    layers = [(Path(f).resolve(), tree) for f, tree in read_layers(wdir / "params.yaml")][::-1]  # top first
+    declared = _declared(stage, wdir)
+    for file, keys in declared.items():
+        tree = next((t for f, t in layers if f == file), None)
+        assert tree is not None, f"{name}: lists params of {file}, which the stage does not read"
+        missing = [k for k in keys if _get(tree, k) is UNSET]
+        assert not missing, f"{where}: stage '{name}' lists {missing}, not set in {file.relative_to(REPO)}"
+    for key in _reads(name, stage):
+        leaves = {leaf for _, tree in layers if _get(tree, key) is not UNSET for leaf in _leaves(_get(tree, key), key)}
+        assert leaves, f"{name}: reads '{key}', which no params file sets"
+        for leaf in leaves:
+            file = next(f for f, tree in layers if _get(tree, leaf) is not UNSET)
+            assert any(_under(leaf, k) for k in declared.get(file, [])), \
+                f"{where}: stage '{name}' reads '{leaf}' from {file.relative_to(REPO)} but does not list it"
+
+
 @pytest.mark.parametrize("dvcfile", PIPELINES, ids=lambda p: str(p.relative_to(REPO)))
-def test_stages_declare_the_params_they_read(dvcfile):
-    """Beyond their own section: prepare-splits reads demo and data; evaluate and explain name each dataset
-    by its source (figures, cross-dataset table)."""
+def test_every_run_has_its_training_stage_and_per_run_stages(dvcfile):
+    """`runs` is the one list of runs: each names a training stage that trains that run into models/<run>.pt and
+    metrics/train/<run>/ from its dataset; every training stage is a run's; evaluate and explain loop over runs."""
+    wdir = dvcfile.parent
+    params = load_params(wdir / "params.yaml")
+    runs = params[RUNS]
     stages = yaml.safe_load(dvcfile.read_text())["stages"]
-    assert {"seed", "demo", "data"} <= set(stages["prepare-splits"]["params"])
-    for name in ("evaluate-roc-det", "explain"):
-        assert {"data.fakes.source", "data.synthetic.source"} <= set(stages[name]["params"]), name
+    trained = {_train_run(stage): name for name, stage in stages.items() if _train_run(stage)}
+    assert trained == runs, (trained, runs)
+    for run, section in runs.items():
+        stage = stages[section]
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage["outs"]]
+        assert outs == [f"models/{run}.pt", f"metrics/train/{run}"], (section, outs)
+        assert f"data/{params[section]['dataset']}" in stage["deps"], section
+    for group in ("evaluate-roc-det", "explain"):
+        assert stages[group]["foreach"] == "${runs}" and "models/${key}.pt" in stages[group]["do"]["deps"]

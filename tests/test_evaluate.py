@@ -8,10 +8,10 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from deepfake_detect import evaluate, report
 from deepfake_detect.checkpoint import load_model
 from deepfake_detect.config import load_params
 from deepfake_detect.data import read_manifest
-from deepfake_detect.evaluate import evaluate_runs
 
 from conftest import REPO, write_image
 
@@ -21,10 +21,10 @@ STAGE_KEYS = {"auc", "auc_score1", "eer", "ap", "acc", "balanced_acc", "tpr_at_f
               "threshold", "acc_at_threshold", "balanced_acc_at_threshold", "val_auc"}
 
 
-def _stage_params(runs):
+def _stage_params():
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
-    params["evaluate-roc-det"].update(runs=runs, bootstrap=20)
+    params["evaluate-roc-det"].update(bootstrap=20)
     return params
 
 
@@ -39,10 +39,12 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
         w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
         w.writeheader()
         w.writerows(rows)
-    params = _stage_params(["tiny"])
-    res = evaluate_runs(params, params["evaluate-roc-det"], progress=False)
+    params = _stage_params()
+    res = evaluate.run_stage(params, "tiny", progress=False)
     m = json.loads(Path("metrics/evaluate/tiny.json").read_text())
-    assert set(m) == STAGE_KEYS and m == res["tiny"]
+    assert set(m) == STAGE_KEYS | {"cross_dataset"} and m == res
+    assert m["cross_dataset"] == {"trained_on": "fakes", "auc": {"fakes": m["auc"]},
+                                  "datasets": {"fakes": "demo fakes"}}
     assert (m["n_real"], m["n_fake"], m["test_acc_at_best_val"]) == (5, 4, 0.5)
     assert m["tn"] + m["fp"] == 5 and m["fn"] + m["tp"] == 4
     assert m["auc_ci_low"] <= m["auc"] <= m["auc_ci_high"]
@@ -51,11 +53,20 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
         text = Path(f"plots/evaluate/{kind}/tiny.csv").read_text()
         assert text.splitlines()[0].split(",") == cols and "inf" not in text.lower() and "nan" not in text.lower()
         assert np.isfinite(np.loadtxt(text.splitlines()[1:], delimiter=",", ndmin=2)).all()
-    for png in ("tiny_roc_det.png", "all_runs_roc_det.png", "cross_dataset_auc.png"):
-        assert Path("plots/evaluate/figures", png).read_bytes()[:4] == b"\x89PNG"
-    cross = json.loads(Path("metrics/evaluate/cross_dataset.json").read_text())
+    assert Path("plots/evaluate/figures/tiny_roc_det.png").read_bytes()[:4] == b"\x89PNG"
+    scores = list(csv.DictReader(open("metrics/evaluate/scores/tiny.csv")))
+    assert [int(r["label"]) for r in scores] == [r["label"] for r in rows if r["split"] == "test"]
+    assert roc_auc_score([int(r["label"]) for r in scores], [float(r["p_fake"]) for r in scores]) == \
+        pytest.approx(m["auc"], abs=1e-6)
+
+    # summarize gathers the run's outputs: its headline row, the cross-dataset table, the all-runs figures
+    summary = report.run_stage({**params, "runs": {"tiny": "train-simplenet-fakes"}})
+    assert summary["tiny"]["auc"] == round(m["auc"], 4)
+    cross = json.loads(Path("metrics/summary/cross_dataset.json").read_text())
     assert cross == {"datasets": {"fakes": "demo fakes"}, "runs": {"tiny": {"trained_on": "fakes",
                                                                               "auc": {"fakes": m["auc"]}}}}
+    for png in ("all_runs_roc_det.png", "cross_dataset_auc.png"):
+        assert Path("plots/summary", png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_every_run_is_scored_on_every_dataset(tmp_path, tiny_ckpt, monkeypatch):
@@ -71,38 +82,36 @@ def test_every_run_is_scored_on_every_dataset(tmp_path, tiny_ckpt, monkeypatch):
             w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
             w.writeheader()
             w.writerows(rows)
-    params = _stage_params(["tiny"])
+    params = _stage_params()
     params["data"]["synthetic"]["source"] = "../somewhere/stylegan_faces"
-    evaluate_runs(params, params["evaluate-roc-det"], progress=False)
-    cross = json.loads(Path("metrics/evaluate/cross_dataset.json").read_text())
+    evaluate.run_stage(params, "tiny", progress=False)
+    cross = json.loads(Path("metrics/evaluate/tiny.json").read_text())["cross_dataset"]
     assert cross["datasets"] == {"fakes": "demo fakes", "synthetic": "stylegan_faces"}
     model, ckpt = load_model(tiny_ckpt)
     rows = read_manifest("data/synthetic/manifest.csv")
     p, _ = score_paths(model, ckpt, [r["path"] for r in rows], progress=False)
-    assert cross["runs"]["tiny"]["auc"]["synthetic"] == pytest.approx(roc_auc_score([r["label"] for r in rows], p))
-    assert cross["runs"]["tiny"]["auc"]["fakes"] == json.loads(Path("metrics/evaluate/tiny.json").read_text())["auc"]
+    assert cross["auc"]["synthetic"] == pytest.approx(roc_auc_score([r["label"] for r in rows], p))
+    assert cross["auc"]["fakes"] == json.loads(Path("metrics/evaluate/tiny.json").read_text())["auc"]
 
 
 def test_stage_missing_checkpoint_names_file_and_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = _stage_params(["simplenet-synth"])
-    with pytest.raises(FileNotFoundError, match=r"models/simplenet-synth\.pt.*train-simplenet-synth"):
-        evaluate_runs(params, params["evaluate-roc-det"], progress=False)
-    params = _stage_params(["my-new-run"])
-    with pytest.raises(FileNotFoundError, match=r"models/my-new-run\.pt.*no training stage"):
-        evaluate_runs(params, params["evaluate-roc-det"], progress=False)
+    params = _stage_params()
+    with pytest.raises(FileNotFoundError, match=r"models/simplenet-synth\.pt.*made by stage 'train-simplenet-synth'"):
+        evaluate.run_stage(params, "simplenet-synth", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"models/my-new-run\.pt.*'runs' in .*params.yaml has no run 'my-new"):
+        evaluate.run_stage(params, "my-new-run", progress=False)
 
 
-def test_dvc_yaml_lists_every_evaluated_run():
-    """A run in evaluate-roc-det.runs must be a dependency and a line of the ROC and DET plots."""
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    runs = load_params(REPO / "params.yaml")["evaluate-roc-det"]["runs"]
-    deps = dvc["stages"]["evaluate-roc-det"]["deps"]
+@pytest.mark.parametrize("dvcfile", ["dvc.yaml", "real/dvc.yaml"])
+def test_dvc_yaml_plots_every_run(dvcfile):
+    """Every run of `runs` is a line of the ROC and DET plots (the one place DVC needs the run list again)."""
+    dvc = yaml.safe_load((REPO / dvcfile).read_text())
+    runs = load_params(REPO / Path(dvcfile).parent / "params.yaml")["runs"]
     plots = {k: v for p in dvc["plots"] if isinstance(p, dict) for k, v in p.items()}
-    for run in runs:
-        assert f"models/{run}.pt" in deps
-        assert plots["roc"]["y"][f"plots/evaluate/roc/{run}.csv"] == "tpr"
-        assert plots["det"]["y"][f"plots/evaluate/det/{run}.csv"] == "fnr_probit"
+    assert set(plots["roc"]["y"]) == {f"plots/evaluate/roc/{run}.csv" for run in runs}
+    assert set(plots["det"]["y"]) == {f"plots/evaluate/det/{run}.csv" for run in runs}
+    assert set(plots["roc"]["y"].values()) == {"tpr"} and set(plots["det"]["y"].values()) == {"fnr_probit"}
     assert (REPO / plots["det"]["template"]).exists()
 
 
@@ -129,9 +138,9 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
         w = csv.DictWriter(f, fieldnames=["path", "label", "split"])
         w.writeheader()
         w.writerows({"path": p, "label": label, "split": "test"} for p, label in zip(paths, y))
-    params = _stage_params(["tta"])
+    params = _stage_params()
     params["evaluate-roc-det"]["batch_size"] = 4  # batches of 4, 4, 1; the CLI and score_paths below: one of 9
-    m = evaluate_runs(params, params["evaluate-roc-det"], progress=False)["tta"]
+    m = evaluate.run_stage(params, "tta", progress=False)
     assert "at threshold 0.3 (checkpoint, rule 'balanced'" in capsys.readouterr().out
 
     model, ckpt = load_model(ckpt_path)

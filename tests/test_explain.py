@@ -148,13 +148,14 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
     tiny_checkpoint(tmp_path / "models" / "run-a.pt", run="run-a", dataset="fakes")
     tiny_checkpoint(tmp_path / "models" / "run-b.pt", run="run-b", dataset="synthetic")
     params = load_params(PARAMS_YAML, {"device": "cpu", "explain": {
-        "runs": ["run-a", "run-b"], "n_examples": 2, "n_mean": 3, "n_faithfulness": 2, "batch_size": 4}})
-    out = explain.run_stage(params, progress=False)
+        "n_examples": 2, "n_mean": 3, "n_faithfulness": 2, "batch_size": 4}})
+    out = {run: explain.run_stage(params, run, progress=False) for run in ("run-a", "run-b")}
 
-    for name in ("dataset_fakes", "dataset_synthetic", "run-a_saliency", "run-a_gradcam", "run-a_means",
-                 "run-b_saliency", "run-b_gradcam", "run-b_means"):
+    for name in ("run-a_saliency", "run-a_gradcam", "run-a_means", "run-b_saliency", "run-b_gradcam", "run-b_means"):
         with Image.open(tmp_path / "plots" / "explain" / f"{name}.png") as im:
             assert im.format == "PNG" and im.size[0] > 300
+    assert sorted(p.name for p in (tmp_path / "plots" / "explain").iterdir()) == sorted(
+        f"{run}_{kind}.png" for run in ("run-a", "run-b") for kind in ("saliency", "gradcam", "means"))
     a = json.loads((tmp_path / "metrics" / "explain" / "run-a.json").read_text())
     assert a == out["run-a"] and a["n_images"] == 2 and a["dataset"] == "fakes"
     for method in ("saliency", "gradcam"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,27 +13,31 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_detect.config import TRAIN_STAGES
+from deepfake_detect.config import RUNS, load_params
 
 from conftest import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-RUNS = ("simplenet-fakes", "simplenet-synth", "finetune-synth", "finetune-fakes", "competition-fakes")
-TRAIN = set(TRAIN_STAGES)
-STAGES = {"prepare-splits", *TRAIN, "evaluate-roc-det", "explain", "summarize"}
+RUN_STAGES = load_params(REPO / "params.yaml")[RUNS]  # run -> its training stage
+TRAIN = set(RUN_STAGES.values())
+PER_RUN = {f"{group}@{run}" for group in ("evaluate-roc-det", "explain") for run in RUN_STAGES}
+STAGES = {"prepare-splits", *TRAIN, *PER_RUN, "summarize"}
 
-TINY = {
+TINY = {  # one epoch of 64 px for every run (train-defaults), two for simplenet-fakes
     "demo": {"image_size": 64, "fakes": {"train": 36, "val": 18, "test": 18},
              "synthetic": {"train": 24, "val": 12, "test": 12}},
-    "train-simplenet-fakes": {"image_size": 64, "epochs": 2, "batch_size": 16},
-    "train-simplenet-synth": {"image_size": 64, "epochs": 1, "batch_size": 16},
-    "finetune-xception": {"image_size": 64, "epochs": 1, "batch_size": 16},
-    "finetune-fakes": {"image_size": 64, "epochs": 1, "batch_size": 16},
-    "train-competition": {"image_size": 64, "epochs": 1, "batch_size": 16},
+    "train-defaults": {"image_size": 64, "epochs": 1, "batch_size": 16},
+    "train-simplenet-fakes": {"epochs": 2},
+    "finetune-xception": {"epochs": 1},
+    "finetune-fakes": {"epochs": 1},
+    "train-competition": {"epochs": 1},
     "evaluate-roc-det": {"bootstrap": 20},
     "explain": {"n_examples": 2, "n_faithfulness": 4},
 }
+# real/params.yaml laid over the tiny params.yaml: its own recipe changes made tiny too
+TINY_REAL = {"train-defaults": {"image_size": 64}, "finetune-xception": {"epochs": 1},
+             "finetune-fakes": {"image_size": 64, "epochs": 1}, "train-competition": {"image_size": 64}}
 
 
 def _run(cmd, cwd, **kw):
@@ -80,7 +85,7 @@ def repro(tmp_path_factory):
 
 def test_repro_writes_models_metrics_and_plots(repro):
     work, first = repro
-    for run in RUNS:
+    for run in RUN_STAGES:
         assert (work / "models" / f"{run}.pt").is_file()
         m = json.loads((work / "metrics" / "train" / run / "metrics.json").read_text())
         assert 0.0 <= m["test_acc_at_best_val"] <= 1.0 and m["best_epoch"] >= 1 and m["num_params"] > 0
@@ -103,7 +108,7 @@ def test_metrics_show_is_one_headline_row_per_run(repro):
     shown = json.loads(_run(DVC + ["metrics", "show", "--json"], work).stdout)
     files = next(iter(shown.values()))["data"]
     demo = {f: v["data"] for f, v in files.items() if f.startswith("metrics/")}
-    assert sorted(demo) == [f"metrics/runs/{r}.json" for r in sorted(RUNS)]
+    assert sorted(demo) == [f"metrics/runs/{r}.json" for r in sorted(RUN_STAGES)]
     columns = {tuple(sorted(row)) for row in demo.values()}
     assert len(columns) == 1 and len(next(iter(columns))) <= 12  # the same headline columns in every row
     ev = json.loads((work / "metrics/evaluate/competition-fakes.json").read_text())
@@ -114,15 +119,15 @@ def test_plots_show_has_every_runs_training_curves(repro):
     work, _ = repro
     _run(DVC + ["plots", "show", "-o", "html"], work)
     html = (work / "html" / "index.html").read_text()
-    for run in RUNS:
+    for run in RUN_STAGES:
         assert f"loss-{run}" in html and f"acc-{run}" in html
 
 
 def test_a_changed_module_marks_the_stages_that_run_it(repro):
     work, _ = repro
     for module, changed, unchanged in (("config.py", STAGES, set()),
-                                       ("train.py", TRAIN, {"prepare-splits"}),
-                                       ("report.py", {"summarize"}, {"prepare-splits", *TRAIN})):
+                                       ("train.py", TRAIN, {"prepare-splits", *PER_RUN, "summarize"}),
+                                       ("report.py", {"summarize"}, {"prepare-splits", *TRAIN, *PER_RUN})):
         path = work / "src" / "deepfake_detect" / module
         text = path.read_text()
         path.write_text(text + "\n# a change\n")
@@ -133,36 +138,50 @@ def test_a_changed_module_marks_the_stages_that_run_it(repro):
         assert changed <= status and not unchanged & status, (module, status)
 
 
-def test_param_change_reruns_only_dependants(repro):
-    work, _ = repro
+def _status_after(work: Path, change) -> set[str]:
+    """The stages `dvc status` marks changed after ``change(params)`` of params.yaml (restored after)."""
     text = (work / "params.yaml").read_text()
     params = yaml.safe_load(text)
-    params["train-simplenet-synth"]["lr"] = 0.0005
+    change(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        changed = set(json.loads(_run(DVC + ["status", "--json"], work).stdout))
+        status = json.loads(_run(DVC + ["status", "--json"], work).stdout)
     finally:
         (work / "params.yaml").write_text(text)
-    assert "train-simplenet-synth" in changed
-    assert not changed & {"prepare-splits", "train-simplenet-fakes", "finetune-xception", "finetune-fakes",
-                          "train-competition"}
+    return {stage for stage in status if not stage.startswith("real/dvc.yaml:")}  # the demo pipeline's
 
 
-def test_metrics_diff_after_one_runs_change_shows_only_that_run(repro):
+def test_param_change_reruns_only_dependants(repro):
+    """A run's own key marks its training stage only; a train-defaults key every training stage; a per-run
+    stage's key every stage of that group."""
+    work, _ = repro
+    assert _status_after(work, lambda p: p["train-simplenet-synth"].update(lr=0.0005)) == {"train-simplenet-synth"}
+    assert _status_after(work, lambda p: p["train-defaults"].update(label_smoothing=0.05)) == TRAIN
+    assert _status_after(work, lambda p: p["explain"].update(n_examples=3)) == {f"explain@{r}" for r in RUN_STAGES}
+    assert _status_after(work, lambda p: p["data"].update(on_leak="drop")) == {"prepare-splits"}
+
+
+def test_one_runs_change_reruns_only_its_stages_and_the_summary(repro):
+    """`dvc repro` after one run's param changed: that run's training, evaluation and explanation and the light
+    summarize, nothing else; `dvc metrics diff` then shows only that run's row."""
     work, _ = repro
     _run(["git", "add", "-A"], work)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first repro"], work)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["train-simplenet-synth"]["lr"] = 0.003
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(DVC + ["repro"], work, timeout=600)
+    out = _run(DVC + ["repro"], work, timeout=600).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train-simplenet-synth", "evaluate-roc-det@simplenet-synth", "explain@simplenet-synth",
+                   "summarize"}, out
     diff = json.loads(_run(DVC + ["metrics", "diff", "--json"], work).stdout)
     assert set(diff) == {"metrics/runs/simplenet-synth.json"}, diff
 
 
 def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
-    """A newcomer's first `dvc exp run` of chosen stages, on a clone whose DVC cache is empty, with a key
-    the code once hid (early_stopping_patience) and a list value, ends with a saved experiment."""
+    """A newcomer's first `dvc exp run` of chosen stages, on a clone whose DVC cache is empty, with a key the
+    run's section does not set yet (`++`: add or override) and a list value, ends with a saved experiment that
+    `deepfake-detect exps` shows with just that change."""
     work, _ = repro
     _run(["git", "add", "-A"], work)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro", "--allow-empty"], work)
@@ -170,8 +189,8 @@ def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
     _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
     for key, value in (("user.email", "t@t"), ("user.name", "t")):
         _run(["git", "config", key, value], clone)
-    res = _run(DVC + ["exp", "run", "-S", "train-competition.early_stopping_patience=1",
-                      "-S", "train-competition.frozen_layers=[features.head_conv]", "train-competition"], clone,
+    res = _run(DVC + ["exp", "run", "-S", "++train-competition.early_stopping_patience=1",
+                      "-S", "++train-competition.frozen_layers=[features.head_conv]", "train-competition"], clone,
                timeout=600)
     assert "Ran experiment" in res.stdout + res.stderr
     shown = json.loads(_run(DVC + ["exp", "show", "--json"], clone).stdout)
@@ -179,18 +198,25 @@ def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
     assert exps, shown
     params = exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["train-competition"]
     assert params["early_stopping_patience"] == 1 and params["frozen_layers"] == ["features.head_conv"]
+    table = _run([sys.executable, "-m", "deepfake_detect.cli", "exps"], clone).stdout.splitlines()
+    assert table[1].split()[:3] == ["experiment", "changed", "params"] and set(RUN_STAGES) <= set(table[1].split())
+    row = next(line for line in table if exps[0]["revs"][0]["name"] in line)
+    assert "train-competition.early_stopping_patience=1, train-competition.frozen_layers=['features.head_conv']" in row
+    assert "…" not in "".join(table) and len(re.findall(r"\b[01]\.\d{3}\b|–", row)) == len(RUN_STAGES)
 
 
 # ----------------------------------------------------------------------------- the real-data pipeline
 def test_real_pipeline_runs_the_demo_stages():
-    """real/dvc.yaml is the demo DAG over the same scripts, with the dataset folders as deps."""
+    """real/dvc.yaml is the demo DAG over the same scripts, with the dataset folders as deps and the demo's runs
+    (tests/test_deps.py checks the params each stage lists from real/params.yaml and its base)."""
     demo = yaml.safe_load((REPO / "dvc.yaml").read_text())
     real = yaml.safe_load((REPO / "real" / "dvc.yaml").read_text())
-    assert list(real["stages"]) == list(demo["stages"])
-    for name, stage in demo["stages"].items():
-        other = real["stages"][name]
+    assert list(real["stages"]) == list(demo["stages"]) and real["vars"] == ["../params.yaml:runs"]
+    for name, group in demo["stages"].items():
+        assert real["stages"][name].get("foreach") == group.get("foreach"), name
+        stage, other = group.get("do", group), real["stages"][name].get("do", real["stages"][name])
         assert other["cmd"] == stage["cmd"].replace("python stages/", "python ../stages/")
-        assert [d.removeprefix("../") for d in other["deps"] if not d.startswith("${")] == stage["deps"]
+        assert [d.removeprefix("../") for d in other["deps"] if not d.startswith("${data.")] == stage["deps"]
         for key in ("outs", "metrics", "plots"):
             assert other.get(key) == stage.get(key), (name, key)
     assert real["stages"]["prepare-splits"]["deps"][-2:] == ["${data.fakes.source}", "${data.synthetic.source}"]
@@ -219,10 +245,11 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     _course_folder(shared / "dfdc_faces", 6, 3, 48, 0)
     _course_folder(shared / "stylegan_faces", 4, 4, 56, 1000)
     params = yaml.safe_load((work / "real" / "params.yaml").read_text())
-    _update(params, {k: v for k, v in TINY.items() if k != "demo"})
+    _update(params, TINY_REAL)  # the rest is tiny already: laid over the tiny params.yaml
     (work / "real" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(DVC + ["repro", "real/dvc.yaml"], work, timeout=900)
-    for run in RUNS:
+    assert "up to date" in _run(DVC + ["status", "real/dvc.yaml"], work).stdout  # both files' keys recorded
+    for run in RUN_STAGES:
         row = json.loads((work / "real" / "metrics" / "runs" / f"{run}.json").read_text())
         assert 0.0 <= row["auc"] <= 1.0 and "saliency_lift" not in row  # no masks in real data
     manifest = (work / "real" / "data" / "fakes" / "manifest.csv").read_text()

@@ -127,17 +127,17 @@ def test_probe_trains_on_demo_data_through_the_trainer(tmp_path):
     """The registry's probe in the one training loop, on the procedural demo face-swap set: the backbone
     stays exactly the packaged ImageNet weights (BatchNorm statistics included), only the head learns, and
     validation AUC is far above chance."""
-    from deepfake_detect.config import load_params
+    from deepfake_detect.config import load_params, rename_run
     from deepfake_detect.models.backbones import load_backbone
     from deepfake_detect.splits import prepare_dataset
     from deepfake_detect.train import fit
 
     from conftest import PARAMS_YAML
 
-    params = load_params(PARAMS_YAML, {"device": "cpu", "demo": {"image_size": 64}, "train-competition": {
-        "run": "probe-demo", "model": "probe", "image_size": 64, "batch_size": 16, "epochs": 3, "lr": 0.01,
+    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "demo": {"image_size": 64}, "train-competition": {
+        "model": "probe", "image_size": 64, "batch_size": 16, "epochs": 3, "lr": 0.01,
         "model_params": {"backbone": "efficientnet_lite0", "weights": "packaged", "dropout": 0.0},
-        "eval_test_every_epoch": False, "tta": "flip", "ema_decay": 0.0}})
+        "eval_test_every_epoch": False, "tta": "flip", "ema_decay": 0.0}}), "competition-fakes", "probe-demo")
     demo = {**params["demo"], "fakes": {"train": 96, "val": 48, "test": 24, "strength": 1.0}}
     prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", demo_cfg=demo, progress=False)
     out = fit(params["train-competition"], params, data_dir=tmp_path / "data", models_dir=tmp_path / "models",

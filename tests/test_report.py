@@ -7,17 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deepfake_detect.errors import UserError
 from deepfake_detect.report import (
     HEADLINE,
     PIPELINES,
     documents,
+    experiments_table,
     headline,
     render_bench,
     render_readme,
+    render_table,
     report,
-    summarize,
+    run_stage,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,21 +75,54 @@ def test_headline_is_twelve_columns_at_most_and_rounded():
 
 
 def test_summarize_writes_one_row_per_run(tmp_path):
-    for run, auc in (("a", 0.7), ("b", 0.9)):
-        (tmp_path / "evaluate").mkdir(exist_ok=True)
-        (tmp_path / "evaluate" / f"{run}.json").write_text(json.dumps({"auc": auc, "num_params": 7}))
+    runs = {"a": "train-a", "b": "train-b"}
+    (tmp_path / "evaluate" / "scores").mkdir(parents=True)
+    for run, auc, trained_on in (("a", 0.7, "fakes"), ("b", 0.9, "synthetic")):
+        cross = {"trained_on": trained_on, "auc": {"fakes": auc, "synthetic": 0.5}, "datasets": NAMES}
+        (tmp_path / "evaluate" / f"{run}.json").write_text(json.dumps({"auc": auc, "num_params": 7,
+                                                                         "cross_dataset": cross}))
+        (tmp_path / "evaluate" / "scores" / f"{run}.csv").write_text("label,p_fake\n0,0.2\n1,0.9\n0,0.6\n")
     (tmp_path / "explain").mkdir()
     (tmp_path / "explain" / "a.json").write_text(json.dumps({"gradcam_lift": 2.0}))
-    rows = summarize({"evaluate-roc-det": {"runs": ["a", "b"]}}, tmp_path)
+    rows = run_stage({"runs": runs}, tmp_path, tmp_path / "plots")
     assert json.loads((tmp_path / "runs" / "a.json").read_text()) == {"auc": 0.7, "num_params": 7, "gradcam_lift": 2.0}
     assert rows["b"] == {"auc": 0.9, "num_params": 7}
+    assert json.loads((tmp_path / "summary" / "cross_dataset.json").read_text()) == {"datasets": NAMES, "runs": {
+        "a": {"trained_on": "fakes", "auc": {"fakes": 0.7, "synthetic": 0.5}},
+        "b": {"trained_on": "synthetic", "auc": {"fakes": 0.9, "synthetic": 0.5}}}}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"all_runs_roc_det.png", "cross_dataset_auc.png"}
     with pytest.raises(UserError, match=r"evaluate/c.json: not found"):
-        summarize({"evaluate-roc-det": {"runs": ["c"]}}, tmp_path)
+        run_stage({"runs": {"c": "train-c"}}, tmp_path, tmp_path / "plots")
+    (tmp_path / "evaluate" / "scores" / "b.csv").unlink()
+    with pytest.raises(UserError, match=r"scores/b.csv: not found; it is written by the run's evaluate-roc-det"):
+        run_stage({"runs": runs}, tmp_path, tmp_path / "plots")
+
+
+NAMES = {"fakes": "demo fakes", "synthetic": "stylegan_faces"}
+
+
+def test_table_reads_layered_params_from_the_lock(tmp_path):
+    """A row's recipe is what dvc.lock recorded: the base file's train-defaults and section with the pipeline's
+    own params.yaml laid over them, the run's stage from `runs`."""
+    lock = {"stages": {
+        "prepare-splits": {"params": {"../params.yaml": {"data": {"fakes": {"source": "demo"}}},
+                                      "params.yaml": {"data": {"fakes": {"source": "../x/dfdc_faces"}}}}},
+        "train-a": {"params": {"../params.yaml": {"runs.run-a": "train-a", "train-defaults": {"image_size": 128,
+                                                                                              "epochs": 5},
+                                                  "train-a": {"dataset": "fakes", "model": "simplenet"}},
+                               "params.yaml": {"train-defaults": {"image_size": 256}, "train-a": {"epochs": 9}}}},
+        "summarize": {"params": {"../params.yaml": {"runs": {"run-a": "train-a"}}}}}}
+    (tmp_path / "real" / "metrics" / "runs").mkdir(parents=True)
+    (tmp_path / "real" / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (tmp_path / "real" / "metrics" / "runs" / "run-a.json").write_text(json.dumps({"auc": 0.8, "num_params": 5}))
+    table = render_table("real", tmp_path)
+    assert "| `run-a` | `simplenet` | dfdc_faces | 256 | 9 | 5 | **0.800** |" in table
+    assert table.endswith("`dvc repro real/dvc.yaml:train-a` |")
 
 
 def test_check_fails_when_a_figure_is_edited_by_hand(tmp_path):
-    for rel in ("README.md", "dvc.lock", "metrics/runs", "metrics/evaluate/cross_dataset.json", "real/dvc.lock",
-                "real/metrics/runs", "real/metrics/evaluate/cross_dataset.json"):
+    for rel in ("README.md", "dvc.lock", "metrics/runs", "metrics/summary/cross_dataset.json", "real/dvc.lock",
+                "real/metrics/runs", "real/metrics/summary/cross_dataset.json"):
         src, dst = REPO / rel, tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
@@ -114,3 +150,31 @@ def test_links_of_readme_and_docs_resolve():
                 headings = re.findall(r"^#+ (.+)$", dest.read_text(), re.M)
                 slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
                 assert anchor in slugs, f"{path.name}: link to {target}: no such heading"
+
+
+def _exp(rev: str, name, params: dict, aucs: dict, experiments=None) -> dict:
+    metrics = {f"metrics/runs/{run}.json": {"data": {"auc": auc, "eer": 0.1}} for run, auc in aucs.items()}
+    metrics["metrics/data/fakes.json"] = {"data": {"auc": 0.0}}  # not a headline row: no column
+    data = {"params": {"params.yaml": {"data": params}, "real/params.yaml": {"data": {"seed": 0}}},
+            "metrics": metrics}
+    return {"rev": rev, "name": name, "data": data, "experiments": experiments}
+
+
+def test_experiments_table_shows_changed_params_and_a_metric_per_run():
+    """`dvc exp show --json` (its shape, by hand): the experiment's row names only the key it changed, the
+    workspace what it changed from the commit; a column per run, in the order of `runs`."""
+    base = {"runs": {"simplenet-fakes": "a", "competition-fakes": "b"}, "train-defaults": {"lr": 0.001},
+            "train-competition": {"epochs": 6}}
+    changed = {**base, "train-competition": {"epochs": 6, "lr": 0.0005}}
+    exp = {"revs": [_exp("f" * 40, "tidy-oak", changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8})]}
+    shown = [_exp("workspace", None, changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8}),
+             _exp("a" * 40, "main", base, {"competition-fakes": 0.81, "simplenet-fakes": 0.8}, [exp])]
+    lines = experiments_table(shown).splitlines()
+    assert lines[0] == "demo pipeline, test auc per run:"
+    assert lines[1].split() == ["experiment", "changed", "params", "simplenet-fakes", "competition-fakes"]
+    assert lines[2].split() == ["workspace", "train-competition.lr=0.0005", "0.800", "0.900"]
+    assert lines[3].split() == ["main", "aaaaaaa", "0.800", "0.810"]
+    assert lines[4].split() == ["tidy-oak", "train-competition.lr=0.0005", "0.800", "0.900"]
+    assert len({line.rindex(" 0.") for line in lines[2:]}) == 1  # the last column starts at one place
+    real = experiments_table(shown, "real").splitlines()
+    assert real[0] == "real pipeline, test auc per run:" and real[1].split() == ["experiment", "changed", "params"]

@@ -18,12 +18,12 @@ SCRIPT = textwrap.dedent('''
     import sys, time
     from pathlib import Path
     from deepfake_detect import train
-    from deepfake_detect.config import load_params
+    from deepfake_detect.config import load_params, rename_run
 
     def main(root, data, mode, params_yaml):
-        params = load_params(params_yaml, {"device": "cpu", "train-simplenet-fakes": {
-            "run": "tiny", "image_size": 64, "batch_size": 8, "epochs": 3, "hflip": True,
-            "lr_scheduler": "cosine", "ema_decay": 0.9, "select_metric": "auc"}})
+        params = rename_run(load_params(params_yaml, {"device": "cpu", "train-simplenet-fakes": {
+            "image_size": 64, "batch_size": 8, "epochs": 3, "hflip": True,
+            "lr_scheduler": "cosine", "ema_decay": 0.9, "select_metric": "auc"}}), "simplenet-fakes", "tiny")
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
             one_epoch = train.train_one_epoch
             def slow(model, loader, optimizer, scaler, device, cfg, epoch, progress=True, ema=None):

@@ -236,16 +236,17 @@ def test_image_name_that_is_not_utf8_is_listed_not_a_crash(course_folder, tmp_pa
 def test_missing_source_names_the_key_the_params_file_and_the_missing_folder(tmp_path, monkeypatch):
     """The real pipeline's sources without ../shared: one line that says which folder is missing."""
     from deepfake_detect.config import load_params
-    from deepfake_detect.splits import prepare_all
+    from deepfake_detect.splits import run_stage
 
     from conftest import REPO
 
     params = load_params(REPO / "real" / "params.yaml")
+    params.source = "real/params.yaml"  # as the stage, run in the repository's real/, names it
     work = tmp_path / "checkout" / "real"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
     with pytest.raises(DatasetError) as e:
-        prepare_all(params, progress=False, params_file="real/params.yaml")
+        run_stage(params, progress=False)
     assert not (work / "data").exists()
     assert str(e.value) == (f"real/params.yaml: 'data.fakes.source' is '../../shared/data/dfdc_faces', which does "
                             f"not exist (no {tmp_path / 'shared'}); put the dataset there, or set the key to its "
@@ -255,5 +256,32 @@ def test_missing_source_names_the_key_the_params_file_and_the_missing_folder(tmp
     params["data"]["fakes"]["source"] = "demo"  # checked before the demo data is made: the error comes at once
     with pytest.raises(DatasetError, match=r"'data.synthetic.source' is '../../shared/data/stylegan_faces', which is "
                                            r"not a folder"):
-        prepare_all(params, progress=False, params_file="real/params.yaml")
+        run_stage(params, progress=False)
     assert not (work / "data").exists()
+
+
+def test_stage_writes_every_dataset_or_none(course_folder, flat_folder, tmp_path):
+    """The prepare-splits stage: a manifest, a metrics file and a sample figure per dataset of config.DATASETS;
+    a dataset that fails its check leaves every earlier output as it was."""
+    from PIL import Image
+
+    from deepfake_detect.config import DATASETS, load_params
+    from deepfake_detect.splits import run_stage
+
+    from conftest import PARAMS_YAML
+
+    params = load_params(PARAMS_YAML, {"data": {"fakes": {"source": str(course_folder)},
+                                                "synthetic": {"source": str(flat_folder)}}})
+    dirs = {"data_dir": tmp_path / "data", "metrics_dir": tmp_path / "metrics", "plots_dir": tmp_path / "plots"}
+    out = run_stage(params, progress=False, **dirs)
+    assert list(out) == list(DATASETS) and (out["fakes"]["test_real"], out["fakes"]["test_fake"]) == (4, 2)
+    for name in DATASETS:
+        assert (tmp_path / "data" / name / "manifest.csv").is_file()
+        assert (tmp_path / "metrics" / f"{name}.json").is_file()
+        with Image.open(tmp_path / "plots" / f"{name}.png") as im:
+            assert im.format == "PNG" and im.size[0] > 300
+    (tmp_path / "data" / "fakes" / "manifest.csv").unlink()
+    shutil.rmtree(flat_folder / "fake")
+    with pytest.raises(DatasetError):
+        run_stage(params, progress=False, **dirs)
+    assert not (tmp_path / "data" / "fakes" / "manifest.csv").exists()  # fakes passed its check, but nothing written

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .config import TRAIN_SCHEMA, Num, ParamsError, check_value
+from .config import RUNS, TRAIN_SCHEMA, Num, ParamsError, check_value, source_of
 from .data import CLASSES
 from .errors import UserError, one_line
 from .io import save_torch
@@ -174,3 +174,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model.checkpoint_path = str(path)  # for messages about what the model does (score.score_paths)
     return model.to(device).eval(), ckpt
 
+
+
+def run_checkpoint(params: dict, run: str, models_dir: str | Path = "models") -> Path:
+    """models/<run>.pt, or FileNotFoundError naming it and the stage that makes it (``runs`` of the params)."""
+    path = Path(models_dir) / f"{run}.pt"
+    if not path.exists():
+        stage = params[RUNS].get(run)
+        how = (f"it is made by stage '{stage}' (dvc repro {stage})" if stage else
+               f"'{RUNS}' in {source_of(params)} has no run '{run}'")
+        raise FileNotFoundError(f"{path}: checkpoint not found; {how}")
+    return path
+
+
+def trained_on(ckpt: dict, path: str | Path) -> str:
+    """The dataset the checkpoint's run was trained on (training records it)."""
+    if not ckpt.get("dataset"):
+        raise CheckpointError(f"{path}: checkpoint does not say which dataset it was trained on ('dataset')")
+    return ckpt["dataset"]

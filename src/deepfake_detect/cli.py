@@ -23,17 +23,16 @@ NOTHING_SCORED = 3  # predict.NOTHING_SCORED
 # ----------------------------------------------------------------------------- the commands
 def _cmd_prepare(args) -> None:
     from .config import load_params
-    from .splits import prepare_all
+    from .splits import run_stage
 
-    prepare_all(load_params(args.params), params_file=args.params)
+    run_stage(load_params(args.params))
 
 
 def _cmd_train(args) -> None:
-    from .config import stage_params
-    from .train import fit
+    from .config import load_params
+    from .train import run_stage
 
-    params, cfg = stage_params(args.stage, args.params)
-    fit(cfg, params)
+    run_stage(load_params(args.params), args.run)
 
 
 def _cmd_demo(args) -> None:
@@ -79,13 +78,22 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_explain(args) -> None:
-    from .config import load_params
+    from .checkpoint import run_checkpoint
+    from .config import RUNS, load_params
     from .explain import run_stage
 
     params = load_params(args.params)
-    if args.runs:
-        params["explain"]["runs"] = list(args.runs)
-    run_stage(params)
+    runs = args.runs or list(params[RUNS])
+    for run in runs:  # every checkpoint found before any work
+        run_checkpoint(params, run)
+    for run in runs:
+        run_stage(params, run)
+
+
+def _cmd_exps(args) -> None:
+    from .report import experiments
+
+    print(experiments(args.pipeline, args.metric, args.all_commits))
 
 
 def _cmd_plots(args) -> None:
@@ -112,14 +120,12 @@ def _int_at_least(low: int):
 
 def _add_pipeline_commands(sub) -> None:
     """prepare-splits and train: the pipeline's stages, as params.yaml sets them."""
-    from .config import TRAIN_STAGES  # light (no torch): the stage names are the choices
-
     p = sub.add_parser("prepare-splits", help="write split manifests for the datasets in params.yaml")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("train", help="run one training stage of params.yaml")
-    p.add_argument("stage", choices=TRAIN_STAGES)
+    p = sub.add_parser("train", help="train one run of params.yaml (a key of its runs)")
+    p.add_argument("run")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_train)
 
@@ -218,7 +224,7 @@ def _add_scoring_commands(sub) -> None:
 def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="saliency, Grad-CAM and faithfulness figures/metrics per run")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--runs", nargs="+", help="runs to explain (default: explain.runs in params.yaml)")
+    p.add_argument("--runs", nargs="+", help="runs to explain (default: every run of runs in params.yaml)")
     p.set_defaults(func=_cmd_explain)
 
 
@@ -232,6 +238,16 @@ def _add_plots(sub) -> None:
     p.set_defaults(func=_cmd_plots)
 
 
+def _add_exps(sub) -> None:
+    p = sub.add_parser("exps", help="the DVC experiments as one table: params changed, a headline metric per run",
+                       description="`dvc exp show` in one readable table: a row per commit and experiment, the "
+                                   "params each experiment changed, and one headline metric of every run.")
+    p.add_argument("--pipeline", choices=("demo", "real"), default="demo")
+    p.add_argument("--metric", default="auc", help="a headline column of metrics/runs/<run>.json (default: auc)")
+    p.add_argument("-A", "--all-commits", action="store_true", help="every commit's experiments, not only HEAD's")
+    p.set_defaults(func=_cmd_exps)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every sub-command of ``deepfake-detect``; each sets ``func``, the ``_cmd_*`` function that runs it."""
     ap = argparse.ArgumentParser(prog="deepfake-detect", description="Train, evaluate and explain deepfake detectors.",
@@ -243,6 +259,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     _add_scoring_commands(sub)
     _add_explain(sub)
     _add_plots(sub)
+    _add_exps(sub)
     return ap
 
 

@@ -1,14 +1,22 @@
-"""params.yaml: the schema and its validation.
+"""params.yaml: the schema, its validation, and how a run's training config is put together.
 
 Every value lives in the params file (``params.yaml`` for the demo pipeline,
 ``real/params.yaml`` for the real-data one); this module only knows which keys exist,
 their types, choices and ranges. A missing key, a misspelt key, a wrong type or an
 out-of-range number stops a stage with one line that names the file and the key
 (``params.yaml: 'train-simplenet-fakes.lr' must be in (0, 10], got -1``).
+
+Runs are data: ``runs`` maps each run's name (``models/<run>.pt``, ``metrics/*/<run>``) to the
+training stage that makes it, whose params section of the same name holds only what that run
+changes; ``train-defaults`` holds every other training key. A run's config is the two merged
+(``run_config``). A params file may name a ``base`` file it is laid over: the real pipeline's
+``real/params.yaml`` holds only its data sources and recipe changes over ``params.yaml``.
 """
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +26,11 @@ import yaml
 from .errors import UserError
 
 PARAMS_FILE = "params.yaml"
-TRAIN_STAGES = ("train-simplenet-fakes", "train-simplenet-synth", "finetune-xception", "finetune-fakes",
-                "train-competition")
+BASE = "base"  # top-level key: the params file this one is laid over (relative to this one)
+RUNS = "runs"  # run name -> the training stage (and params section) that trains it
+DEFAULTS = "train-defaults"  # every training key a run's section does not set
+RUN_KEYS = ("dataset", "model")  # set by each run's own section, never defaulted
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name, a DVC stage key and a dotted params path alike
 DATASETS = ("fakes", "synthetic")
 TTA_MODES = ("none", "flip", "flip_shift")  # test-time views averaged by engine.predict (recorded in checkpoints)
 THRESHOLD_RULES = ("fixed", "eer", "balanced")  # how training picks the operating threshold on validation
@@ -65,7 +76,6 @@ BOOL, STR, LIST, MAPPING = Key((bool,)), Key((str,)), Key((list,)), Key((dict,))
 NULLABLE_STR = Key((str,), nullable=True)
 
 TRAIN_SCHEMA: dict[str, Key] = {
-    "run": STR,  # run name: models/<run>.pt, metrics/train/<run>/
     "dataset": Choice(*DATASETS),
     "model": STR,  # a registry name or any timm architecture (checked by the training stage)
     "model_params": MAPPING,  # passed to the model builder, checked against its signature
@@ -105,6 +115,7 @@ TRAIN_SCHEMA: dict[str, Key] = {
     "channels_last": BOOL,
     "compile": BOOL,
 }
+DEFAULTS_SCHEMA = {name: key for name, key in TRAIN_SCHEMA.items() if name not in RUN_KEYS}
 
 DEMO_SPLITS_SCHEMA = {"train": Int(2, 1_000_000), "val": Int(2, 1_000_000), "test": Int(2, 1_000_000),
                       "strength": Num(0, 10)}
@@ -117,9 +128,13 @@ SCHEMA: dict[str, Any] = {
     "demo": {"image_size": Int(32, 1024), **{name: DEMO_SPLITS_SCHEMA for name in DATASETS}},
     "data": {**{name: DATASET_SCHEMA for name in DATASETS},
              "on_bad_image": Choice("error", "skip"), "on_leak": Choice("warn", "drop", "error")},
-    **{stage: TRAIN_SCHEMA for stage in TRAIN_STAGES},
-    "evaluate-roc-det": {"runs": LIST, "batch_size": Int(1, 4096), "bootstrap": Int(0, 100_000)},
-    "explain": {"runs": LIST, "n_examples": Int(1, 64), "n_mean": Int(1, 100_000),
+    RUNS: MAPPING,  # checked by check_runs: the sections it names are validated against TRAIN_SCHEMA
+    DEFAULTS: DEFAULTS_SCHEMA,
+    "evaluate-roc-det": {"batch_size": Int(1, 4096), "bootstrap": Int(0, 100_000),
+                         "robustness": LIST,  # names of degrade.PANEL: the test split re-scored under each
+                         "robustness_max_images": Int(0, 10**7),  # 0: every test image; else a stratified subsample
+                         "cross_generator": LIST},  # evaluation-only folders (real/ + fake/) every run is scored on
+    "explain": {"n_examples": Int(1, 64), "n_mean": Int(1, 100_000),
                 "n_faithfulness": Int(0, 100_000), "batch_size": Int(1, 4096)},
 }
 
@@ -155,21 +170,24 @@ def check_value(where: str, name: str, value: Any, key: Key) -> Any:
     return _check_leaf(where, name, value, key)
 
 
-def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "") -> dict:
-    """``given`` checked against ``schema``: every key present, no other key, each value of its type and range."""
+def validate(given: Any, schema: dict, where: str = PARAMS_FILE, prefix: str = "", partial: bool = False) -> dict:
+    """``given`` checked against ``schema``: every key present (``partial``: any subset), no other key, each value
+    of its type and range."""
     if not isinstance(given, dict):
         raise ParamsError(f"{where}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {given!r}")
     unknown = [k for k in given if k not in schema]
     if unknown:
         raise ParamsError(f"{where}: unknown key '{prefix}{unknown[0]}' (valid keys here: {', '.join(schema)})")
     missing = [k for k in schema if k not in given]
-    if missing:
+    if missing and not partial:
         raise ParamsError(f"{where}: missing key '{prefix}{missing[0]}' (every key is set in the params file; "
                           f"missing here: {', '.join(missing)})")
     out = {}
     for name, key in schema.items():
+        if name not in given:
+            continue
         if isinstance(key, dict):
-            out[name] = validate(given[name], key, where, f"{prefix}{name}.")
+            out[name] = validate(given[name], key, where, f"{prefix}{name}.", partial)
         else:
             out[name] = _check_leaf(where, f"{prefix}{name}", given[name], key)
     return out
@@ -243,8 +261,25 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     return params
 
 
+class Params(dict):
+    """A validated params mapping (the whole file, or one run's training config) that remembers the params file
+    it was read from, so a later error can name it (``source_of``)."""
+
+    source: str = PARAMS_FILE
+
+    def __init__(self, data: dict, source: str | Path = PARAMS_FILE):
+        super().__init__(data)
+        self.source = str(source)
+
+
+def source_of(params: dict) -> str:
+    """The params file ``params`` (or a section of it) was read from."""
+    return getattr(params, "source", PARAMS_FILE)
+
+
 def override(params: dict, changes: dict) -> dict:
-    """``params`` with the nested mapping ``changes`` laid over it (a new dict; for tests and benchmarks)."""
+    """``params`` with the nested mapping ``changes`` laid over it (a new dict): how a params file is laid over
+    its base, and how tests and benchmarks change a few keys. ``model_params`` is replaced whole."""
     out = dict(params)
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "model_params":
@@ -254,29 +289,128 @@ def override(params: dict, changes: dict) -> dict:
     return out
 
 
-def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> dict:
-    """Read and validate a params file (optionally with ``changes`` laid over it first)."""
-    given = override(read_params(path), changes or {})
-    params = validate(given, SCHEMA, str(path))
-    for stage in TRAIN_STAGES:
-        if not params[stage]["run"]:
-            raise ParamsError(f"{path}: '{stage}.run' must name the run (e.g. simplenet-fakes)")
-    return params
+def read_layers(path: str | Path = PARAMS_FILE) -> list[tuple[str, dict]]:
+    """``[(file, its YAML)]``: the params file after the chain of files it is laid over (``base``), base first."""
+    path, layers = Path(path), []
+    while True:
+        given = read_params(path)
+        if not isinstance(given, dict):
+            raise ParamsError(f"{path}: must be a mapping of sections, got {given!r}")
+        layers.insert(0, (str(path), given))
+        base = given.pop(BASE, None)
+        if base is None:
+            return layers
+        if not isinstance(base, str):
+            raise ParamsError(f"{path}: '{BASE}' must be the path of the params file this one is laid over "
+                              f"(relative to it), got {base!r}")
+        path = Path(os.path.normpath(path.parent / base))
+        if not path.is_file():
+            raise ParamsError(f"{layers[0][0]}: '{BASE}' names {path}, which is not a file")
+        if any(Path(f).resolve() == path.resolve() for f, _ in layers):
+            raise ParamsError(f"{layers[0][0]}: '{BASE}' leads back to {path} (a loop)")
 
 
-def stage_params(stage: str, path: str | Path = PARAMS_FILE) -> tuple[dict, dict]:
-    """(the whole validated params, the section of one stage)."""
-    params = load_params(path)
-    if stage not in params:
-        raise ParamsError(f"{path}: no section '{stage}' (sections: {', '.join(params)})")
-    return params, params[stage]
+def check_runs(runs: Any, where: str) -> dict[str, str]:
+    """``runs``: run names (file-name safe) to distinct training sections that are not other sections' names."""
+    if not isinstance(runs, dict) or not runs:
+        raise ParamsError(f"{where}: '{RUNS}' must map each run's name to the training stage that makes it, "
+                          f"got {runs!r}")
+    seen: dict[str, str] = {}
+    for run, section in runs.items():
+        if not isinstance(run, str) or not RUN_NAME.fullmatch(run):
+            raise ParamsError(f"{where}: run name {run!r} in '{RUNS}' must be letters, digits, '-' or '_' "
+                              "(it names models/<run>.pt and DVC stages)")
+        if not isinstance(section, str) or section in SCHEMA or section == BASE:
+            raise ParamsError(f"{where}: '{RUNS}.{run}' must name its training stage's params section "
+                              f"(not one of {', '.join(SCHEMA)}), got {section!r}")
+        if section in seen:
+            raise ParamsError(f"{where}: runs '{seen[section]}' and '{run}' both name section '{section}'; "
+                              "each run has its own training stage and section")
+        seen[section] = run
+    return dict(runs)
 
 
-def stage_parser(doc: str | None):
+def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
+    """One params file on its own: known keys of the right types and ranges; any subset may be set."""
+    if isinstance(given.get(DEFAULTS), dict):
+        per_run = [k for k in RUN_KEYS if k in given[DEFAULTS]]
+        if per_run:
+            raise ParamsError(f"{where}: '{DEFAULTS}.{per_run[0]}' cannot be defaulted: each run's own section "
+                              f"sets {' and '.join(RUN_KEYS)}")
+    unknown = [k for k in given if k not in SCHEMA and k not in sections]
+    if unknown:
+        raise ParamsError(f"{where}: unknown key '{unknown[0]}' (sections: {', '.join(SCHEMA)}, and the training "
+                          f"section of each entry of '{RUNS}': {', '.join(sections)})")
+    return validate(given, {**SCHEMA, **{s: TRAIN_SCHEMA for s in sections}}, where, partial=True)
+
+
+def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
+    """One run's training config: ``train-defaults`` with its section laid over it, every key set."""
+    own = merged.get(section)
+    if own is None:
+        raise ParamsError(f"{where}: '{RUNS}.{run}' names section '{section}', which is not set (add it with at "
+                          f"least {' and '.join(RUN_KEYS)})")
+    missing = [k for k in RUN_KEYS if k not in own]
+    if missing:
+        raise ParamsError(f"{where}: missing key '{section}.{missing[0]}' (each run's section sets "
+                          f"{' and '.join(RUN_KEYS)})")
+    cfg = merge_run(merged, section)
+    return Params({"run": run, **{k: cfg[k] for k in TRAIN_SCHEMA}}, where)
+
+
+def merge_run(params: dict, section: str) -> dict:
+    """``train-defaults`` with a run's section laid over it, key by key (``model_params`` and lists whole)."""
+    return {**params[DEFAULTS], **params.get(section, {})}
+
+
+def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> Params:
+    """Read and validate a params file and the files it is laid over (optionally with ``changes`` laid over it
+    first). Each run's section comes back merged with ``train-defaults``, with its run name as ``run``."""
+    layers = read_layers(path)
+    top, given = layers[-1]
+    layers[-1] = (top, override(given, changes or {}))
+    runs: dict = {}
+    for where, given in layers:  # a file may add runs to those of its base
+        runs.update(check_runs(given[RUNS], where) if RUNS in given else {})
+    runs = check_runs(runs or None, top)
+    sections = list(runs.values())
+    merged: dict = {}
+    for where, given in layers:
+        merged = override(merged, _check_layer(where, given, sections))
+    fixed = validate({k: v for k, v in merged.items() if k in SCHEMA}, SCHEMA, top)
+    return Params({**fixed, RUNS: runs, **{s: _merge_run(top, merged, r, s) for r, s in runs.items()}}, top)
+
+
+def _section_of(params: dict, run: str) -> str:
+    if run not in params[RUNS]:
+        raise ParamsError(f"{source_of(params)}: no run '{run}' in '{RUNS}' (runs: {', '.join(params[RUNS])})")
+    return params[RUNS][run]
+
+
+def run_config(params: dict, run: str) -> dict:
+    """The merged, validated training config of ``run`` (a key of ``runs``)."""
+    return params[_section_of(params, run)]
+
+
+def rename_run(params: Params, run: str, name: str) -> Params:
+    """``params`` with run ``run`` called ``name`` (its checkpoint models/<name>.pt, its metrics folder): for tests
+    and benchmarks that train a recipe of the params file under a name of their own."""
+    section = _section_of(params, run)
+    if not RUN_NAME.fullmatch(name) or name in params[RUNS]:
+        raise ParamsError(f"{source_of(params)}: cannot rename run '{run}' to {name!r} (a new run name is letters, "
+                          "digits, '-' or '_')")
+    runs = {(name if r == run else r): s for r, s in params[RUNS].items()}
+    return Params({**params, RUNS: runs, section: Params({**params[section], "run": name}, source_of(params))},
+                  source_of(params))
+
+
+def stage_parser(doc: str | None, per_run: bool = False):
     """The argument parser every stage script starts from: ``--params`` (default params.yaml in the working
-    directory, which DVC sets to the folder of the stage's dvc.yaml)."""
+    directory, which DVC sets to the folder of the stage's dvc.yaml) and, for a per-run stage, the run."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    if per_run:
+        ap.add_argument("run", help=f"a run: a key of '{RUNS}' in the params file")
     return ap

@@ -133,6 +133,23 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[dic
     return rows
 
 
+def sample_rows(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    """Up to ``n`` of ``rows``, drawn without replacement by ``rng``."""
+    return [rows[i] for i in rng.permutation(len(rows))[:n]]
+
+
+def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
+    """Ground-truth masks resized to the model input, float32 (N, S, S) in [0, 1]."""
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            m = upright(im).convert("L")  # turned like its image
+            if m.size != (size, size):
+                m = m.resize((size, size), Image.BILINEAR)
+            out.append(np.asarray(m, dtype=np.float32) / 255.0)
+    return np.stack(out) if out else np.zeros((0, size, size), np.float32)
+
+
 class Preprocess:
     """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``).
 

@@ -157,3 +157,10 @@ class RandomDegrade:
         if quality is not None:
             x = jpeg(x, quality)
         return x.permute(1, 2, 0).numpy()
+
+
+def worst(panel_result: dict) -> tuple[str, float]:
+    """(degradation, AUC drop) of the largest drop in a panel."""
+    d = panel_result["degradations"]
+    name = max((k for k in d if k != "clean"), key=lambda k: d[k]["auc_drop"], default="clean")
+    return name, d[name]["auc_drop"]

@@ -10,7 +10,7 @@
 
 Outputs per run: ``plots/explain/<run>_saliency.png`` (image/saliency pairs),
 ``<run>_gradcam.png`` (CAM overlays), ``<run>_means.png`` (mean saliency and mean CAM per
-class) and ``metrics/explain/<run>.json``; per dataset ``plots/explain/dataset_<name>.png``.
+class) and ``metrics/explain/<run>.json``.
 """
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_model
-from .config import TRAIN_STAGES
-from .data import FAKE, Preprocess, load_rgb, read_manifest, upright
+from .checkpoint import load_model, run_checkpoint, trained_on
+from .data import FAKE, Preprocess, load_masks, load_rgb, read_manifest, sample_rows
 from .io import save_figure, write_json
 from .models import get_submodule
 
@@ -146,18 +144,6 @@ def load_batch(paths: Sequence[str], prep: Preprocess) -> tuple[torch.Tensor, np
     return prep.normalise(u8), u8.permute(0, 2, 3, 1).numpy()
 
 
-def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
-    """Ground-truth masks resized to the model input, float32 (N, S, S) in [0, 1]."""
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            m = upright(im).convert("L")  # turned like its image
-            if m.size != (size, size):
-                m = m.resize((size, size), Image.BILINEAR)
-            out.append(np.asarray(m, dtype=np.float32) / 255.0)
-    return np.stack(out) if out else np.zeros((0, size, size), np.float32)
-
-
 def attribute(model: nn.Module, prep: Preprocess, paths: Sequence[str], batch_size: int = 16,
               desc: str = "explain", progress: bool = True) -> dict[str, np.ndarray]:
     """Saliency, Grad-CAM, p(fake) and display pixels for a list of image files."""
@@ -175,21 +161,6 @@ def attribute(model: nn.Module, prep: Preprocess, paths: Sequence[str], batch_si
 
 
 # ----------------------------------------------------------------------------- stage
-def run_dataset(run: str, ckpt: dict, params: dict) -> str:
-    """The dataset a run was trained on: from the checkpoint, else from params.yaml."""
-    if ckpt.get("dataset"):
-        return ckpt["dataset"]
-    for stage in TRAIN_STAGES:
-        if params[stage]["run"] == run:
-            return params[stage]["dataset"]
-    raise CheckpointError(f"run '{run}': checkpoint names no dataset and no training stage in params.yaml has "
-                          "this run")
-
-
-def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
-    return [rows[i] for i in rng.permutation(len(rows))[:n]]
-
-
 class _Attributions:
     """The output of ``attribute`` for a list of paths, looked up by manifest rows."""
 
@@ -205,9 +176,9 @@ def _choose(rows: list[dict], cfg: dict, seed: int) -> tuple[list[dict], list[di
     ground-truth mask scored for faithfulness."""
     rng = np.random.default_rng(seed)
     n = max(cfg["n_examples"], cfg["n_mean"])
-    reals = _pick([r for r in rows if r["label"] == 0], n, rng)
-    fakes = _pick([r for r in rows if r["label"] == 1], n, rng)
-    masked = _pick([r for r in rows if r["label"] == 1 and r.get("mask")], cfg["n_faithfulness"], rng)
+    reals = sample_rows([r for r in rows if r["label"] == 0], n, rng)
+    fakes = sample_rows([r for r in rows if r["label"] == 1], n, rng)
+    masked = sample_rows([r for r in rows if r["label"] == 1 and r.get("mask")], cfg["n_faithfulness"], rng)
     return reals, fakes, masked
 
 
@@ -270,15 +241,17 @@ def _print_summary(run: str, dataset: str, m: dict) -> None:
         print(f"explain {run}: figures written; no masks in dataset '{dataset}', faithfulness skipped")
 
 
-def explain_run(run: str, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
-                metrics_dir: str | Path = "metrics/explain", plots_dir: str | Path = "plots/explain",
-                progress: bool = True) -> dict:
-    """Figures and faithfulness metrics of one run (on the test split of its dataset)."""
-    from .engine import resolve_device
+def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir: str | Path = "models",
+              metrics_dir: str | Path = "metrics/explain", plots_dir: str | Path = "plots/explain",
+              progress: bool = True) -> dict:
+    """The explain stage of ``run``: figures and faithfulness metrics on the test split of its dataset."""
+    from .engine import resolve_device, seed_everything
 
+    seed_everything(params["seed"])
     cfg = params["explain"]
-    model, ckpt = load_model(Path(models_dir) / f"{run}.pt", resolve_device(params["device"]))
-    dataset = run_dataset(run, ckpt, params)
+    path = run_checkpoint(params, run, models_dir)
+    model, ckpt = load_model(path, resolve_device(params["device"]))
+    dataset = trained_on(ckpt, path)
     prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
     reals, fakes, masked = _choose(read_manifest(Path(data_dir) / dataset / "manifest.csv", "test"), cfg,
                                    params["seed"])
@@ -303,42 +276,3 @@ def _unit_mean(maps: np.ndarray) -> np.ndarray:
     confident the model is (a saturated p(fake) has tiny gradients everywhere)."""
     m = maps.reshape(len(maps), -1).mean(1)
     return maps / np.where(m > 0, m, 1.0)[:, None, None]
-
-
-def dataset_figure(name: str, params: dict, data_dir: str | Path = "data", plots_dir: str | Path = "plots/explain",
-                   n: int = 6) -> Path:
-    """The course's first figure: real and fake test images of one dataset (and demo masks)."""
-    from .plots import images as plots
-
-    rows = read_manifest(Path(data_dir) / name / "manifest.csv", "test")
-    rng = np.random.default_rng(params["seed"])
-    reals = _pick([r for r in rows if r["label"] == 0], n, rng)
-    fakes = _pick([r for r in rows if r["label"] == 1], n, rng)
-    size = max([int(r["width"] or 0) for r in reals + fakes] + [32])
-    size = min(size, 256)
-    show = Preprocess(size, (0, 0, 0), (1, 1, 1))
-    real_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in reals]
-    fake_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in fakes]
-    masks = load_masks([r["mask"] for r in fakes], size) if fakes and all(r.get("mask") for r in fakes) else None
-    source = params["data"][name]["source"]
-    fig = plots.dataset_grid(real_u8, fake_u8, masks=masks,
-                             title=f"Dataset '{name}' (source: {source}) — test images")
-    return save_figure(Path(plots_dir) / f"dataset_{name}.png", fig, dpi=110)
-
-
-def run_stage(params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
-              metrics_dir: str | Path = "metrics/explain", plots_dir: str | Path = "plots/explain",
-              progress: bool = True) -> dict[str, dict]:
-    """The explain stage: the dataset figures, then every run in ``params['explain']['runs']``."""
-    from .engine import seed_everything
-
-    seed_everything(params["seed"])
-    missing = [str(Path(models_dir) / f"{r}.pt") for r in params["explain"]["runs"]
-               if not (Path(models_dir) / f"{r}.pt").exists()]
-    if missing:  # fail before any work
-        raise FileNotFoundError(f"explain.runs: checkpoint(s) not found: {', '.join(missing)}")
-    datasets = [d for d in ("fakes", "synthetic") if (Path(data_dir) / d / "manifest.csv").exists()]
-    for name in datasets:
-        dataset_figure(name, params, data_dir, plots_dir)
-    return {run: explain_run(run, params, data_dir, models_dir, metrics_dir, plots_dir, progress)
-            for run in params["explain"]["runs"]}

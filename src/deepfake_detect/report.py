@@ -1,8 +1,10 @@
-"""Headline metrics, and the README's results tables generated from them.
+"""Headline metrics, the all-runs figures, and the README's results tables generated from them.
 
-The ``summarize`` stage writes ``metrics/runs/<run>.json``: one row per run with the same
-headline columns (at most 12), so ``dvc metrics show`` is one readable table and ``dvc
-metrics diff`` after rerunning one run shows only that run's row. Everything else stays in
+The ``summarize`` stage (``run_stage``) reads what each run's evaluate-roc-det and explain stages wrote and
+writes ``metrics/runs/<run>.json``: one row per run with the same headline columns (at most 12), so ``dvc
+metrics show`` is one readable table and ``dvc metrics diff`` after rerunning one run shows only that run's
+row. It also gathers every run's AUC on every dataset (``metrics/summary/cross_dataset.json`` and its heatmap)
+and draws every run's ROC and DET in one figure (``plots/summary/``). Everything else stays in
 ``metrics/evaluate``, ``metrics/explain`` and ``metrics/train`` (outputs, not declared metrics).
 
 ``deepfake-detect report`` renders the generated tables of README.md and docs/*.md: the results of each
@@ -12,13 +14,17 @@ command that makes it, and the benchmarks from their JSON; ``--check`` fails whe
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from .config import DEFAULTS, PARAMS_FILE, RUNS, merge_run, override
+from .degrade import LABELS, PANEL, worst
 from .errors import UserError
 from .io import write_json, write_text
 
@@ -26,6 +32,8 @@ from .io import write_json, write_text
 # val_auc: the validation AUC of the kept epoch (training's), so the val-test gap reads off the row
 HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "val_auc", "eer", "acc", "acc_at_threshold", "tpr_at_fpr_1pct",
             "num_params", "train_time_s", "saliency_lift", "gradcam_lift")
+
+CROSS_DATASET_JSON = "cross_dataset.json"  # in metrics/summary: every run's test AUC on every dataset
 
 # name -> (pipeline folder, the command that reproduces it)
 PIPELINES = {"demo": (".", "dvc repro"), "real": ("real", "dvc repro real/dvc.yaml")}
@@ -54,15 +62,48 @@ def headline(evaluated: dict, explained: dict | None = None) -> dict:
     return {k: _round(row[k]) for k in HEADLINE if row.get(k) is not None}
 
 
-def summarize(params: dict, metrics_dir: str | Path = "metrics") -> dict[str, dict]:
-    """The summarize stage: metrics/runs/<run>.json for every run of evaluate-roc-det.runs."""
-    metrics_dir = Path(metrics_dir)
-    rows = {}
-    for run in params["evaluate-roc-det"]["runs"]:
+def _read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, p(fake)) from a scores CSV of the evaluate-roc-det stage."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return np.array([int(r["label"]) for r in rows]), np.array([float(r["p_fake"]) for r in rows])
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; it is written by the run's evaluate-roc-det stage (dvc repro)") from None
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{path}: not a scores CSV with columns label,p_fake ({e})") from e
+
+
+def run_stage(params: dict, metrics_dir: str | Path = "metrics", plots_dir: str | Path = "plots/summary") -> dict:
+    """The summarize stage, for every run of ``runs``: metrics/runs/<run>.json (its headline row),
+    metrics/summary/cross_dataset.json with its heatmap, and the all-runs ROC/DET figure."""
+    from .plots.curves import save_cross_dataset_figure, save_runs_figure
+    from .plots.robustness import save_panel_figure
+
+    metrics_dir, plots_dir = Path(metrics_dir), Path(plots_dir)
+    rows, cross, names, scores, panels = {}, {}, {}, {}, {}
+    for run in params[RUNS]:
+        evaluated = _read_json(metrics_dir / "evaluate" / f"{run}.json")
+        if "cross_dataset" not in evaluated:
+            raise UserError(f"{metrics_dir / 'evaluate' / f'{run}.json'}: no 'cross_dataset'; rerun its "
+                            f"evaluate-roc-det stage (dvc repro evaluate-roc-det@{run})")
         explained = metrics_dir / "explain" / f"{run}.json"
-        rows[run] = headline(_read_json(metrics_dir / "evaluate" / f"{run}.json"),
-                             _read_json(explained) if explained.exists() else None)
+        rows[run] = headline(evaluated, _read_json(explained) if explained.exists() else None)
         write_json(metrics_dir / "runs" / f"{run}.json", rows[run])
+        names.update(evaluated["cross_dataset"]["datasets"])
+        cross[run] = {"trained_on": evaluated["cross_dataset"]["trained_on"],
+                      "auc": {**evaluated["cross_dataset"]["auc"],  # + the evaluation-only sets, as columns
+                              **{g: m["auc"] for g, m in evaluated.get("cross_generator", {}).items()}}}
+        names.update({g: f"{g} (eval only)" for g in evaluated.get("cross_generator", {})})
+        scores[run] = _read_scores(metrics_dir / "evaluate" / "scores" / f"{run}.csv")
+        if ROBUSTNESS_KEY in evaluated:
+            panels[run] = evaluated[ROBUSTNESS_KEY]
+    write_json(metrics_dir / "summary" / CROSS_DATASET_JSON, {"datasets": names, "runs": cross})
+    save_cross_dataset_figure(plots_dir / "cross_dataset_auc.png", cross, names)
+    save_runs_figure(plots_dir / "all_runs_roc_det.png", scores)
+    if panels:
+        write_json(metrics_dir / "summary" / ROBUSTNESS_JSON, panels)
+        save_panel_figure(plots_dir / "robustness_auc.png", panels)
     return rows
 
 
@@ -74,18 +115,43 @@ def _lock(folder: Path) -> dict:
     return yaml.safe_load(path.read_text())["stages"]
 
 
+def _expand(flat: dict) -> dict:
+    """dvc.lock's params (``data.fakes.source: demo``) as nested sections."""
+    out: dict = {}
+    for dotted, value in flat.items():
+        for part in reversed(dotted.split(".")):
+            value = {part: value}
+        out = override(out, value)
+    return out
+
+
 def _stage_params(stage: dict) -> dict:
-    """The params a stage ran with, as dvc.lock recorded them (one params file per pipeline)."""
-    return next(iter(stage.get("params", {}).values()), {})
+    """The params a stage ran with, as dvc.lock recorded them: each params file's, the pipeline's own
+    params.yaml laid over the files it is based on."""
+    files = stage.get("params", {})
+    tree: dict = {}
+    for name in sorted(files, key=lambda f: f == PARAMS_FILE):
+        tree = override(tree, _expand(files[name]))
+    return tree
 
 
 def _fmt(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _row(pipeline: str, run: str, lock: dict, folder: Path) -> str:
-    stage = next(name for name, s in lock.items() if _stage_params(s).get(name, {}).get("run") == run)
-    cfg = _stage_params(lock[stage])[stage]
+def _lock_runs(lock: dict) -> dict[str, str]:
+    """{run: its training stage} of a dvc.lock: summarize's ``runs``, or, in a lock written before runs were
+    data (each training section named its ``run``; until the pipeline is rerun), the training stages' own."""
+    runs = _stage_params(lock["summarize"]).get(RUNS)
+    if runs:
+        return runs
+    return {params[name]["run"]: name for name, stage in lock.items()
+            if "run" in (params := _stage_params(stage)).get(name, {})}
+
+
+def _row(pipeline: str, run: str, stage: str, lock: dict, folder: Path) -> str:
+    tree = _stage_params(lock[stage])
+    cfg = merge_run(tree, stage) if DEFAULTS in tree else tree[stage]  # a lock from before train-defaults: whole
     data = _stage_params(lock["prepare-splits"])["data"][cfg["dataset"]]["source"]
     data = f"demo {cfg['dataset']}" if data == "demo" else Path(data).name
     m = _read_json(folder / "metrics" / "runs" / f"{run}.json")
@@ -105,18 +171,21 @@ def render_table(pipeline: str, root: str | Path = ".") -> str:
     """The results table of one pipeline (markdown), from its metrics/runs rows and dvc.lock."""
     folder = Path(root) / PIPELINES[pipeline][0]
     lock = _lock(folder)
-    runs = _stage_params(lock["evaluate-roc-det"])["evaluate-roc-det"]["runs"]
+    runs = _lock_runs(lock)
     header = ("| run | model | data | image px | epochs | params | test AUC [95 % CI] | val AUC | EER | acc @ 0.5 "
               "| acc @ val threshold | TPR @ 1 % FPR | saliency / Grad-CAM lift | train time | command |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
-    lines += [_row(pipeline, run, lock, folder) for run in runs]
+    lines += [_row(pipeline, run, stage, lock, folder) for run, stage in runs.items()]
     return "\n".join(lines)
 
 
 def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
     """Every run's test AUC on every dataset of the pipeline (bold: the dataset it was trained on)."""
     folder = Path(root) / PIPELINES[pipeline][0]
-    cross = _read_json(folder / "metrics" / "evaluate" / "cross_dataset.json")
+    path = folder / "metrics" / "summary" / CROSS_DATASET_JSON
+    if not path.is_file() and (folder / "metrics" / "evaluate" / CROSS_DATASET_JSON).is_file():
+        path = folder / "metrics" / "evaluate" / CROSS_DATASET_JSON  # where a run before summarize made it wrote it
+    cross = _read_json(path)
     names = cross["datasets"]
     lines = ["| run (trained on) | " + " | ".join(f"{names[d]} test AUC" for d in names) + " |",
              "|---|" + "---|" * len(names)]
@@ -124,6 +193,38 @@ def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
         cells = [f"**{row['auc'][d]:.3f}**" if d == row["trained_on"] else f"{row['auc'][d]:.3f}" for d in names]
         lines.append(f"| `{run}` ({names[row['trained_on']]}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+ROBUSTNESS_KEY = "robustness"  # the panel in a run's metrics/evaluate JSON (robustness.PANEL_KEY)
+ROBUSTNESS_JSON = "robustness.json"  # metrics/summary/: every run's panel, for the README table
+
+
+def panel_table(metrics_by_run: dict[str, dict], value: str = "auc") -> str:
+    """A markdown table, one row per run, one column per degradation, from the runs' metrics JSONs (each with
+    the panel under ``ROBUSTNESS_KEY``; runs without it are left out). ``value``: ``auc`` (each cell the AUC and, off
+    the clean column, its change from clean in brackets; a last column gives the worst drop and where) or
+    another field of the panel (e.g. ``tpr_at_threshold``)."""
+    panels = {run: m[ROBUSTNESS_KEY] for run, m in metrics_by_run.items() if ROBUSTNESS_KEY in m}
+    if not panels:
+        return ""
+    names = [d for d in PANEL if any(d in p["degradations"] for p in panels.values())]
+    head = ["run", *(LABELS[d] for d in names)] + (["worst drop"] if value == "auc" else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|"]
+    for run, p in panels.items():
+        cells = [run]
+        for d in names:
+            m = p["degradations"].get(d)
+            if m is None:
+                cells.append("–")
+            elif value == "auc" and d != "clean":
+                cells.append(f"{_fmt(m['auc'])} ({0.0 - m['auc_drop']:+.3f})")  # the change from clean (no "-0.000")
+            else:
+                cells.append(_fmt(m[value]))
+        if value == "auc":
+            name, drop = worst(p)
+            cells.append(f"{drop:.3f} ({LABELS[name]})" if name != "clean" else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # the loops of bench/bench_train.py, as its JSON names them
@@ -137,6 +238,86 @@ BENCH_LOOPS = {"a_compute": "(a) pure compute: decoded, normalised tensors in me
                "ours_cache_1_worker": "(b) the decoded cache read by 1 loader worker",
                "ours_no_amp": "(b) without mixed precision",
                "ours_compile": "(b) with torch.compile"}
+
+
+# ----------------------------------------------------------------------------- experiments
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _exp_params(data: dict, files: tuple[str, ...]) -> dict:
+    """One experiment's params of ``files`` (from `dvc exp show --json`), flat; keys of other than the first
+    file carry its name."""
+    params = data.get("params") or {}
+    return {(key if file == files[0] else f"{file}:{key}"): value for file in files
+            for key, value in _flatten((params.get(file) or {}).get("data") or {}).items()}
+
+
+def _exp_metric(data: dict, runs_dir: str, metric: str) -> dict[str, float]:
+    """{run: its headline ``metric``} from the metrics/runs/<run>.json files of one experiment."""
+    out = {}
+    for file, entry in (data.get("metrics") or {}).items():
+        path = Path(file)
+        if path.parent.as_posix() == runs_dir and metric in ((entry or {}).get("data") or {}):
+            out[path.stem] = entry["data"][metric]
+    return out
+
+
+def _changed(params: dict, base: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k) != v)
+
+
+def experiments_table(shown: list[dict], pipeline: str = "demo", metric: str = "auc") -> str:
+    """`dvc exp show --json` as one readable table: a row per commit and experiment (and the workspace), the
+    params each changed from its commit (the workspace: from the first commit), and each run's headline
+    ``metric`` (metrics/runs/<run>.json) as a column, runs in the order of ``runs``."""
+    folder = PIPELINES[pipeline][0]
+    files = (PARAMS_FILE,) if folder == "." else (PARAMS_FILE, f"{folder}/{PARAMS_FILE}")
+    runs_dir = "metrics/runs" if folder == "." else f"{folder}/metrics/runs"
+    baselines = [b for b in shown if b["rev"] != "workspace"]
+    first = _exp_params((baselines[0] if baselines else shown[0]).get("data") or {}, files)
+    rows: list[tuple[str, str, dict]] = []
+    for base in shown:
+        data = base.get("data") or {}
+        params = _exp_params(data, files)
+        if base["rev"] == "workspace":
+            rows.append(("workspace", _changed(params, first), _exp_metric(data, runs_dir, metric)))
+            continue
+        rows.append((f"{base.get('name') or ''} {base['rev'][:7]}".strip(), "", _exp_metric(data, runs_dir, metric)))
+        for exp in base.get("experiments") or []:
+            rev = exp["revs"][0]
+            text = _changed(_exp_params(rev.get("data") or {}, files), params) or "(no param changed)"
+            rows.append((f"  {rev.get('name') or rev['rev'][:7]}", f"failed: {text}" if rev.get("error") else text,
+                         _exp_metric(rev.get("data") or {}, runs_dir, metric)))
+    order = [k.removeprefix(f"{RUNS}.") for k in first if k.startswith(f"{RUNS}.")]
+    found = {run for *_, values in rows for run in values}
+    runs = [r for r in order if r in found] + sorted(found - set(order))
+    table = [("experiment", "changed params", *runs)]
+    table += [(label, changed, *(_fmt(values.get(run)) for run in runs)) for label, changed, values in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join([f"{pipeline} pipeline, test {metric} per run:", *lines])
+
+
+def experiments(pipeline: str = "demo", metric: str = "auc", all_commits: bool = False) -> str:
+    """``experiments_table`` of this repository's `dvc exp show --json` (every commit with ``all_commits``)."""
+    import subprocess
+    import sys
+
+    if metric not in HEADLINE:
+        raise UserError(f"--metric {metric!r}: not a headline column (one of {', '.join(HEADLINE)})")
+    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise UserError(f"dvc exp show failed: {(res.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+    return experiments_table(json.loads(res.stdout), pipeline, metric)
+
 
 
 def render_bench(path: str | Path, root: str | Path = ".") -> str:
@@ -185,6 +366,10 @@ def render_block(block: str, root: str | Path = ".") -> str:
         return render_table(block, root)
     if block.removesuffix("-cross") in PIPELINES:
         return render_cross_table(block.removesuffix("-cross"), root)
+    if block.removesuffix("-robustness") in PIPELINES:
+        folder = Path(root) / PIPELINES[block.removesuffix("-robustness")][0]
+        panels = _read_json(folder / "metrics" / "summary" / ROBUSTNESS_JSON)
+        return panel_table({run: {ROBUSTNESS_KEY: p} for run, p in panels.items()}).rstrip("\n")
     if block.startswith("bench:"):
         return render_bench(block.removeprefix("bench:"), root)
     raise UserError(f"unknown report block '{block}' (known: {', '.join(PIPELINES)}, "

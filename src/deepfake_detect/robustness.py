@@ -10,7 +10,6 @@ optional subsample (``max_images``: the panel costs one scoring pass per degrada
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 
 from . import metrics
 from .data import BadImageError, DatasetError
-from .degrade import LABELS, PANEL, Degradation
+from .degrade import PANEL, Degradation
 from .score import resolve_tta, score_paths
 
 PANEL_KEY = "robustness"  # the key of the panel in a run's metrics JSON
@@ -101,42 +100,3 @@ def panel(model, ckpt: dict, rows: list[dict], device: torch.device | str = "cpu
                      "auc_drop": out["clean"]["auc"] - m["auc"] if out else 0.0, **_rates(m)}
     return {"threshold": threshold, "tta": mode, "n_real": int((y == 0).sum()),
             "n_fake": int((y == 1).sum()), "n_of": n_of, "degradations": out}
-
-
-def worst(panel_result: dict) -> tuple[str, float]:
-    """(degradation, AUC drop) of the largest drop in a panel."""
-    d = panel_result["degradations"]
-    name = max((k for k in d if k != "clean"), key=lambda k: d[k]["auc_drop"], default="clean")
-    return name, d[name]["auc_drop"]
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "–"
-
-
-def panel_table(metrics_by_run: dict[str, dict], value: str = "auc") -> str:
-    """A markdown table, one row per run, one column per degradation, from the runs' metrics JSONs (each with
-    the panel under ``PANEL_KEY``; runs without it are left out). ``value``: ``auc`` (each cell the AUC and, off
-    the clean column, its change from clean in brackets; a last column gives the worst drop and where) or
-    another field of the panel (e.g. ``tpr_at_threshold``)."""
-    panels = {run: m[PANEL_KEY] for run, m in metrics_by_run.items() if PANEL_KEY in m}
-    if not panels:
-        return ""
-    names = [d for d in PANEL if any(d in p["degradations"] for p in panels.values())]
-    head = ["run", *(LABELS[d] for d in names)] + (["worst drop"] if value == "auc" else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|"]
-    for run, p in panels.items():
-        cells = [run]
-        for d in names:
-            m = p["degradations"].get(d)
-            if m is None:
-                cells.append("–")
-            elif value == "auc" and d != "clean":
-                cells.append(f"{_fmt(m['auc'])} ({0.0 - m['auc_drop']:+.3f})")  # the change from clean (no "-0.000")
-            else:
-                cells.append(_fmt(m[value]))
-        if value == "auc":
-            name, drop = worst(p)
-            cells.append(f"{drop:.3f} ({LABELS[name]})" if name != "clean" else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

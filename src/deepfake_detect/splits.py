@@ -7,8 +7,9 @@ the same steps: scan (find the images), hash (decode every image once, to check 
 to hash its pixels), split (flat folders only), leak check (the same pixels in two
 splits are listed with their pairs under ``data.on_leak: warn``, the default; ``drop``
 keeps only the earliest split's copy, ``error`` stops; a group in two splits is always
-an error) and the per-split counts. ``prepare_all`` checks every dataset before it
-writes any manifest. Files that are not images are never dropped silently: they are
+an error) and the per-split counts. ``run_stage`` checks every dataset before it
+writes any manifest, then draws real and fake test samples of each
+(``plots/data/<dataset>.png``). Files that are not images are never dropped silently: they are
 listed in the metrics.
 """
 from __future__ import annotations
@@ -27,8 +28,22 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import LABELS, MANIFEST_FIELDS, SPLITS, BadImageError, DatasetError, is_image_file, list_files, load_rgb
-from .io import path_text, write_csv, write_json
+from .config import DATASETS, source_of
+from .data import (
+    LABELS,
+    MANIFEST_FIELDS,
+    SPLITS,
+    BadImageError,
+    DatasetError,
+    Preprocess,
+    is_image_file,
+    list_files,
+    load_masks,
+    load_rgb,
+    read_manifest,
+    sample_rows,
+)
+from .io import path_text, save_figure, write_csv, write_json
 
 
 def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
@@ -358,21 +373,42 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, de
     return summary
 
 
-def prepare_all(params: dict, data_dir: str | Path = "data", metrics_dir: str | Path = "metrics/data",
-                progress: bool = True, params_file: str | Path = "params.yaml") -> dict[str, dict]:
+def dataset_figure(name: str, params: dict, data_dir: str | Path = "data", plots_dir: str | Path = "plots/data",
+                   n: int = 6) -> Path:
+    """The course's first figure: real and fake test images of one dataset (and demo masks)."""
+    from .plots import images as plots
+
+    rows = read_manifest(Path(data_dir) / name / "manifest.csv", "test")
+    rng = np.random.default_rng(params["seed"])
+    reals = sample_rows([r for r in rows if r["label"] == 0], n, rng)
+    fakes = sample_rows([r for r in rows if r["label"] == 1], n, rng)
+    size = min(max([int(r["width"] or 0) for r in reals + fakes] + [32]), 256)
+    show = Preprocess(size, (0, 0, 0), (1, 1, 1))
+    real_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in reals]
+    fake_u8 = [show.to_uint8(load_rgb(r["path"])).permute(1, 2, 0).numpy() for r in fakes]
+    masks = load_masks([r["mask"] for r in fakes], size) if fakes and all(r.get("mask") for r in fakes) else None
+    fig = plots.dataset_grid(real_u8, fake_u8, masks=masks,
+                             title=f"Dataset '{name}' (source: {params['data'][name]['source']}) — test images")
+    return save_figure(Path(plots_dir) / f"{name}.png", fig, dpi=110)
+
+
+def run_stage(params: dict, data_dir: str | Path = "data", metrics_dir: str | Path = "metrics/data",
+              plots_dir: str | Path = "plots/data", progress: bool = True) -> dict[str, dict]:
     """The prepare-splits stage: every dataset in ``params['data']`` is checked before any manifest or
-    metrics file is written, so a failing check leaves the previous files as they were. ``params_file``: where
-    ``params`` were read, for the errors."""
-    for name in ("fakes", "synthetic"):  # every folder there before the demo data takes its minute
+    metrics file is written, so a failing check leaves the previous files as they were; errors name the params
+    file ``params`` were read from."""
+    params_file = source_of(params)
+    for name in DATASETS:  # every folder there before the demo data takes its minute
         if params["data"][name]["source"] != "demo":
             _check_source(name, params["data"][name], params_file)
     checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
                                    demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
                                    on_leak=params["data"]["on_leak"], progress=progress, params_file=params_file)
-               for name in ("fakes", "synthetic")}
+               for name in DATASETS}
     for name, (summary, rows) in checked.items():
         write_manifest(Path(data_dir) / name, rows)
         write_json(Path(metrics_dir) / f"{name}.json", summary)
+        dataset_figure(name, params, data_dir, plots_dir)
         print(f"{name}: " + ", ".join(f"{s} {summary[f'{s}_real']} real / {summary[f'{s}_fake']} fake"
                                       for s in SPLITS)
               + (f"; skipped {len(summary['bad_skipped'])} bad file(s)" if summary["bad_skipped"] else "")

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .checkpoint import make_checkpoint, model_state
-from .config import ParamsError
+from .config import ParamsError, run_config, source_of
 from .data import (
     DatasetError,
     EpochSampler,
@@ -109,7 +109,7 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
     Batches are uint8; ``loader.dataset.transform.normalise`` runs on the device."""
     rank, world = dist_info()
     if cfg["batch_size"] % world:
-        raise ParamsError(f"params.yaml: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
+        raise ParamsError(f"{source_of(cfg)}: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
                           f"{world} training processes")
     size = cfg["image_size"]
     workers = default_num_workers(cfg["num_workers"], device, cached=cfg["decode_cache"])
@@ -153,9 +153,9 @@ def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tu
     return gather_predictions(probs, labels, loss)
 
 
-def check_model(cfg: dict, where: str = "params.yaml") -> None:
+def check_model(cfg: dict, where: str | None = None) -> None:
     """The run's model exists and takes its ``model_params`` (else the key is named)."""
-    name = cfg["model"]
+    name, where = cfg["model"], where or source_of(cfg)
     if not is_model(name):
         raise ParamsError(f"{where}: model '{name}' of run '{cfg['run']}' is not a known model "
                           f"(registered: {', '.join(list_models())}; or any timm architecture)")
@@ -172,7 +172,7 @@ def check_frozen_layers(model: nn.Module, cfg: dict) -> None:
     for prefix in cfg["frozen_layers"]:
         if not isinstance(prefix, str) or not any(n == prefix or n.startswith(prefix + ".") for n in names):
             tops = sorted({n.split(".")[0] for n in names})
-            raise ParamsError(f"params.yaml: frozen_layers of run '{cfg['run']}' names {prefix!r}, which holds no "
+            raise ParamsError(f"{source_of(cfg)}: frozen_layers of run '{cfg['run']}' names {prefix!r}, which holds no "
                               f"parameters of model '{cfg['model']}' (module names start with: {', '.join(tops)})")
 
 
@@ -447,7 +447,7 @@ def build_model(cfg: dict, device: torch.device) -> nn.Module:
     try:
         model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
     except (ValueError, TypeError) as e:  # the builder rejects a size or a model_params value
-        raise ParamsError(f"params: run '{cfg['run']}' cannot build model '{cfg['model']}': {e}") from e
+        raise ParamsError(f"{source_of(cfg)}: run '{cfg['run']}' cannot build model '{cfg['model']}': {e}") from e
     check_frozen_layers(model, cfg)
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if cfg["channels_last"] else model
@@ -508,10 +508,17 @@ def _epoch_line(cfg: dict, row: dict, improved: bool) -> str:
             + (" *" if improved else ""))
 
 
+def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir: str | Path = "models",
+              metrics_dir: str | Path = "metrics/train", progress: bool = True) -> dict:
+    """The training stage of ``run`` (a key of ``runs``): ``fit`` with its merged config ->
+    models/<run>.pt and metrics/train/<run>/."""
+    return fit(run_config(params, run), params, data_dir, models_dir, metrics_dir, progress)
+
+
 def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
         metrics_dir: str | Path = "metrics/train", progress: bool = True, resume: bool = True,
         cache_dir: str | Path | None = None) -> dict:
-    """Train one run as configured by a training-stage section of params.yaml.
+    """Train one run as configured by ``cfg``, its merged training config (``config.run_config``).
 
     Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (each
     process takes ``batch_size / N`` of every batch; metrics are reduced over processes;
