@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO, make_tiny, tiny_params
 
-SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py"}
+SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py",
+                "faces.py"}  # faces.py: tests/test_bench_faces.py
 
 
 def _bench(script: str, tmp_path: Path, *args: str) -> dict:

@@ -42,7 +42,10 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
     params = _stage_params()
     res = evaluate.run_stage(params, "tiny", progress=False)
     m = json.loads(Path("metrics/evaluate/tiny.json").read_text())
-    assert set(m) == STAGE_KEYS | {"cross_dataset"} and m == res
+    assert set(m) == STAGE_KEYS | {"cross_dataset", "robustness"} and m == res
+    panel = m["robustness"]  # the test split again under each degradation of params.yaml, clean first
+    assert list(panel["degradations"]) == ["clean", *params["evaluate-roc-det"]["robustness"]]
+    assert panel["degradations"]["clean"]["auc"] == pytest.approx(m["auc"], abs=1e-12)  # the stage's own scores
     assert m["cross_dataset"] == {"trained_on": "fakes", "auc": {"fakes": m["auc"]},
                                   "datasets": {"fakes": "demo fakes"}}
     assert (m["n_real"], m["n_fake"], m["test_acc_at_best_val"]) == (5, 4, 0.5)

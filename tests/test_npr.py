@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfake_detect.checkpoint import load_model, save_checkpoint
-from deepfake_detect.config import load_params
+from deepfake_detect.config import load_params, rename_run
 from deepfake_detect.models import get_model, get_submodule, list_models, num_params
 from deepfake_detect.models.npr import npr_residual
 from deepfake_detect.splits import prepare_dataset
@@ -82,9 +82,10 @@ def test_learns_the_demo_generator_fingerprint(tmp_path):
     src = {"source": "demo", "groups": None, "val_fraction": 0.15, "test_fraction": 0.15}
     prepare_dataset("synthetic", src, data / "synthetic", seed=0, progress=False,
                     demo_cfg={"image_size": 64, "synthetic": {"train": 120, "val": 40, "test": 10}})
-    params = load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-synth": {
-        "run": "npr", "model": "npr", "model_params": {}, "image_size": 64, "optimizer": "adam", "lr": 0.001,
-        "batch_size": 4, "epochs": 3, "hflip": False, "select_metric": "auc", "eval_test_every_epoch": False}})
+    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-synth": {
+        "model": "npr", "model_params": {}, "image_size": 64, "optimizer": "adam", "lr": 0.001,
+        "batch_size": 4, "epochs": 3, "hflip": False, "select_metric": "auc", "eval_test_every_epoch": False}}),
+        "simplenet-synth", "npr")
     out = fit(params["train-simplenet-synth"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["num_params"] == 1_437_761

@@ -31,13 +31,13 @@ def _after(lines: list[str], pattern: str, new: str, start: str = "") -> list[st
 
 def test_a_key_set_twice_names_the_key_and_both_lines(tmp_path, capsys):
     """`lr: 0.001` then `lr: 5.0` used to train with 5.0 outside DVC."""
-    path = _params_with(tmp_path, lambda ls: _after(ls, r"  lr: ", "  lr: 5.0", start="train-simplenet-fakes:"))
-    first = PARAMS_YAML.read_text().splitlines().index("  lr: 0.001") + 1
-    message = f"{path}, line {first + 1}: key 'train-simplenet-fakes.lr' is set twice (first on line {first}); keep one"
+    path = _params_with(tmp_path, lambda ls: _after(ls, r"  lr: ", "  lr: 5.0", start="train-defaults:"))
+    first = next(i for i, ln in enumerate(PARAMS_YAML.read_text().splitlines(), 1) if ln.startswith("  lr: 0.001"))
+    message = f"{path}, line {first + 1}: key 'train-defaults.lr' is set twice (first on line {first}); keep one"
     with pytest.raises(ParamsError) as e:
         load_params(path)
     assert str(e.value) == message
-    assert cli.main(["train", "train-simplenet-fakes", "--params", str(path)]) == 2
+    assert cli.main(["train", "simplenet-fakes", "--params", str(path)]) == 2
     assert capsys.readouterr().err == f"deepfake-detect: error: {message}\n"
 
 
@@ -49,7 +49,7 @@ def test_a_top_level_key_set_twice(tmp_path):
 
 def test_a_tab_is_one_line_saying_to_use_spaces(tmp_path, capsys):
     path = _params_with(tmp_path, lambda ls: [ln.replace("  lr: 0.001", "\tlr: 0.001", 1) for ln in ls])
-    line = PARAMS_YAML.read_text().splitlines().index("  lr: 0.001") + 1
+    line = next(i for i, ln in enumerate(PARAMS_YAML.read_text().splitlines(), 1) if ln.startswith("  lr: 0.001"))
     assert cli.main(["prepare-splits", "--params", str(path)]) == 2
     assert capsys.readouterr().err == (f"deepfake-detect: error: {path}, line {line}, column 1: a tab; YAML indents "
                                        "with spaces only (replace the tab with spaces)\n")

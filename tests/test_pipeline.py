@@ -216,10 +216,14 @@ def test_real_pipeline_runs_the_demo_stages():
         assert real["stages"][name].get("foreach") == group.get("foreach"), name
         stage, other = group.get("do", group), real["stages"][name].get("do", real["stages"][name])
         assert other["cmd"] == stage["cmd"].replace("python stages/", "python ../stages/")
-        assert [d.removeprefix("../") for d in other["deps"] if not d.startswith("${data.")] == stage["deps"]
+        assert [d.removeprefix("../") for d in other["deps"]
+                if not d.startswith(("${data.", "../../shared/"))] == stage["deps"]
         for key in ("outs", "metrics", "plots"):
             assert other.get(key) == stage.get(key), (name, key)
     assert real["stages"]["prepare-splits"]["deps"][-2:] == ["${data.fakes.source}", "${data.synthetic.source}"]
+    evaluate_deps = real["stages"]["evaluate-roc-det"]["do"]["deps"]  # the evaluation-only sets of other generators
+    assert [d for d in evaluate_deps if d.startswith("../../shared/")] == ["../../shared/data/diffusion_faces",
+                                                                          "../../shared/data/xgen_faces"]
     assert len(real["plots"]) == len(demo["plots"])
 
 
@@ -244,6 +248,9 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     shared = work.parent / "shared" / "data"
     _course_folder(shared / "dfdc_faces", 6, 3, 48, 0)
     _course_folder(shared / "stylegan_faces", 4, 4, 56, 1000)
+    for name, seed in (("diffusion_faces", 2000), ("xgen_faces", 3000)):  # evaluation-only: flat real/ + fake/
+        for i, cls in enumerate(["real"] * 3 + ["fake"] * 3):
+            write_image(shared / name / cls / f"{i}.jpg", seed + i, size=56)
     params = yaml.safe_load((work / "real" / "params.yaml").read_text())
     _update(params, TINY_REAL)  # the rest is tiny already: laid over the tiny params.yaml
     (work / "real" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepfake_detect import demo
-from deepfake_detect.config import ParamsError, load_params
+from deepfake_detect.config import ParamsError, load_params, rename_run
 from deepfake_detect.data import ManifestDataset, Preprocess, read_manifest
 from deepfake_detect.pseudofakes import (
     PairSampler,
@@ -40,9 +40,10 @@ def demo_fakes(tmp_path_factory):
 
 
 def _params(**section):
-    return load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
-        "run": "sbi", "image_size": 64, "batch_size": 16, "epochs": 5, "hflip": True, "select_metric": "auc",
-        "eval_test_every_epoch": False, "pseudo_fakes": "sbi", "pseudo_fakes_params": DEMO_MASK, **section}})
+    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
+        "image_size": 64, "batch_size": 16, "epochs": 5, "hflip": True, "select_metric": "auc",
+        "eval_test_every_epoch": False, "pseudo_fakes": "sbi", "pseudo_fakes_params": DEMO_MASK,
+        **section}}), "simplenet-fakes", "sbi")
 
 
 def test_fake_differs_from_its_real_only_inside_the_mask():

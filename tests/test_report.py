@@ -122,8 +122,11 @@ def test_table_reads_layered_params_from_the_lock(tmp_path):
 
 def test_check_fails_when_a_figure_is_edited_by_hand(tmp_path):
     for rel in ("README.md", "dvc.lock", "metrics/runs", "metrics/summary/cross_dataset.json", "real/dvc.lock",
-                "real/metrics/runs", "real/metrics/summary/cross_dataset.json"):
+                "real/metrics/runs", "real/metrics/summary/cross_dataset.json",
+                "real/metrics/evaluate/cross_dataset.json"):  # (the latter: a real lock from before summarize had it)
         src, dst = REPO / rel, tmp_path / rel
+        if not src.exists():
+            continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     report(tmp_path / "README.md", check=True)  # as committed: passes
