@@ -35,6 +35,13 @@ def _cmd_train(args) -> None:
     run_stage(load_params(args.params), args.run)
 
 
+def _cmd_crop_faces(args) -> None:
+    from .crop import crop_folder
+
+    crop_folder(args.src, args.dst, size=args.size, margin=args.margin, all_faces=args.all_faces,
+                progress=not args.quiet)
+
+
 def _cmd_demo(args) -> None:
     from .demo import generate_dataset
 
@@ -128,6 +135,18 @@ def _add_pipeline_commands(sub) -> None:
     p.add_argument("run")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_crop_faces(sub) -> None:
+    p = sub.add_parser("crop-faces", help="a dataset of face crops from uncropped photos (then: prepare-splits)")
+    p.add_argument("src", help="a folder of photos (course layout train|val|test/real|fake, or real/ + fake/)")
+    p.add_argument("dst", help="where the crops go, in the same layout (set data.<name>.source to it)")
+    p.add_argument("--size", type=_int_at_least(32), default=224, help="crop size in px (default: %(default)s)")
+    p.add_argument("--margin", type=_float_in(-0.5, 3.0), default=0.35,
+                   help="crop side = (1 + margin) x the face box's longer side (default: %(default)s)")
+    p.add_argument("--all-faces", action="store_true", help="one crop per face (default: the largest face only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_crop_faces)
 
 
 def _add_demo(sub) -> None:
@@ -255,6 +274,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     _add_pipeline_commands(sub)
     _add_demo(sub)
+    _add_crop_faces(sub)
     _add_report(sub)
     _add_scoring_commands(sub)
     _add_explain(sub)
