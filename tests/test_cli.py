@@ -7,7 +7,8 @@ import pytest
 
 from deepfake_detect import cli
 
-COMMANDS = ("prepare-splits", "train", "demo", "crop-faces", "report", "evaluate", "predict", "explain", "plots", "exps")
+COMMANDS = ("prepare-splits", "train", "demo", "crop-faces", "report", "evaluate", "predict", "explain", "plots",
+            "exps")
 
 
 def _subparsers(parser):
