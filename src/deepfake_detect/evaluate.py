@@ -43,12 +43,18 @@ def _test_scores(run: str, model, ckpt: dict, dataset: str, data_dir: str | Path
     rows = read_manifest(manifest, "test")
     if not rows:
         raise DatasetError(f"{manifest}: no test rows")
-    y = np.array([r["label"] for r in rows])
+    return _scored(model, ckpt, rows, f"test image(s) of {manifest}", device, batch_size, progress,
+                   f"evaluate {run} on {dataset}")
+
+
+def _scored(model, ckpt: dict, rows: list[dict], what: str, device, batch_size: int, progress: bool,
+            desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, p(fake)) of ``rows``; an image that does not decode stops the stage, naming ``what``."""
+    y = np.array([int(r["label"]) for r in rows])
     p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), device, batch_size,
-                            progress=progress, desc=f"evaluate {run} on {dataset}")
+                            progress=progress, desc=desc)
     if errors:
-        raise BadImageError(f"{len(errors)} test image(s) of {manifest} do not decode: "
-                            + "; ".join(list(errors.values())[:5]))
+        raise BadImageError(f"{len(errors)} {what} do not decode: " + "; ".join(list(errors.values())[:5]))
     return y, p
 
 
@@ -122,11 +128,8 @@ def _cross_generator(model, ckpt: dict, root: Path, device, cfg: dict, params: d
     if odd or not rows:
         raise DatasetError(f"{root}: an evaluation set holds images in real/ and fake/ only; {len(odd)} other "
                            f"entries: {', '.join(odd[:5])}")
-    y = np.array([int(r["label"]) for r in rows])
-    p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), device, cfg["batch_size"],
-                            progress=progress, desc=f"evaluate on {root.name}")
-    if errors:
-        raise BadImageError(f"{len(errors)} image(s) of {root} do not decode: " + "; ".join(list(errors.values())[:5]))
+    y, p = _scored(model, ckpt, rows, f"image(s) of {root}", device, cfg["batch_size"], progress,
+                   f"evaluate on {root.name}")
     m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
     m.update(threshold_metrics(y, p, ckpt))
     print(f"  on {root.name} (evaluation only): AUC {m['auc']:.4f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]")
