@@ -14,6 +14,8 @@ trained on the train split, C chosen on validation, scored once on test (sklearn
     python bench/stylegan_probe.py                       # ~5 min on 2 CPU cores
     python bench/stylegan_probe.py --sizes 256 --out /tmp/probe.json
     python bench/stylegan_probe.py --source ../shared/data/dfdc_faces --sizes 224 --out bench/results/dfdc_probe.json
+    python bench/stylegan_probe.py --sizes 256 --eval ../shared/data/diffusion_faces ../shared/data/xgen_faces \
+        --out bench/results/stylegan_probe_cross.json   # do the probes carry to other generators?
 
 Any course-layout folder works (tests/test_bench.py runs it on a small generated demo set at 64 px).
 """
@@ -90,7 +92,8 @@ def backbone_features(model, outs: dict, paths: list[str], size: int, batch: int
 
 
 def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
-    """Logistic regression: C picked on val AUC, then test AUC and accuracy once."""
+    """Logistic regression: C picked on val AUC, then test AUC and accuracy once, and the AUC on every other
+    set of ``x`` (the ``--eval`` folders: never trained or selected on)."""
     best = None
     for c in (0.001, 0.01, 0.1, 1.0):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)).fit(x["train"], y["train"])
@@ -99,22 +102,29 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
             best = (val, c, clf)
     val, c, clf = best
     p = clf.predict_proba(x["test"])[:, 1]
-    return {"C": c, "val_auc": round(float(val), 4), "test_auc": round(float(roc_auc_score(y["test"], p)), 4),
-            "test_acc": round(float(((p > 0.5) == y["test"]).mean()), 4)}
+    out = {"C": c, "val_auc": round(float(val), 4), "test_auc": round(float(roc_auc_score(y["test"], p)), 4),
+           "test_acc": round(float(((p > 0.5) == y["test"]).mean()), 4)}
+    for name in x.keys() - {"train", "val", "test"}:
+        out[f"{name}_auc"] = round(float(roc_auc_score(y[name], clf.predict_proba(x[name])[:, 1])), 4)
+    return dict(sorted(out.items()))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=str(SHARED / "stylegan_faces"), help="course-layout dataset folder")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 384], help="input sizes for the feature probe")
+    ap.add_argument("--eval", nargs="*", default=[], metavar="DIR",
+                    help="evaluation-only folders with real/ + fake/ (e.g. ../shared/data/diffusion_faces): "
+                         "each probe's AUC on them")
     ap.add_argument("--out", default=str(REPO / "bench/results/stylegan_probe.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
     splits = {s: labelled_images(args.source, s)[0] for s in ("train", "val", "test")}
+    splits.update({Path(d).name: labelled_images(d)[0] for d in args.eval})
     paths = {s: [r["path"] for r in rows] for s, rows in splits.items()}
     y = {s: np.array([r["label"] for r in rows]) for s, rows in splits.items()}
-    report = {"dataset": args.source, "n": {s: len(v) for s, v in y.items()},
-              "jpeg": jpeg_formats([r for rows in splits.values() for r in rows])}
+    report = {"dataset": args.source, "eval": args.eval, "n": {s: len(v) for s, v in y.items()},
+              "jpeg": jpeg_formats([r for split in ("train", "val", "test") for r in splits[split]])}
     print("jpeg", report["jpeg"], flush=True)
     x = {s: np.stack([spectrum(p) for p in tqdm(paths[s], desc=f"spectrum {s}", leave=False)]) for s in paths}
     report["spectrum"] = probe(x, y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import REPO, make_tiny, tiny_params
 
-SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py",
+SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py", "model_speed.py",
                 "faces.py"}  # faces.py: tests/test_bench_faces.py
 
 
@@ -74,14 +75,30 @@ def test_levers_on_a_tiny_trained_pipeline(tmp_path):
     assert entry["threshold"]["rule"] == "balanced" and 0 <= entry["threshold"]["val_acc_at_threshold"] <= 1
 
 
+def test_model_speed_smoke(tmp_path):
+    """Each NAME@SIZE is timed in both modes and its epoch time follows from its training throughput."""
+    report = _bench("model_speed.py", tmp_path, "--models", "npr@32", "competition@32", "--batch-size", "2",
+                    "--steps", "1", "--images", "10")
+    rows = {r["model"]: r for r in report["models"]}
+    assert set(rows) == {"npr", "competition"} and rows["npr"]["num_params"] == 1_437_761
+    for row in rows.values():
+        assert row["image_size"] == 32 and row["train_img_s"] > 0 and row["eval_img_s"] > 0
+        assert row["train_page_faults_per_step"] >= 0 and 0 <= row["train_kernel_share"] <= 1
+        assert row["train_epoch_s"] == pytest.approx(10 / row["train_img_s"], abs=0.06)
+    assert report["command"].startswith("python bench/model_speed.py --models npr@32 competition@32")
+
+
 def test_stylegan_probe_on_demo_data(tmp_path):
     from deepfake_detect.demo import generate_dataset
 
     generate_dataset(tmp_path / "synthetic", kind="synthetic", n_train=24, n_val=12, n_test=12, image_size=64,
                      progress=False)
-    report = _bench("stylegan_probe.py", tmp_path, "--source", str(tmp_path / "synthetic"), "--sizes", "64")
-    assert report["n"] == {"train": 24, "val": 12, "test": 12}
+    shutil.copytree(tmp_path / "synthetic" / "test", tmp_path / "other")  # an evaluation-only set: the test images
+    report = _bench("stylegan_probe.py", tmp_path, "--source", str(tmp_path / "synthetic"), "--sizes", "64",
+                    "--eval", str(tmp_path / "other"))
+    assert report["n"] == {"train": 24, "val": 12, "test": 12, "other": 12}
     assert report["jpeg"] == {"real": {"PNG": 24}, "fake": {"PNG": 24}}  # the demo writes PNGs: no JPEG tables
     for probe in (report["spectrum"], report["features@64"]["all"]):
         assert 0 <= probe["val_auc"] <= 1 and 0 <= probe["test_auc"] <= 1 and probe["C"] in (0.001, 0.01, 0.1, 1.0)
+        assert probe["other_auc"] == pytest.approx(probe["test_auc"], abs=1e-4)  # the same images, scored alike
     assert list(report["features@64"]["blocks"])[-1] == "final"

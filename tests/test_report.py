@@ -17,6 +17,7 @@ from deepfake_detect.report import (
     experiments_table,
     headline,
     render_bench,
+    render_generalization_table,
     render_readme,
     render_table,
     report,
@@ -120,10 +121,48 @@ def test_table_reads_layered_params_from_the_lock(tmp_path):
     assert table.endswith("`dvc repro real/dvc.yaml:train-a` |")
 
 
+def test_generalization_table_names_each_recipe_and_reads_the_panel_and_the_evaluation_only_sets(tmp_path):
+    """One row per run of the lock's `runs`: the levers its merged config turns on, its own test AUC with the
+    interval, the other dataset, each evaluation-only set with its interval, and the AUC change under JPEG q70
+    and the 0.5x resize, as metrics/evaluate/<run>.json says."""
+    defaults = {"image_size": 128, "epochs": 5, "degrade_p_blur": 0.0, "degrade_p_jpeg": 0.0, "pseudo_fakes": "none",
+                "pseudo_fakes_val": False}
+    lock = {"stages": {
+        "train-a": {"params": {"params.yaml": {"runs.a": "train-a", "train-defaults": defaults,
+                                               "train-a": {"dataset": "fakes", "model": "efficientnet_lite0",
+                                                           "pseudo_fakes": "sbi", "pseudo_fakes_val": True}}}},
+        "train-b": {"params": {"params.yaml": {"runs.b": "train-b", "train-defaults": defaults,
+                                               "train-b": {"dataset": "synthetic", "model": "npr",
+                                                           "degrade_p_blur": 0.5, "degrade_p_jpeg": 0.1}}}},
+        "summarize": {"params": {"params.yaml": {"runs": {"a": "train-a", "b": "train-b"}}}}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    names = {"fakes": "dfdc_faces", "synthetic": "stylegan_faces"}
+    for run, own, other, gen in (("a", "fakes", "synthetic", None), ("b", "synthetic", "fakes", 0.612)):
+        m = {"auc": 0.9, "auc_ci_low": 0.85, "auc_ci_high": 0.95,
+             "cross_dataset": {"trained_on": own, "auc": {own: 0.9, other: 0.51}, "datasets": names},
+             "robustness": {"degradations": {"clean": {"auc": 0.9, "auc_drop": 0.0},
+                                             "jpeg_q70": {"auc": 0.88, "auc_drop": 0.02},
+                                             "resize_half": {"auc": 0.95, "auc_drop": -0.05}}}}
+        if gen is not None:
+            m["cross_generator"] = {"diffusion_faces": {"auc": gen, "auc_ci_low": 0.55, "auc_ci_high": 0.66}}
+        for folder, data in (("evaluate", m), ("runs", {"val_auc": 0.91, "num_params": 1234, "train_time_s": 7})):
+            (tmp_path / "metrics" / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "metrics" / folder / f"{run}.json").write_text(json.dumps(data))
+    lines = render_generalization_table("demo", tmp_path).splitlines()
+    assert lines[0].startswith("| run | recipe | val AUC | test AUC [95 % CI] | other dataset test AUC | "
+                               "diffusion_faces AUC [95 % CI] | Δ JPEG q70 |")
+    assert lines[2] == ("| `a` | `efficientnet_lite0`, SBI pseudo-fakes, reals only (val too) | 0.910 | "
+                        "**0.900 [0.850, 0.950]** (dfdc_faces) | stylegan_faces 0.510 | – | -0.020 | +0.050 | "
+                        "1,234 | 7 s |")
+    assert "| `b` | `npr`, blur p=0.5 + JPEG p=0.1 | " in lines[3] and "| 0.612 [0.550, 0.660] |" in lines[3]
+    assert render_readme("<!-- report:demo-generalization -->\n<!-- /report:demo-generalization -->",
+                         tmp_path).count("\n| `") == 2  # one row per run
+
+
 def test_check_fails_when_a_figure_is_edited_by_hand(tmp_path):
-    for rel in ("README.md", "dvc.lock", "metrics/runs", "metrics/summary/cross_dataset.json", "real/dvc.lock",
-                "real/metrics/runs", "real/metrics/summary/cross_dataset.json",
-                "real/metrics/evaluate/cross_dataset.json"):  # (the latter: a real lock from before summarize had it)
+    for rel in ("README.md", "docs", *(f"bench/results-{m}.json" for m in ("cpu-quiet", "cpu", "h100")),
+                *(f"{p}/{f}" for p in (".", "real") for f in ("dvc.lock", "metrics/runs", "metrics/summary",
+                                                              "metrics/evaluate"))):
         src, dst = REPO / rel, tmp_path / rel
         if not src.exists():
             continue

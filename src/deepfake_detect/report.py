@@ -359,21 +359,79 @@ def render_bench(path: str | Path, root: str | Path = ".") -> str:
 MARKER = re.compile(r"(<!-- report:(?P<block>[\w./:-]+) -->\n)(.*?)(<!-- /report:(?P=block) -->)", re.S)
 
 
+def _recipe(cfg: dict) -> str:
+    """The generalization levers a run's merged config turns on, in words (the README's recipe column)."""
+    parts = [f"`{cfg['model']}`"]
+    if cfg.get("pseudo_fakes", "none") != "none":
+        parts.append(f"{cfg['pseudo_fakes'].upper()} pseudo-fakes, reals only"
+                     + (" (val too)" if cfg.get("pseudo_fakes_val") else ""))
+    aug = [f"{name} p={cfg[key]:g}" for name, key in (("blur", "degrade_p_blur"), ("JPEG", "degrade_p_jpeg"))
+           if cfg.get(key)]
+    if aug:
+        parts.append(" + ".join(aug))
+    return ", ".join(parts)
+
+
+def _auc_ci(m: dict | None) -> str:
+    if not m or m.get("auc") is None:
+        return "–"
+    ci = f" [{_fmt(m.get('auc_ci_low'))}, {_fmt(m.get('auc_ci_high'))}]" if m.get("auc_ci_low") is not None else ""
+    return f"{_fmt(m['auc'])}{ci}"
+
+
+GENERALIZATION_DROPS = ("jpeg_q70", "resize_half")  # the panel columns of the generalization table
+
+
+def render_generalization_table(pipeline: str, root: str | Path = ".") -> str:
+    """Per run: its recipe, validation and test AUC, the AUC on the other dataset and on each evaluation-only set
+    of other generators (bootstrap 95 % intervals), the AUC change under JPEG q70 and the 0.5x resize (robustness
+    panel), params and training time; from metrics/evaluate/<run>.json, metrics/runs/<run>.json and dvc.lock."""
+    folder = Path(root) / PIPELINES[pipeline][0]
+    lock = _lock(folder)
+    runs = _lock_runs(lock)
+    evaluated = {run: _read_json(folder / "metrics" / "evaluate" / f"{run}.json") for run in runs}
+    sets = list(dict.fromkeys(g for m in evaluated.values() for g in m.get("cross_generator", {})))
+    head = (["run", "recipe", "val AUC", "test AUC [95 % CI]", "other dataset test AUC"]
+            + [f"{g} AUC [95 % CI]" for g in sets] + [f"Δ {LABELS[d]}" for d in GENERALIZATION_DROPS]
+            + ["params", "train time"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, stage in runs.items():
+        m, row = evaluated[run], _read_json(folder / "metrics" / "runs" / f"{run}.json")
+        cross = m["cross_dataset"]
+        others = ", ".join(f"{cross['datasets'][d]} {_fmt(a)}" for d, a in cross["auc"].items()
+                           if d != cross["trained_on"])
+        panel = m.get(ROBUSTNESS_KEY, {}).get("degradations", {})
+        drops = [f"{0.0 - panel[d]['auc_drop']:+.3f}" if d in panel else "–" for d in GENERALIZATION_DROPS]
+        cells = [f"`{run}`", _recipe(merge_run(_stage_params(lock[stage]), stage)), _fmt(row.get("val_auc")),
+                 f"**{_auc_ci(m)}** ({cross['datasets'][cross['trained_on']]})", others or "–",
+                 *(_auc_ci(m.get("cross_generator", {}).get(g)) for g in sets), *drops,
+                 f"{row.get('num_params', 0):,}", f"{row.get('train_time_s', 0):,} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_panel_block(pipeline: str, root: str | Path = ".") -> str:
+    """Every run's robustness panel (metrics/summary/robustness.json) as a table."""
+    panels = _read_json(Path(root) / PIPELINES[pipeline][0] / "metrics" / "summary" / ROBUSTNESS_JSON)
+    return panel_table({run: {ROBUSTNESS_KEY: p} for run, p in panels.items()}).rstrip("\n")
+
+
+# block suffix -> what renders it (``<pipeline><suffix>``)
+BLOCKS = {"": render_table, "-cross": render_cross_table, "-robustness": render_panel_block,
+          "-generalization": render_generalization_table}
+
+
 def render_block(block: str, root: str | Path = ".") -> str:
-    """The generated text of one block: ``demo``/``real`` (results), ``demo-cross``/``real-cross`` (every run
-    on every dataset), ``bench:<path of a bench_train.py JSON>``."""
-    if block in PIPELINES:
-        return render_table(block, root)
-    if block.removesuffix("-cross") in PIPELINES:
-        return render_cross_table(block.removesuffix("-cross"), root)
-    if block.removesuffix("-robustness") in PIPELINES:
-        folder = Path(root) / PIPELINES[block.removesuffix("-robustness")][0]
-        panels = _read_json(folder / "metrics" / "summary" / ROBUSTNESS_JSON)
-        return panel_table({run: {ROBUSTNESS_KEY: p} for run, p in panels.items()}).rstrip("\n")
+    """The generated text of one block: ``<pipeline>`` (results), ``<pipeline>-cross`` (every run on every
+    dataset), ``<pipeline>-robustness`` (the panel), ``<pipeline>-generalization`` (recipes off their training
+    distribution), ``bench:<path of a bench_train.py JSON>``; pipelines: ``demo``, ``real``."""
     if block.startswith("bench:"):
         return render_bench(block.removeprefix("bench:"), root)
-    raise UserError(f"unknown report block '{block}' (known: {', '.join(PIPELINES)}, "
-                    f"{', '.join(p + '-cross' for p in PIPELINES)}, bench:<file>)")
+    for suffix, render in sorted(BLOCKS.items(), key=lambda kv: -len(kv[0])):
+        if block.endswith(suffix) and block[:len(block) - len(suffix)] in PIPELINES:
+            return render(block[:len(block) - len(suffix)], root)
+    raise UserError(f"unknown report block '{block}' (known: "
+                    f"{', '.join(p + s for p in PIPELINES for s in BLOCKS)}, bench:<file>)")
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:
