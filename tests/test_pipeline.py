@@ -112,7 +112,7 @@ def test_metrics_show_is_one_headline_row_per_run(repro):
     shown = json.loads(_run(DVC + ["metrics", "show", "--json"], work).stdout)
     files = next(iter(shown.values()))["data"]
     demo = {f: v["data"] for f, v in files.items() if f.startswith("metrics/")}
-    assert sorted(demo) == [f"metrics/runs/{r}.json" for r in sorted(RUN_STAGES)]
+    assert sorted(demo) == sorted(f"metrics/runs/{r}.json" for r in RUN_STAGES)
     columns = {tuple(sorted(row)) for row in demo.values()}
     assert len(columns) == 1 and len(next(iter(columns))) <= 12  # the same headline columns in every row
     ev = json.loads((work / "metrics/evaluate/competition-fakes.json").read_text())
