@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import DEFAULTS, PARAMS_FILE, RUNS, merge_run, override
+from .config import PARAMS_FILE, RUNS, merge_run, override
 from .degrade import LABELS, PANEL, worst
 from .errors import UserError
 from .io import write_json, write_text
@@ -140,18 +140,13 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def _lock_runs(lock: dict) -> dict[str, str]:
-    """{run: its training stage} of a dvc.lock: summarize's ``runs``, or, in a lock written before runs were
-    data (each training section named its ``run``; until the pipeline is rerun), the training stages' own."""
-    runs = _stage_params(lock["summarize"]).get(RUNS)
-    if runs:
-        return runs
-    return {params[name]["run"]: name for name, stage in lock.items()
-            if "run" in (params := _stage_params(stage)).get(name, {})}
+    """{run: its training stage} of a dvc.lock: the ``runs`` summarize ran with."""
+    return _stage_params(lock["summarize"])[RUNS]
 
 
 def _row(pipeline: str, run: str, stage: str, lock: dict, folder: Path) -> str:
     tree = _stage_params(lock[stage])
-    cfg = merge_run(tree, stage) if DEFAULTS in tree else tree[stage]  # a lock from before train-defaults: whole
+    cfg = merge_run(tree, stage)
     data = _stage_params(lock["prepare-splits"])["data"][cfg["dataset"]]["source"]
     data = f"demo {cfg['dataset']}" if data == "demo" else Path(data).name
     m = _read_json(folder / "metrics" / "runs" / f"{run}.json")
@@ -182,10 +177,7 @@ def render_table(pipeline: str, root: str | Path = ".") -> str:
 def render_cross_table(pipeline: str, root: str | Path = ".") -> str:
     """Every run's test AUC on every dataset of the pipeline (bold: the dataset it was trained on)."""
     folder = Path(root) / PIPELINES[pipeline][0]
-    path = folder / "metrics" / "summary" / CROSS_DATASET_JSON
-    if not path.is_file() and (folder / "metrics" / "evaluate" / CROSS_DATASET_JSON).is_file():
-        path = folder / "metrics" / "evaluate" / CROSS_DATASET_JSON  # where a run before summarize made it wrote it
-    cross = _read_json(path)
+    cross = _read_json(folder / "metrics" / "summary" / CROSS_DATASET_JSON)
     names = cross["datasets"]
     lines = ["| run (trained on) | " + " | ".join(f"{names[d]} test AUC" for d in names) + " |",
              "|---|" + "---|" * len(names)]
