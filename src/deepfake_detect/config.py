@@ -133,7 +133,11 @@ SCHEMA: dict[str, Any] = {
     "evaluate-roc-det": {"batch_size": Int(1, 4096), "bootstrap": Int(0, 100_000),
                          "robustness": LIST,  # names of degrade.PANEL: the test split re-scored under each
                          "robustness_max_images": Int(0, 10**7),  # 0: every test image; else a stratified subsample
-                         "cross_generator": LIST},  # evaluation-only folders (real/ + fake/) every run is scored on
+                         "cross_generator": LIST,  # evaluation-only folders (real/ + fake/) every run is scored on
+                         # 0: all; else a seeded stratified subsample of each other dataset's test split and of
+                         # each evaluation-only set (the intervals widen accordingly; they are reported)
+                         "cross_max_images": Int(0, 10**7),
+                         "precision": Choice("auto", "fp32", "bf16")},  # scoring: auto = bf16 where measured safe
     "explain": {"n_examples": Int(1, 64), "n_mean": Int(1, 100_000),
                 "n_faithfulness": Int(0, 100_000), "batch_size": Int(1, 4096)},
 }
@@ -370,10 +374,12 @@ def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> 
     top, given = layers[-1]
     layers[-1] = (top, override(given, changes or {}))
     runs: dict = {}
-    for where, given in layers:  # a file may add runs to those of its base
-        runs.update(check_runs(given[RUNS], where) if RUNS in given else {})
+    sections: list[str] = []  # the sections of every layer's runs: a base's sections stay valid keys
+    for where, given in layers:  # a file that sets runs replaces its base's (the real pipeline's own list)
+        if RUNS in given:
+            runs = check_runs(given[RUNS], where)
+            sections += [s for s in runs.values() if s not in sections]
     runs = check_runs(runs or None, top)
-    sections = list(runs.values())
     merged: dict = {}
     for where, given in layers:
         merged = override(merged, _check_layer(where, given, sections))
