@@ -16,6 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"  # the one source of every value: tests start from it and change a few keys
 
 
+# The slow tier (`pytest -m "not slow"` leaves it out for the edit-test loop; CI and the README's test command run
+# everything): end-to-end `dvc repro` copies, DDP across processes, the remote round trip, the bench smoke runs.
+SLOW_MODULES = {"test_pipeline", "test_ddp", "test_dvc_remote", "test_bench", "test_bench_faces"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end repros, DDP, remote, bench smoke (deselect: -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_data_dir() -> Path:
     """Real datasets beside the checkout (``../shared/data``) or where DFD_SHARED_DATA points."""
     return Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -172,8 +172,11 @@ def test_stage_declares_every_key_it_reads_from_the_file_that_sets_it(dvcfile, n
         assert tree is not None, f"{name}: lists params of {file}, which the stage does not read"
         missing = [k for k in keys if _get(tree, k) is UNSET]
         assert not missing, f"{where}: stage '{name}' lists {missing}, not set in {file.relative_to(REPO)}"
+    # a layer that sets `runs` replaces the runs below it (config.load_params), other sections merge
+    top_runs = next(i for i, (_, tree) in enumerate(layers) if RUNS in tree)
     for key in _reads(name, stage):
-        leaves = {leaf for _, tree in layers if _get(tree, key) is not UNSET for leaf in _leaves(_get(tree, key), key)}
+        seen = layers[top_runs:top_runs + 1] if _under(key, RUNS) else layers
+        leaves = {leaf for _, tree in seen if _get(tree, key) is not UNSET for leaf in _leaves(_get(tree, key), key)}
         assert leaves, f"{name}: reads '{key}', which no params file sets"
         for leaf in leaves:
             file = next(f for f, tree in layers if _get(tree, leaf) is not UNSET)

@@ -32,7 +32,6 @@ TINY = {  # one epoch of 64 px for every run (train-defaults), two for simplenet
     "finetune-xception": {"epochs": 1},
     "finetune-fakes": {"epochs": 1},
     "train-competition": {"epochs": 1},
-    "train-finetune-synth-aug": {"epochs": 1},
     "train-sbi-fakes": {"epochs": 1},
     "evaluate-roc-det": {"bootstrap": 20},
     "explain": {"n_examples": 2, "n_faithfulness": 4},
@@ -40,8 +39,7 @@ TINY = {  # one epoch of 64 px for every run (train-defaults), two for simplenet
 # real/params.yaml laid over the tiny params.yaml: its own recipe changes made tiny too
 TINY_REAL = {"train-defaults": {"image_size": 64},
              "finetune-xception": {"epochs": 1}, "finetune-fakes": {"image_size": 64, "epochs": 1},
-             "train-competition": {"image_size": 64}, "train-finetune-synth-aug": {"epochs": 1},
-             "train-sbi-fakes": {"image_size": 64, "epochs": 1}}
+             "train-competition": {"image_size": 64}}
 
 
 def _run(cmd, cwd, **kw):
