@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, make_tiny, tiny_checkpoint, write_image
 from deepfake_detect import cli, detector, predict
 from deepfake_detect.detector import Detector, DetectorError, calibrate, resolve_precision
+
+from conftest import REPO, make_tiny, tiny_checkpoint, write_image
 
 FROZEN = {"__init__.py", "config.py", "errors.py", "io.py", "data.py", "engine.py", "checkpoint.py", "metrics.py",
           "train.py", "degrade.py", "pseudofakes.py", "faces.py", "demo.py", "splits.py", "plots/__init__.py",
@@ -61,8 +62,9 @@ def test_every_path_gives_the_same_p(tmp_path, tiny_ckpt):
 def test_evaluate_stage_and_cli_evaluate_match_score_paths(tmp_path, tiny_ckpt):
     import csv
 
-    from conftest import tiny_params
     from deepfake_detect.evaluate import run_stage
+
+    from conftest import tiny_params
 
     data = make_tiny(tmp_path)
     params = tiny_params()
