@@ -180,3 +180,7 @@ def test_cross_max_images_subsamples_other_sets(tmp_path):
                          progress=False)
     assert m["n_real"] + m["n_fake"] == 4 and m["n_of"] == 10
     assert 0 <= m["fpr_at_threshold"] <= 1 and 0 <= m["tpr_at_threshold"] <= 1
+
+
+def test_cli_precision_choices_are_the_detectors():
+    assert cli.PRECISIONS == detector.PRECISIONS
