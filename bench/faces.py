@@ -44,8 +44,9 @@ from sklearn.metrics import roc_auc_score
 from deepfake_detect import faces
 from deepfake_detect.checkpoint import load_model
 from deepfake_detect.data import load_rgb
+from deepfake_detect.detector import Detector
 from deepfake_detect.io import write_json
-from deepfake_detect.predict import OK, labelled_images, score_inputs
+from deepfake_detect.predict import OK, PredictOptions, labelled_images, score_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -113,8 +114,9 @@ def detection(rows: list[dict], framing: faces.Framing) -> dict:
 
 
 def _score(model, ckpt, paths, crop, framing) -> list:
-    return score_inputs(model, ckpt, [str(p) for p in paths], crop, framing, torch.device("cpu"), batch_size=32,
-                        num_workers=0, progress=False)
+    det = Detector.from_model(model, ckpt, precision="fp32").with_options(num_workers=0)
+    return score_inputs(det, [str(p) for p in paths], crop, framing,
+                        PredictOptions(device="cpu", batch_size=32, num_workers=0, progress=False))
 
 
 def padded(rows: list[dict], model, ckpt, framing: faces.Framing, work: Path, seed: int = 0) -> dict:

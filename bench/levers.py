@@ -25,8 +25,8 @@ import numpy as np
 from deepfake_detect import metrics
 from deepfake_detect.checkpoint import load_model
 from deepfake_detect.data import read_manifest
+from deepfake_detect.detector import Detector
 from deepfake_detect.io import write_json
-from deepfake_detect.score import score_paths
 from deepfake_detect.train import selection_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,8 @@ def tta_scores(model, ckpt: dict, rows: list[dict], modes: list[str]) -> dict[st
     y = [r["label"] for r in rows]
     out = {}
     for mode in dict.fromkeys([*modes, ckpt.get("tta", "none")]):
-        p, errors = score_paths(model, ckpt, [r["path"] for r in rows], y, tta=mode, desc=f"val tta {mode}")
+        det = Detector.from_model(model, ckpt, precision="fp32", tta=mode)  # fp32: training's validation scores
+        p, errors = det.score_paths([r["path"] for r in rows], y, desc=f"val tta {mode}")
         if errors:
             raise SystemExit(f"{len(errors)} validation images do not decode, e.g. {next(iter(errors.values()))}")
         out[mode] = p

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, make_tiny, tiny_params
 
 SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py", "model_speed.py",
-                "faces.py"}  # faces.py: tests/test_bench_faces.py
+                "faces.py", "inference_precision.py"}  # faces.py: tests/test_bench_faces.py
 
 
 def _bench(script: str, tmp_path: Path, *args: str) -> dict:
@@ -86,6 +86,15 @@ def test_model_speed_smoke(tmp_path):
         assert row["train_page_faults_per_step"] >= 0 and 0 <= row["train_kernel_share"] <= 1
         assert row["train_epoch_s"] == pytest.approx(10 / row["train_img_s"], abs=0.06)
     assert report["command"].startswith("python bench/model_speed.py --models npr@32 competition@32")
+
+
+def test_inference_precision_smoke(tmp_path):
+    """fp32 and bf16 both timed in one run; their ratio and the largest score difference reported."""
+    report = _bench("inference_precision.py", tmp_path, "--smoke")
+    assert report["model"] == "simplenet" and report["images"] == 8
+    assert report["fp32_img_s"] > 0 and report["bf16_img_s"] > 0
+    assert report["bf16_over_fp32"] == pytest.approx(report["bf16_img_s"] / report["fp32_img_s"], rel=0.01)
+    assert 0 <= report["max_abs_dp"] < 0.1 and report["command"] == "python bench/inference_precision.py --smoke"
 
 
 def test_stylegan_probe_on_demo_data(tmp_path):

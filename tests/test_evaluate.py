@@ -9,7 +9,6 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from deepfake_detect import evaluate, report
-from deepfake_detect.checkpoint import load_model
 from deepfake_detect.config import load_params
 from deepfake_detect.data import read_manifest
 
@@ -18,13 +17,13 @@ from conftest import REPO, write_image
 STAGE_KEYS = {"auc", "auc_score1", "eer", "ap", "acc", "balanced_acc", "tpr_at_fpr_1pct", "tpr_at_fpr_10pct",
               "tn", "fp", "fn", "tp", "auc_ci_low", "auc_ci_high", "n_real", "n_fake", "log_loss",
               "test_acc_at_best_val", "num_params", "train_time_s",
-              "threshold", "acc_at_threshold", "balanced_acc_at_threshold", "val_auc"}
+              "threshold", "acc_at_threshold", "balanced_acc_at_threshold", "val_auc", "precision"}
 
 
 def _stage_params():
     params = load_params(REPO / "params.yaml")
     params["device"] = "cpu"
-    params["evaluate-roc-det"].update(bootstrap=20)
+    params["evaluate-roc-det"].update(bootstrap=20, precision="fp32")  # fp32: compared with fp32 hand runs
     return params
 
 
@@ -46,8 +45,11 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
     panel = m["robustness"]  # the test split again under each degradation of params.yaml, clean first
     assert list(panel["degradations"]) == ["clean", *params["evaluate-roc-det"]["robustness"]]
     assert panel["degradations"]["clean"]["auc"] == pytest.approx(m["auc"], abs=1e-12)  # the stage's own scores
+    at = m["cross_dataset"].pop("at_threshold")  # FPR/TPR at the threshold per dataset; the own split whole
     assert m["cross_dataset"] == {"trained_on": "fakes", "auc": {"fakes": m["auc"]},
                                   "datasets": {"fakes": "demo fakes"}}
+    assert (at["fakes"]["n_real"], at["fakes"]["n_fake"], at["fakes"]["n_of"]) == (5, 4, 9)
+    assert m["precision"] == "fp32"
     assert (m["n_real"], m["n_fake"], m["test_acc_at_best_val"]) == (5, 4, 0.5)
     assert m["tn"] + m["fp"] == 5 and m["fn"] + m["tp"] == 4
     assert m["auc_ci_low"] <= m["auc"] <= m["auc_ci_high"]
@@ -74,7 +76,7 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
 
 def test_every_run_is_scored_on_every_dataset(tmp_path, tiny_ckpt, monkeypatch):
     """The cross-dataset matrix: a run trained on `fakes` is also scored on `synthetic`'s test split."""
-    from deepfake_detect.score import score_paths
+    from deepfake_detect.detector import Detector
 
     monkeypatch.chdir(tmp_path)
     for name, n in (("fakes", 6), ("synthetic", 8)):
@@ -90,9 +92,8 @@ def test_every_run_is_scored_on_every_dataset(tmp_path, tiny_ckpt, monkeypatch):
     evaluate.run_stage(params, "tiny", progress=False)
     cross = json.loads(Path("metrics/evaluate/tiny.json").read_text())["cross_dataset"]
     assert cross["datasets"] == {"fakes": "demo fakes", "synthetic": "stylegan_faces"}
-    model, ckpt = load_model(tiny_ckpt)
     rows = read_manifest("data/synthetic/manifest.csv")
-    p, _ = score_paths(model, ckpt, [r["path"] for r in rows], progress=False)
+    p, _ = Detector.load(tiny_ckpt, "cpu", "fp32").score_paths([r["path"] for r in rows], progress=False)
     assert cross["auc"]["synthetic"] == pytest.approx(roc_auc_score([r["label"] for r in rows], p))
     assert cross["auc"]["fakes"] == json.loads(Path("metrics/evaluate/tiny.json").read_text())["auc"]
 
@@ -126,8 +127,8 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
 
     from deepfake_detect import cli
     from deepfake_detect.checkpoint import save_checkpoint
+    from deepfake_detect.detector import Detector
     from deepfake_detect.models import get_model
-    from deepfake_detect.score import score_paths
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
@@ -146,9 +147,8 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
     m = evaluate.run_stage(params, "tta", progress=False)
     assert "at threshold 0.3 (checkpoint, rule 'balanced'" in capsys.readouterr().out
 
-    model, ckpt = load_model(ckpt_path)
-    p, _ = score_paths(model, ckpt, paths, progress=False)  # the checkpoint's tta: flip
-    p_none, _ = score_paths(model, ckpt, paths, progress=False, tta="none")
+    p, _ = Detector.load(ckpt_path, "cpu", "fp32").score_paths(paths, progress=False)  # the checkpoint's tta: flip
+    p_none, _ = Detector.load(ckpt_path, "cpu", "fp32", tta="none").score_paths(paths, progress=False)
     assert not np.allclose(p, p_none, rtol=0, atol=1e-7)
     # the stage scored with tta flip; its accuracies at 0.5 and at the checkpoint's 0.3, computed by hand
     assert m["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-6)  # other batches: see below
@@ -159,7 +159,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
 
     # deepfake-detect evaluate: the same numbers
     assert cli.main(["evaluate", "--model", str(ckpt_path), "--data", "imgs", "--bootstrap", "0", "--device", "cpu",
-                     "--quiet", "--out", "cli.json"]) == 0
+                     "--precision", "fp32", "--quiet", "--out", "cli.json"]) == 0
     c = json.loads(Path("cli.json").read_text())
     assert c["tta"] == "flip" and "rule 'balanced'" in c["threshold_source"]
     # batched otherwise (and the CLI scans real/ before fake/): oneDNN's float32 results depend on the batch and
@@ -170,7 +170,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
     # deepfake-detect predict: the same scores, labelled at 0.3
     def predicted(*extra):
         assert cli.main(["predict", "--model", str(ckpt_path), "imgs", "--out", "p.csv", "--device", "cpu",
-                         "--quiet", *extra]) == 0
+                         "--precision", "fp32", "--quiet", *extra]) == 0
         return {r["path"]: r for r in csv.DictReader(open("p.csv"))}
 
     rows = predicted()

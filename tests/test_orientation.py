@@ -9,10 +9,9 @@ import torch
 from PIL import Image
 
 from deepfake_detect import cli
-from deepfake_detect.checkpoint import load_model
 from deepfake_detect.data import ManifestDataset, Preprocess, build_decoded_cache, load_rgb
+from deepfake_detect.detector import Detector
 from deepfake_detect.explain import load_masks
-from deepfake_detect.score import score_paths
 from deepfake_detect.splits import check_dataset
 
 from conftest import sensitive_checkpoint
@@ -69,8 +68,7 @@ def test_hashes_cache_scores_and_masks_see_the_upright_picture(tmp_path, tiny_ck
         assert torch.equal(cached[k][0], cached[k + 1][0])
         assert torch.equal(ManifestDataset(rows, prep)[k + 1][0], cached[k][0])
     # evaluate/predict scores: the same
-    model, ckpt = load_model(tiny_ckpt)
-    p, errors = score_paths(model, ckpt, [r["path"] for r in rows], progress=False)
+    p, errors = Detector.load(tiny_ckpt, "cpu", "fp32").score_paths([r["path"] for r in rows], progress=False)
     assert not errors and np.allclose(p[0::2], p[1::2], rtol=0, atol=1e-6)
     # explain's masks turn with their tag as well
     up, turned = save_pair(tmp_path / "masks", "m.png", _upright_image(5).convert("L").convert("RGB"))

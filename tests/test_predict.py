@@ -33,7 +33,17 @@ def _p_fake(ckpt_path, image):
 
 
 def _predict(ckpt, *paths, extra=()):
-    return ["predict", "--model", str(ckpt), *map(str, paths), "--quiet", "--device", "cpu", *extra]
+    return ["predict", "--model", str(ckpt), *map(str, paths), "--quiet", "--device", "cpu", "--precision", "fp32",
+            *extra]
+
+
+OPTS = predict.PredictOptions(device="cpu", precision="fp32", progress=False)  # fp32: compared with hand runs
+
+
+def _det(ckpt_path):
+    from deepfake_detect.detector import Detector
+
+    return Detector.load(ckpt_path, "cpu", "fp32")
 
 
 def _csv(path):
@@ -194,7 +204,8 @@ def test_quiet_silences_every_bar(tmp_path, tiny_ckpt, capsys):
 def test_evaluate_cli(tmp_path, tiny_ckpt, course_folder, capsys):
     (course_folder / "test" / "fake" / "readme.txt").write_text("listed as skipped")
     out = tmp_path / "m.json"
-    argv = ["evaluate", "--model", str(tiny_ckpt), "--bootstrap", "20", "--quiet", "--device", "cpu", "--out", str(out)]
+    argv = ["evaluate", "--model", str(tiny_ckpt), "--bootstrap", "20", "--quiet", "--device", "cpu", "--precision",
+            "fp32", "--out", str(out)]
     assert cli.main(argv + ["--data", str(course_folder)]) == 0  # course root -> its test/ split
     m = json.loads(out.read_text())
     assert (m["n_real"], m["n_fake"], m["n_skipped"]) == (4, 2, 1) and m["crop"] == "whole"
@@ -220,7 +231,6 @@ def test_face_in_a_larger_picture_is_scored_like_the_crop(tmp_path, face_ckpt, d
     detector's box moves a little with the surroundings), and p(fake) is much closer to the picture's own than
     when the whole 800x600 picture is squashed. Measured with this deliberately over-sensitive model: mean
     |shift| 0.11 (crop) vs 0.39 (whole); with a trained model see bench/results/faces.json (``padded``)."""
-    model, ckpt = load_model(face_ckpt)
     shifts_crop, shifts_whole = [], []
     for i, path in enumerate(demo_faces[:7]):
         face = load_rgb(path)
@@ -231,14 +241,14 @@ def test_face_in_a_larger_picture_is_scored_like_the_crop(tmp_path, face_ckpt, d
         pic = _blurred(load_rgb(demo_faces[(i + 1) % len(demo_faces)]))
         pic.paste(face, (x, y))
         pic.save(tmp_path / f"pic{i}.png")
-        own, inside = predict.score_inputs(model, ckpt, [str(path), str(tmp_path / f"pic{i}.png")], "faces",
-                                           faces.Framing(**measured["framing"]), torch.device("cpu"), progress=False)
+        own, inside = predict.score_inputs(_det(face_ckpt), [str(path), str(tmp_path / f"pic{i}.png")], "faces",
+                                           faces.Framing(**measured["framing"]), OPTS)
         assert own.views[0][1].whole and own.p_fake == pytest.approx(_p_fake(face_ckpt, path), abs=1e-5)
         (_, region, _), = inside.views
         assert all(abs(a - b) <= 8 for a, b in zip(region.crop, (x, y, x + 128, y + 128))), region.crop
         shifts_crop.append(abs(inside.p_fake - own.p_fake))
-        (whole,) = predict.score_inputs(model, ckpt, [str(tmp_path / f"pic{i}.png")], "whole", faces.Framing(),
-                                        torch.device("cpu"), progress=False)
+        (whole,) = predict.score_inputs(_det(face_ckpt), [str(tmp_path / f"pic{i}.png")], "whole", faces.Framing(),
+                                        OPTS)
         shifts_whole.append(abs(whole.p_fake - own.p_fake))
     assert len(shifts_crop) >= 6
     assert np.mean(shifts_crop) < 0.5 * np.mean(shifts_whole)
@@ -308,12 +318,12 @@ def test_evaluate_with_faces_scores_each_picture_by_its_faces(tmp_path, face_ckp
         pic.paste(load_rgb(path), (300, 200))
         (root / cls).mkdir(parents=True, exist_ok=True)
         pic.save(root / cls / f"{i}.png")
-    m = predict.evaluate_folder(face_ckpt, root, device="cpu", n_bootstrap=0, progress=False)
+    m = predict.evaluate_folder(face_ckpt, root, n_bootstrap=0, options=OPTS)
     assert m["crop"] == "faces" and 1 <= m["n_skipped"] <= 3  # demo faces near the detector's threshold
     assert all(why.endswith(": no face found") for why in m["skipped"]) and m["n_real"] + m["n_fake"] >= 9
-    model, ckpt = load_model(face_ckpt)
-    scored = predict.score_inputs(model, ckpt, sorted(str(p) for p in root.glob("*/*.png")), "faces",
-                                  faces.Framing.of_checkpoint(ckpt), torch.device("cpu"), progress=False)
+    det = _det(face_ckpt)
+    scored = predict.score_inputs(det, sorted(str(p) for p in root.glob("*/*.png")), "faces",
+                                  faces.Framing.of_checkpoint(det.ckpt), OPTS)
     ok = [s for s in scored if s.status == "ok"]
     y = [int("/fake/" in s.path) for s in ok]
     assert m["auc"] == pytest.approx(roc_auc_score(y, [s.p_fake for s in ok]), abs=1e-6)
@@ -378,7 +388,7 @@ def test_cam_overlays_one_titled_figure_per_face(tmp_path, face_ckpt, demo_faces
     (tmp_path / "sub").mkdir()
     shutil.copy(demo_faces[3], tmp_path / "sub" / "two.png")  # the same stem twice
     rows = predict.predict_files(face_ckpt, [str(tmp_path / "two.png"), str(tmp_path / "sub" / "two.png")],
-                                 tmp_path / "p.csv", cam_dir=tmp_path / "cams", device="cpu", progress=False)
+                                 tmp_path / "p.csv", cam_dir=tmp_path / "cams", options=OPTS)
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["two_0_face1_cam.png", "two_0_face2_cam.png",
                                                                       "two_1_face1_cam.png"]
     assert titles == [f"p(fake) {r['p_fake']:.3f}: {r['verdict']} (threshold 0.5)" for r in rows]
@@ -409,7 +419,7 @@ def test_demo_checkpoint_warns_once_on_other_pictures(tmp_path, demo_faces, caps
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "trained on the procedural demo faces" in err
     assert "real/models/finetune-synth.pt" in err and "dvc pull" in err
-    m = predict.evaluate_folder(ckpt, _labelled(tmp_path, photos), device="cpu", n_bootstrap=0, progress=False)
+    m = predict.evaluate_folder(ckpt, _labelled(tmp_path, photos), n_bootstrap=0, options=OPTS)
     assert m["n_real"] == 2 and "trained on the procedural demo faces" in capsys.readouterr().err
 
 

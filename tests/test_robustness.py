@@ -59,6 +59,22 @@ def noisy_rows(tmp_path_factory) -> list[dict]:
     return rows
 
 
+def _detector(model, ckpt, tta="checkpoint", num_workers=-1):
+    """A fp32 Detector of an in-memory model and checkpoint dict (the panel takes detectors)."""
+    from deepfake_detect.detector import Detector
+
+    return Detector.from_model(model, ckpt, precision="fp32", tta=tta).with_options(num_workers=num_workers)
+
+
+def _panel(model, ckpt, rows, tta="checkpoint", clean_scores=None, progress=True, **options):
+    return robustness.panel(_detector(model, ckpt, tta), rows, robustness.PanelOptions(**options),
+                            clean_scores=clean_scores, progress=progress)
+
+
+def _degraded(model, ckpt, rows, name, tta="checkpoint", batch_size=64, num_workers=-1, progress=True):
+    return robustness.degraded_scores(_detector(model, ckpt, tta, num_workers), rows, name, batch_size, progress)
+
+
 def _by_hand(rows: list[dict], name: str, model: nn.Module | None = None) -> np.ndarray:
     """p(fake) of each image under degradation ``name``, without score.py: decode, degrade, preprocess, model."""
     prep, model = Preprocess(CKPT["image_size"], CKPT["mean"], CKPT["std"]), model or HighFrequency()
@@ -69,14 +85,14 @@ def _by_hand(rows: list[dict], name: str, model: nn.Module | None = None) -> np.
 
 
 def test_panel_scores_and_metrics_match_a_hand_run_and_sklearn(noisy_rows):
-    res = robustness.panel(HighFrequency(), CKPT, noisy_rows, n_bootstrap=50, seed=0, progress=False)
+    res = _panel(HighFrequency(), CKPT, noisy_rows, n_bootstrap=50, seed=0, progress=False)
     d = res["degradations"]
     assert list(d) == list(PANEL) and res["n_real"] == 20 and res["n_fake"] == 20 and res["threshold"] == 0.45
     y = np.array([r["label"] for r in noisy_rows])
     clean = _by_hand(noisy_rows, "clean")
     for name in PANEL:
         p = _by_hand(noisy_rows, name)
-        np.testing.assert_allclose(robustness.degraded_scores(HighFrequency(), CKPT, noisy_rows, name,
+        np.testing.assert_allclose(_degraded(HighFrequency(), CKPT, noisy_rows, name,
                                                               progress=False), p, atol=1e-6)
         if name != "clean":
             assert np.abs(p - clean).max() > 1e-3, name  # the degradation reached the model
@@ -91,20 +107,20 @@ def test_panel_scores_and_metrics_match_a_hand_run_and_sklearn(noisy_rows):
 
 def test_panel_is_seeded_and_reuses_clean_scores(noisy_rows):
     kw = dict(n_bootstrap=100, progress=False, degradations=("jpeg_q70", "reshared"))
-    a = robustness.panel(HighFrequency(), CKPT, noisy_rows, seed=3, **kw)
-    b = robustness.panel(HighFrequency(), CKPT, noisy_rows, seed=3, **kw)
+    a = _panel(HighFrequency(), CKPT, noisy_rows, seed=3, **kw)
+    b = _panel(HighFrequency(), CKPT, noisy_rows, seed=3, **kw)
     assert a == b  # same seed: identical images, scores and intervals
     assert list(a["degradations"]) == ["clean", "jpeg_q70", "reshared"]  # clean always, PANEL order
-    c = robustness.panel(HighFrequency(), CKPT, noisy_rows, seed=4, **kw)
+    c = _panel(HighFrequency(), CKPT, noisy_rows, seed=4, **kw)
     for name in a["degradations"]:
         assert c["degradations"][name]["auc"] == a["degradations"][name]["auc"]  # the seed only feeds the bootstrap
-    reused = robustness.panel(HighFrequency(), CKPT, noisy_rows, seed=3,
+    reused = _panel(HighFrequency(), CKPT, noisy_rows, seed=3,
                               clean_scores=_by_hand(noisy_rows, "clean"), **kw)
     for name, m in a["degradations"].items():
         for key, v in m.items():
             assert reused["degradations"][name][key] == pytest.approx(v, abs=1e-6), (name, key)
     with pytest.raises(ValueError, match="jpeg_q10"):
-        robustness.panel(HighFrequency(), CKPT, noisy_rows, degradations=("jpeg_q10",), progress=False)
+        _panel(HighFrequency(), CKPT, noisy_rows, degradations=("jpeg_q10",), progress=False)
 
 
 def test_subsample_is_stratified_seeded_and_optional():
@@ -122,36 +138,36 @@ def test_subsample_is_stratified_seeded_and_optional():
 
 def test_panel_on_a_subsample_scores_only_those_images(noisy_rows):
     kw = dict(n_bootstrap=20, progress=False, degradations=("blur_s1",), seed=5)
-    sub = robustness.panel(HighFrequency(), CKPT, noisy_rows, max_images=20, **kw)
+    sub = _panel(HighFrequency(), CKPT, noisy_rows, max_images=20, **kw)
     assert (sub["n_real"], sub["n_fake"], sub["n_of"]) == (10, 10, 40)
     keep = robustness.subsample([r["label"] for r in noisy_rows], 20, seed=5)
     rows = [noisy_rows[i] for i in keep]
-    assert sub == {**robustness.panel(HighFrequency(), CKPT, rows, **kw), "n_of": 40}
-    given = robustness.panel(HighFrequency(), CKPT, noisy_rows, max_images=20,
+    assert sub == {**_panel(HighFrequency(), CKPT, rows, **kw), "n_of": 40}
+    given = _panel(HighFrequency(), CKPT, noisy_rows, max_images=20,
                              clean_scores=_by_hand(noisy_rows, "clean"), **kw)  # all rows' clean scores given
     assert given["degradations"]["clean"]["auc"] == pytest.approx(sub["degradations"]["clean"]["auc"], abs=1e-9)
     with pytest.raises(ValueError, match="clean_scores"):
-        robustness.panel(HighFrequency(), CKPT, noisy_rows, clean_scores=np.zeros(3), **kw)
+        _panel(HighFrequency(), CKPT, noisy_rows, clean_scores=np.zeros(3), **kw)
 
 
 def test_panel_tta_override(noisy_rows):
     flip_ckpt = {**CKPT, "tta": "flip"}
     kw = dict(n_bootstrap=0, progress=False, degradations=("jpeg_q50",))
-    no_flip = robustness.degraded_scores(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", tta="none", progress=False)
-    flipped = robustness.degraded_scores(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", progress=False)
+    no_flip = _degraded(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", tta="none", progress=False)
+    flipped = _degraded(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", progress=False)
     np.testing.assert_allclose(no_flip, _by_hand(noisy_rows, "jpeg_q50", Lopsided()), atol=1e-6)
     assert np.abs(flipped - no_flip).max() > 1e-3  # the checkpoint's flip TTA by default
-    plain = robustness.panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", **kw)
+    plain = _panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", **kw)
     assert plain["tta"] == "none"
     assert plain["degradations"]["jpeg_q50"]["auc"] == pytest.approx(
         roc_auc_score([r["label"] for r in noisy_rows], no_flip), abs=1e-9)
-    assert robustness.panel(Lopsided(), flip_ckpt, noisy_rows, **kw)["tta"] == "flip"
+    assert _panel(Lopsided(), flip_ckpt, noisy_rows, **kw)["tta"] == "flip"
     with pytest.raises(ValueError, match="TTA"):
-        robustness.panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", clean_scores=np.zeros(40), **kw)
+        _panel(Lopsided(), flip_ckpt, noisy_rows, tta="none", clean_scores=np.zeros(40), **kw)
 
 
 def test_loader_workers_give_the_same_degraded_scores(noisy_rows):
-    one = robustness.degraded_scores(HighFrequency(), CKPT, noisy_rows, "reshared", batch_size=8, num_workers=1,
+    one = _degraded(HighFrequency(), CKPT, noisy_rows, "reshared", batch_size=8, num_workers=1,
                                      progress=False)
     np.testing.assert_allclose(one, _by_hand(noisy_rows, "reshared"), atol=1e-6)  # Degradation pickles
 
@@ -162,7 +178,7 @@ def test_panel_on_a_flat_evaluation_folder(flat_folder, tiny_ckpt):
     rows, skipped = labelled_images(flat_folder)  # real/ + fake/ read as one evaluation set
     assert len(rows) == 40 and not skipped
     model, ckpt = load_model(tiny_ckpt)
-    res = robustness.panel(model, ckpt, rows, n_bootstrap=0, degradations=("resize_half",), progress=False)
+    res = _panel(model, ckpt, rows, n_bootstrap=0, degradations=("resize_half",), progress=False)
     assert (res["n_real"], res["n_fake"]) == (20, 20)
     assert np.isnan(res["degradations"]["clean"]["auc_ci_low"])  # bootstrap off
 

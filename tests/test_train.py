@@ -245,7 +245,7 @@ def test_checkpoint_holds_what_validation_scored_and_its_threshold(tmp_path):
     checkpoint is reloaded and scored like evaluate does; the threshold is the rule applied to those scores."""
     from deepfake_detect import metrics
     from deepfake_detect.checkpoint import load_model
-    from deepfake_detect.score import score_paths
+    from deepfake_detect.detector import Detector
 
     data = make_tiny(tmp_path)
     params = tiny_params(ema_decay=0.9, select_metric="auc", threshold_rule="balanced", tta="flip", epochs=3)
@@ -255,7 +255,7 @@ def test_checkpoint_holds_what_validation_scored_and_its_threshold(tmp_path):
     assert ckpt["tta"] == "flip" and ckpt["metrics"]["ema_decay"] == 0.9
     val = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "val"]
     y = np.array([int(r["label"]) for r in val])
-    p, errors = score_paths(model, ckpt, [r["path"] for r in val], list(y), progress=False)
+    p, errors = Detector.from_model(model, ckpt).score_paths([r["path"] for r in val], list(y), progress=False)
     assert not errors
     assert metrics.auc(y, p) == pytest.approx(out["best_val_auc"], abs=1e-6)
     assert ((p > 0.5) == y).mean() == pytest.approx(out["best_val_acc"])

@@ -13,6 +13,7 @@ import sys
 # checks that they match data.SPLITS and demo.DEMO_KINDS.
 SPLITS = ("train", "val", "test")
 DEMO_KINDS = ("fakes", "synthetic")
+PRECISIONS = ("auto", "fp32", "bf16")  # detector.PRECISIONS
 TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + engine.TTA_MODES
 CROPS = ("auto", "faces", "whole")  # predict.CROPS
 FORMATS = ("csv", "json")  # predict.FORMATS
@@ -62,9 +63,7 @@ def _cmd_evaluate(args) -> None:
 
     if args.out:
         check_writable(args.out)  # before the scoring, not after it
-    m = evaluate_folder(args.model, args.data, args.split, args.device, args.batch_size, args.bootstrap,
-                        args.workers, progress=not args.quiet, tta=args.tta, crop=args.crop,
-                        face_margin=args.face_margin, frames=args.frames)
+    m = evaluate_folder(args.model, args.data, args.split, args.bootstrap, _options(args))
     if m["skipped"]:
         print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
     for k, v in m.items():
@@ -75,12 +74,20 @@ def _cmd_evaluate(args) -> None:
         print(f"wrote {args.out}")
 
 
+def _options(args):
+    """predict.PredictOptions from the options evaluate and predict share."""
+    from .predict import PredictOptions
+
+    return PredictOptions(device=args.device, precision=args.precision, tta=args.tta, crop=args.crop,
+                          face_margin=args.face_margin, frames=args.frames, batch_size=args.batch_size,
+                          num_workers=args.workers, progress=not args.quiet,
+                          per_frame=getattr(args, "per_frame", False))
+
+
 def _cmd_predict(args) -> int:
     from .predict import NOTHING_SCORED, OK, predict_files
 
-    rows = predict_files(args.model, args.paths, args.out, args.cam, args.device, args.batch_size, args.workers,
-                         progress=not args.quiet, tta=args.tta, crop=args.crop, face_margin=args.face_margin,
-                         frames=args.frames, per_frame=args.per_frame, fmt=args.format)
+    rows = predict_files(args.model, args.paths, args.out, args.cam, args.format, _options(args))
     return 0 if any(r["status"] == OK for r in rows) else NOTHING_SCORED
 
 
@@ -170,9 +177,16 @@ def _add_report(sub) -> None:
     p.set_defaults(func=_cmd_report)
 
 
-def _add_scoring_options(p) -> None:
+def _add_scoring_options(p, model_required: bool = True) -> None:
     """The options evaluate and predict share: the checkpoint and how to run it."""
-    p.add_argument("--model", required=True, help="checkpoint, e.g. models/simplenet-fakes.pt")
+    if model_required:
+        p.add_argument("--model", required=True, help="checkpoint, e.g. models/simplenet-fakes.pt, or a shipped "
+                                                      "detector: faceswap | generated")
+    else:
+        p.add_argument("--model", help="checkpoint, or a shipped detector: faceswap | generated (default: both "
+                                       "shipped detectors; fake when either fires)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 on CUDA or a CPU with native bf16, else fp32 | fp32 | bf16")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--workers", type=_int_at_least(-1), default=-1,
@@ -229,7 +243,7 @@ def _add_scoring_commands(sub) -> None:
                        description="Score every face in images and videos. Exit status: 0 when something was "
                                    f"scored, {NOTHING_SCORED} when nothing could be (the reasons are still "
                                    "written), 2 on a usage or input error.")
-    _add_scoring_options(p)
+    _add_scoring_options(p, model_required=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders (searched recursively)")
     p.add_argument("--out", help="write the rows to this .csv or .json file (default: one line per face on stdout)")
     p.add_argument("--format", choices=FORMATS,

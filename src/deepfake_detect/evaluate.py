@@ -5,7 +5,7 @@ scored on the test split of every other dataset of the pipeline (how a detector 
 gathers those into the cross-dataset table and draws the all-runs figures from the scores.
 
 Checkpoints carry the architecture, image size, normalisation, class order and threshold, so nothing
-but the checkpoint is needed to score images (``score.score_paths``). Scores are p(fake) = softmax output 1.
+but the checkpoint is needed to score images (``detector.Detector``). Scores are p(fake) = softmax output 1.
 Scoring any checkpoint on any folder is ``deepfake-detect evaluate`` (``predict.evaluate_folder``).
 """
 from __future__ import annotations
@@ -15,47 +15,59 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, robustness
-from .checkpoint import load_model, run_checkpoint, trained_on
+from .checkpoint import run_checkpoint, trained_on
 from .config import DATASETS, ParamsError, source_of
 from .data import LABELS, BadImageError, DatasetError, is_image_file, list_files, read_manifest
 from .degrade import worst
+from .detector import Detector
 from .engine import resolve_device
 from .io import write_csv, write_json
 from .plots.curves import save_run_figure, write_curve_points
-from .score import resolve_tta, score_paths, threshold_metrics, threshold_source
+from .score import threshold_metrics
 
 SCORES_FIELDS = ("label", "p_fake")  # metrics/evaluate/scores/<run>.csv: the test split, for the all-runs figure
 
 
-def _summary_line(name: str, m: dict, ckpt: dict | None = None) -> str:
+def _summary_line(name: str, m: dict, threshold_source: str = "checkpoint") -> str:
     ci = f" [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]" if np.isfinite(m["auc_ci_low"]) else ""
-    thr = (f"; at threshold {m['threshold']:g} ({threshold_source(ckpt or {})}): acc {m['acc_at_threshold']:.4f}, "
+    thr = (f"; at threshold {m['threshold']:g} ({threshold_source}): acc {m['acc_at_threshold']:.4f}, "
            f"balanced acc {m['balanced_acc_at_threshold']:.4f}" if "threshold" in m else "")
     return (f"{name}: AUC {m['auc']:.4f}{ci}, EER {m['eer']:.2%}, AP {m['ap']:.4f}, TPR@1%FPR "
             f"{m['tpr_at_fpr_1pct']:.3f}; at 0.5: acc {m['acc']:.4f}, balanced acc {m['balanced_acc']:.4f}{thr} "
             f"({m['n_real']} real / {m['n_fake']} fake)")
 
 
-def _test_scores(run: str, model, ckpt: dict, dataset: str, data_dir: str | Path, device, batch_size: int,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, p(fake)) of the test split of ``dataset``; every test image must decode."""
+def _test_rows(dataset: str, data_dir: str | Path) -> tuple[Path, list[dict]]:
     manifest = Path(data_dir) / dataset / "manifest.csv"
     rows = read_manifest(manifest, "test")
     if not rows:
         raise DatasetError(f"{manifest}: no test rows")
-    return _scored(model, ckpt, rows, f"test image(s) of {manifest}", device, batch_size, progress,
-                   f"evaluate {run} on {dataset}")
+    return manifest, rows
 
 
-def _scored(model, ckpt: dict, rows: list[dict], what: str, device, batch_size: int, progress: bool,
+def _scored(det: Detector, rows: list[dict], what: str, batch_size: int, progress: bool,
             desc: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, p(fake)) of ``rows``; an image that does not decode stops the stage, naming ``what``."""
     y = np.array([int(r["label"]) for r in rows])
-    p, errors = score_paths(model, ckpt, [r["path"] for r in rows], list(y), device, batch_size,
-                            progress=progress, desc=desc)
+    p, errors = det.score_paths([r["path"] for r in rows], list(y), batch_size, progress=progress, desc=desc)
     if errors:
         raise BadImageError(f"{len(errors)} {what} do not decode: " + "; ".join(list(errors.values())[:5]))
     return y, p
+
+
+def _at_threshold(y: np.ndarray, p: np.ndarray, threshold: float, n_of: int) -> dict:
+    """FPR and TPR at the detector's threshold (fake: p > it), the counts scored and ``n_of`` (how many there
+    were before a subsample)."""
+    m = metrics.binary_metrics(y, p, threshold=threshold, n_bootstrap=0)
+    r = robustness.rates(m)
+    return {"fpr_at_threshold": r["fpr_at_threshold"], "tpr_at_threshold": r["tpr_at_threshold"],
+            "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()), "n_of": int(n_of)}
+
+
+def _subsampled(rows: list[dict], cfg: dict, params: dict) -> list[dict]:
+    """``rows`` cut to a seeded stratified subsample of ``cross_max_images`` (0: all of them)."""
+    keep = robustness.subsample([int(r["label"]) for r in rows], cfg["cross_max_images"], params["seed"])
+    return [rows[i] for i in keep]
 
 
 def dataset_names(params: dict, data_dir: str | Path) -> dict[str, str]:
@@ -71,53 +83,65 @@ def dataset_names(params: dict, data_dir: str | Path) -> dict[str, str]:
 def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir: str | Path = "models",
               metrics_dir: str | Path = "metrics/evaluate", plots_dir: str | Path = "plots/evaluate",
               progress: bool = True) -> dict:
-    """The evaluate-roc-det stage of ``run``: models/<run>.pt scored on the test split of the dataset it was
+    """The evaluate-roc-det stage of ``run``: models/<run>.pt scored on the whole test split of the dataset it was
     trained on (metrics at 0.5 and at the checkpoint's threshold, bootstrap AUC interval) and on the test split
-    of every other dataset with a manifest (``cross_dataset``: the AUC on each)."""
+    of every other dataset with a manifest (``cross_dataset``: the AUC on each, and FPR/TPR at the threshold;
+    a seeded stratified subsample of ``cross_max_images`` of each other split when that is not 0)."""
     cfg = params["evaluate-roc-det"]
     path = run_checkpoint(params, run, models_dir)
     device = resolve_device(params["device"])
     names = dataset_names(params, data_dir)
-    model, ckpt = load_model(path, device)
-    dataset = trained_on(ckpt, path)
-    tta = resolve_tta(ckpt, source=str(path))  # the checkpoint's, as deepfake-detect evaluate/predict use it
-    y, p = _test_scores(run, model, ckpt, dataset, data_dir, device, cfg["batch_size"], progress)
+    det = Detector.load(path, device, precision=cfg["precision"])  # TTA: the checkpoint's, as predict uses it
+    dataset = trained_on(det.ckpt, path)
+    manifest, rows = _test_rows(dataset, data_dir)
+    y, p = _scored(det, rows, f"test image(s) of {manifest}", cfg["batch_size"], progress,
+                   f"evaluate {run} on {dataset}")
     m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
-    m.update(threshold_metrics(y, p, ckpt))  # acc and balanced acc at the checkpoint's threshold too
-    trained = ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
+    m.update(threshold_metrics(y, p, det.threshold))  # acc and balanced acc at the detector's threshold too
+    trained = det.ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
     m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
     m["val_auc"] = trained.get("best_val_auc")  # validation AUC of the kept epoch: the val-test gap beside auc
-    auc = {d: m["auc"] if d == dataset else metrics.auc(*_test_scores(run, model, ckpt, d, data_dir, device,
-                                                                       cfg["batch_size"], progress))
-           for d in names}
-    m["cross_dataset"] = {"trained_on": dataset, "auc": auc, "datasets": names}
+    m["precision"] = det.precision
+    auc, at = {}, {}
+    for d in names:
+        if d == dataset:
+            yd, pd, n_of = y, p, len(y)
+        else:
+            other, all_rows = _test_rows(d, data_dir)
+            yd, pd = _scored(det, _subsampled(all_rows, cfg, params), f"test image(s) of {other}",
+                             cfg["batch_size"], progress, f"evaluate {run} on {d}")
+            n_of = len(all_rows)
+        auc[d] = metrics.auc(yd, pd)
+        at[d] = _at_threshold(yd, pd, det.threshold, n_of)
+    m["cross_dataset"] = {"trained_on": dataset, "auc": auc, "datasets": names, "at_threshold": at}
     if cfg["robustness"]:  # the test split again under each fixed degradation of a shared or uploaded image
         unknown = sorted(set(cfg["robustness"]) - set(robustness.PANEL))
         if unknown:
             raise ParamsError(f"{source_of(params)}: 'evaluate-roc-det.robustness' names {unknown[0]!r}, not a "
                               f"degradation (known: {', '.join(robustness.PANEL)})")
-        rows = read_manifest(Path(data_dir) / dataset / "manifest.csv", "test")  # the rows _test_scores scored
         m[robustness.PANEL_KEY] = robustness.panel(
-            model, ckpt, rows, device, cfg["batch_size"], n_bootstrap=cfg["bootstrap"], seed=params["seed"],
-            degradations=cfg["robustness"], clean_scores=p, max_images=cfg["robustness_max_images"],
-            progress=progress)
+            det, rows, robustness.PanelOptions(cfg["robustness"], cfg["bootstrap"], params["seed"],
+                                               cfg["robustness_max_images"], cfg["batch_size"]),
+            clean_scores=p, progress=progress)
         name, drop = worst(m[robustness.PANEL_KEY])
         print(f"{run}: robustness panel, worst AUC drop {drop:.3f} under {name}")
     for folder in cfg["cross_generator"]:  # evaluation-only sets of other generators (flat real/ + fake/)
-        m.setdefault("cross_generator", {})[Path(folder).name] = _cross_generator(
-            model, ckpt, Path(folder), device, cfg, params, progress)
+        m.setdefault("cross_generator", {})[Path(folder).name] = _cross_generator(det, Path(folder), cfg, params,
+                                                                                  progress)
     plots_dir = Path(plots_dir)
     write_json(Path(metrics_dir) / f"{run}.json", m)
     write_csv(Path(metrics_dir) / "scores" / f"{run}.csv",
               ({"label": int(label), "p_fake": f"{score:.9g}"} for label, score in zip(y, p)), SCORES_FIELDS)
     write_curve_points(y, p, plots_dir / "roc" / f"{run}.csv", plots_dir / "det" / f"{run}.csv")
     save_run_figure(plots_dir / "figures" / f"{run}_roc_det.png", run, y, p, subtitle=f"{dataset} test split")
-    print(_summary_line(f"{run} on {dataset}/test" + (f" (tta {tta})" if tta != "none" else ""), m, ckpt))
+    print(_summary_line(f"{run} on {dataset}/test" + (f" (tta {det.tta})" if det.tta != "none" else ""), m,
+                        det.threshold_source))
     return m
 
 
-def _cross_generator(model, ckpt: dict, root: Path, device, cfg: dict, params: dict, progress: bool) -> dict:
-    """The run scored on a whole evaluation-only folder: AUC [CI], and accuracy at the checkpoint's threshold."""
+def _cross_generator(det: Detector, root: Path, cfg: dict, params: dict, progress: bool) -> dict:
+    """The run scored on an evaluation-only folder (a stratified subsample of ``cross_max_images``, 0: all):
+    AUC [CI], accuracy, FPR and TPR at the detector's threshold, the counts scored and ``n_of``."""
     if not root.is_dir():
         raise DatasetError(f"{source_of(params)}: 'evaluate-roc-det.cross_generator' names {str(root)!r}, which is "
                            "not a folder (put the set there, or remove it from the list)")
@@ -128,10 +152,11 @@ def _cross_generator(model, ckpt: dict, root: Path, device, cfg: dict, params: d
     if odd or not rows:
         raise DatasetError(f"{root}: an evaluation set holds images in real/ and fake/ only; {len(odd)} other "
                            f"entries: {', '.join(odd[:5])}")
-    y, p = _scored(model, ckpt, rows, f"image(s) of {root}", device, cfg["batch_size"], progress,
+    y, p = _scored(det, _subsampled(rows, cfg, params), f"image(s) of {root}", cfg["batch_size"], progress,
                    f"evaluate on {root.name}")
     m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
-    m.update(threshold_metrics(y, p, ckpt))
+    m.update(threshold_metrics(y, p, det.threshold))
     print(f"  on {root.name} (evaluation only): AUC {m['auc']:.4f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]")
-    return {k: m[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "acc_at_threshold", "balanced_acc_at_threshold",
-                              "n_real", "n_fake")}
+    return {**{k: m[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "acc_at_threshold",
+                                  "balanced_acc_at_threshold")},
+            **_at_threshold(y, p, det.threshold, len(rows))}

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_model, run_checkpoint, trained_on
+from .checkpoint import run_checkpoint, trained_on
 from .data import FAKE, Preprocess, load_masks, load_rgb, read_manifest, sample_rows
 from .io import save_figure, write_json
 from .models import get_submodule
@@ -250,9 +250,14 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     seed_everything(params["seed"])
     cfg = params["explain"]
     path = run_checkpoint(params, run, models_dir)
-    model, ckpt = load_model(path, resolve_device(params["device"]))
+    from .detector import Detector
+
+    # the explain stage loads its checkpoint as every scoring path does; the attributions need gradients and
+    # run on the fp32 torch model (detector.model), the precision setting is for scoring only
+    det = Detector.load(path, resolve_device(params["device"]), precision=params["evaluate-roc-det"]["precision"])
+    model, ckpt = det.model, det.ckpt
     dataset = trained_on(ckpt, path)
-    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
+    prep = det.preprocess
     reals, fakes, masked = _choose(read_manifest(Path(data_dir) / dataset / "manifest.csv", "test"), cfg,
                                    params["seed"])
     paths = list(dict.fromkeys(r["path"] for r in reals + fakes + masked))  # explain each needed image once

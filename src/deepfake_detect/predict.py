@@ -28,23 +28,24 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import metrics
-from .checkpoint import load_model
 from .data import BadImageError, DatasetError, Preprocess, is_image_file, list_files, load_rgb
-from .engine import default_num_workers, predict, resolve_device
+from .detector import Detector, load_shipped
+from .engine import default_num_workers
 from .errors import UserError
-from .faces import Detector, Framing, Region, clipped_box, regions
+from .faces import Detector as FaceDetector
+from .faces import Framing, Region, clipped_box, regions
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
-from .score import check_finite, resolve_tta, score_paths, threshold_metrics, threshold_source
+from .score import threshold_metrics
 from .splits import scan_source
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
 
 FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "status"]
+PLACE = ["path", "frame", "face", "box", "region"]  # the columns every row starts with
 CROPS = ("auto", "faces", "whole")
 FORMATS = ("csv", "json")
 OK = "ok"
@@ -58,35 +59,60 @@ class PredictError(UserError, ValueError):
 
 # ----------------------------------------------------------------------------- scoring
 @dataclass
+class PredictOptions:
+    """How ``predict`` and ``evaluate`` run their detectors (the CLI options of the same names): ``device``,
+    ``precision`` (auto | fp32 | bf16) and ``tta`` (``checkpoint`` or an ``engine.TTA_MODES`` mode) when a
+    checkpoint is loaded; ``crop`` (``CROPS``), ``face_margin`` and ``frames`` (what is scored); ``batch_size``,
+    ``num_workers`` and ``progress``; ``per_frame``: videos also get a row per face in each sampled frame."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    tta: str = "checkpoint"
+    crop: str = "auto"
+    face_margin: float | None = None
+    frames: int = FRAMES
+    batch_size: int = 64
+    num_workers: int = -1
+    progress: bool = True
+    per_frame: bool = False
+
+
+@dataclass
 class Scored:
     """One input file and what came of it: ``views`` (frame or None, Region or None for a whole picture,
-    p_fake), or the ``status`` saying why it was not scored."""
+    p_fake: one float per detector, in the order of the detectors), or the ``status`` saying why it was not
+    scored."""
 
     path: str
     kind: str  # image | video | other
     status: str = OK
-    views: list[tuple[int | None, Region | None, float]] = field(default_factory=list)
+    views: list[tuple[int | None, Region | None, tuple[float, ...]]] = field(default_factory=list)
     n_frames: int = 0
     size: tuple[int, int] | None = None
 
-    @property
-    def p_fake(self) -> float:
-        """The input's one score: a video's mean face score, a picture's highest (any fake face makes it fake)."""
-        p = [v[2] for v in self.views]
+    def p_of(self, k: int = 0) -> float:
+        """The input's one score by detector ``k``: a video's mean face score, a picture's highest (any fake face
+        makes it fake)."""
+        p = [v[2][k] for v in self.views]
         return float(np.mean(p) if self.kind == "video" else np.max(p))
 
+    @property
+    def p_fake(self) -> float:
+        """``p_of(0)``: the score of the (first) detector."""
+        return self.p_of(0)
 
-def resolve_crop(ckpt: dict, crop: str) -> tuple[str, str]:
-    """(``faces`` or ``whole``, why ``auto`` chose whole, or ""): ``auto`` follows the checkpoint's
-    ``domain.face_crops``."""
+
+def resolve_crop(domains: list[dict | None], crop: str) -> tuple[str, str]:
+    """(``faces`` or ``whole``, why ``auto`` chose whole, or ""): ``auto`` is ``faces`` when any detector's
+    ``domain`` records face-crop training (``domain.face_crops``)."""
     if crop not in CROPS:
         raise PredictError(f"--crop: unknown mode {crop!r} (expected one of {', '.join(CROPS)})")
     if crop != "auto":
         return crop, ""
-    domain = ckpt.get("domain") or {}
-    if domain.get("face_crops"):
+    crops = [(d or {}).get("face_crops") for d in domains]
+    if any(crops):
         return "faces", ""
-    why = "not trained on face crops" if domain.get("face_crops") is False else "no record of face-crop training"
+    why = "not trained on face crops" if all(c is False for c in crops) else "no record of face-crop training"
     return "whole", f"the checkpoint has {why}; --crop faces detects faces"
 
 
@@ -96,14 +122,15 @@ def _identity(item):
 
 class _Inputs(Dataset):
     """Per input: the pictures (an image, or a video's sampled frames), what to score in each (whole, or one
-    crop per face) as model-size uint8 views, or the reason it cannot be scored. Loader workers each build
-    their own detector."""
+    crop per face: found once, whatever the number of detectors) as model-size uint8 views for each of
+    ``preps`` (one per detector), or the reason it cannot be scored. Loader workers each build their own face
+    detector."""
 
-    def __init__(self, paths: list[str], kinds: list[str], prep: Preprocess, crop: str, framing: Framing,
+    def __init__(self, paths: list[str], kinds: list[str], preps: list[Preprocess], crop: str, framing: Framing,
                  frames: int):
-        self.paths, self.kinds, self.prep, self.crop, self.framing, self.frames = paths, kinds, prep, crop, \
+        self.paths, self.kinds, self.preps, self.crop, self.framing, self.frames = paths, kinds, preps, crop, \
             framing, frames
-        self.detector = Detector()
+        self.detector = FaceDetector()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -123,78 +150,85 @@ class _Inputs(Dataset):
             pictures = self.pictures(i)
         except (BadImageError, BadVideoError) as e:
             return {"i": i, "status": str(e).removeprefix(f"{self.paths[i]}: "), "views": None, "meta": []}
-        views, meta = [], []
+        views, meta = [[] for _ in self.preps], []
         for frame, im in pictures:
             for r in self.regions(im):
-                views.append(self.prep.to_hwc(im if r.whole else im.crop(r.crop)))
+                part = im if r.whole else im.crop(r.crop)
+                for k, prep in enumerate(self.preps):
+                    views[k].append(prep.to_hwc(part))
                 meta.append((frame, r))
-        status = OK if views else ("no face found" if self.kinds[i] == "image"
-                                   else f"no face found in {len(pictures)} frame(s)")
-        return {"i": i, "status": status, "views": np.stack(views) if views else None, "meta": meta,
+        status = OK if meta else ("no face found" if self.kinds[i] == "image"
+                                  else f"no face found in {len(pictures)} frame(s)")
+        return {"i": i, "status": status, "views": [np.stack(v) for v in views] if meta else None, "meta": meta,
                 "n_frames": len(pictures), "size": pictures[0][1].size}
 
 
-def _score_batch(model: nn.Module, prep: Preprocess, views: np.ndarray, device: torch.device, tta: str) -> np.ndarray:
-    x = torch.from_numpy(views).permute(0, 3, 1, 2)  # (B, S, S, 3) uint8 -> (B, 3, S, S)
-    probs, _, _ = predict(model, [(x, torch.zeros(len(x), dtype=torch.long))], device, amp=False, progress=False,
-                          normalise=prep.normalise, tta=tta)
-    return probs[:, 1].astype(np.float64)
+def _score_whole_images(detectors: list[Detector], paths: Sequence[str], out: list[Scored], images: list[int],
+                        options: PredictOptions, desc: str) -> None:
+    """Whole images through ``Detector.score_paths``, the evaluate stage's own loop (the same numbers)."""
+    files = [str(paths[i]) for i in images]
+    ps = []
+    for det in detectors:
+        p, errors = det.score_paths(files, None, options.batch_size, options.progress, desc=desc)
+        ps.append(p)
+    for j, i in enumerate(images):
+        if j in errors:  # decoding does not depend on the detector: the last one's errors are everyone's
+            out[i].status = errors[j].removeprefix(f"{paths[i]}: ")
+        else:
+            out[i].views = [(None, None, tuple(float(p[j]) for p in ps))]
 
 
-def score_inputs(model: nn.Module, ckpt: dict, paths: Sequence[str], crop: str, framing: Framing,
-                 device: torch.device, batch_size: int = 64, num_workers: int = -1, progress: bool = True,
-                 desc: str = "score", tta: str = "checkpoint", frames: int = FRAMES) -> list[Scored]:
-    """Every input scored as ``crop`` (``faces`` or ``whole``) says; videos on ``frames`` frames. Whole images
-    go through ``score.score_paths``, the evaluate stage's own loop (the same numbers); the rest through
-    ``_Inputs`` (decoding and face detection in loader workers, the model in batches of ``batch_size``)."""
-    tta = resolve_tta(ckpt, tta)
+def score_inputs(detectors: Detector | list[Detector], paths: Sequence[str], crop: str, framing: Framing,
+                 options: PredictOptions | None = None, desc: str = "score") -> list[Scored]:
+    """Every input scored by every detector as ``crop`` (``faces`` or ``whole``) says; videos on
+    ``options.frames`` frames. Whole images go through ``Detector.score_paths``; the rest through ``_Inputs``
+    (decoding and face detection once, in loader workers) and ``Detector.score_views`` in batches of
+    ``options.batch_size``. Each view's p_fake is a tuple, one per detector."""
+    dets = [detectors] if isinstance(detectors, Detector) else list(detectors)
+    o = options or PredictOptions()
     kinds = ["image" if is_image_file(p) else "video" if is_video_file(p) else "other" for p in paths]
     out = [Scored(str(p), k, status=OK if k != "other" else "not an image or video file")
            for p, k in zip(paths, kinds)]
     todo = [i for i, k in enumerate(kinds) if k != "other"]
     if crop == "whole":
-        images = [i for i in todo if kinds[i] == "image"]
-        p, errors = score_paths(model, ckpt, [str(paths[i]) for i in images], None, device, batch_size, num_workers,
-                                progress, desc=desc, tta=tta)
-        for j, i in enumerate(images):
-            if j in errors:
-                out[i].status = errors[j].removeprefix(f"{paths[i]}: ")
-            else:
-                out[i].views = [(None, None, float(p[j]))]
+        _score_whole_images(dets, paths, out, [i for i in todo if kinds[i] == "image"], o, desc)
         todo = [i for i in todo if kinds[i] == "video"]
     if not todo:
         return out
-    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
-    ds = _Inputs([str(paths[i]) for i in todo], [kinds[i] for i in todo], prep, crop, framing, frames)
+    ds = _Inputs([str(paths[i]) for i in todo], [kinds[i] for i in todo], [d.preprocess for d in dets], crop,
+                 framing, o.frames)
     if crop == "faces":
         ds.detector.load()  # here: a detector that cannot load is one line, not a loader worker's traceback
     loader = DataLoader(ds, batch_size=None, shuffle=False, collate_fn=_identity,
-                        num_workers=min(default_num_workers(num_workers), len(todo) - 1))
-    pending: list[np.ndarray] = []
+                        num_workers=min(default_num_workers(o.num_workers), len(todo) - 1))
+    pending: list[list[np.ndarray]] = [[] for _ in dets]
     owners: list[tuple[int, int]] = []  # (input, view) of each pending view
 
     def flush(n: int) -> None:
-        views = np.stack(pending[:n])
-        p_fake = _score_batch(model, prep, views, device, tta)
-        check_finite(p_fake, model, ckpt, [str(paths[i]) for i, _ in owners[:n]])
-        for (i, j), p in zip(owners[:n], p_fake):
+        names = [str(paths[i]) for i, _ in owners[:n]]
+        p_fake = [det.score_views(np.stack(pending[k][:n]), names, o.batch_size) for k, det in enumerate(dets)]
+        for m, (i, j) in enumerate(owners[:n]):
             frame, region, _ = out[i].views[j]
-            out[i].views[j] = (frame, region, float(p))
-        del pending[:n], owners[:n]
+            out[i].views[j] = (frame, region, tuple(float(p[m]) for p in p_fake))
+        for views in pending:
+            del views[:n]
+        del owners[:n]
 
-    for item in tqdm(loader, total=len(todo), desc=desc, leave=False, disable=not progress):
+    for item in tqdm(loader, total=len(todo), desc=desc, leave=False, disable=not o.progress):
         i = todo[item["i"]]
         out[i].status, out[i].n_frames, out[i].size = item["status"], item.get("n_frames", 0), item.get("size")
         if item["views"] is None:
             continue
         for frame, region in item["meta"]:
-            out[i].views.append((frame, None if region.whole and region.box is None else region, float("nan")))
+            out[i].views.append((frame, None if region.whole and region.box is None else region,
+                                 (float("nan"),) * len(dets)))
             owners.append((i, len(out[i].views) - 1))
-        pending += list(item["views"])
-        while len(pending) >= batch_size:
-            flush(batch_size)
-    if pending:
-        flush(len(pending))
+        for k, views in enumerate(item["views"]):
+            pending[k] += list(views)
+        while len(owners) >= o.batch_size:
+            flush(o.batch_size)
+    if owners:
+        flush(len(owners))
     return out
 
 
@@ -211,20 +245,22 @@ def _looks_like_demo(s: Scored, domain: dict) -> bool:
         return False
 
 
-def domain_warning(ckpt: dict, model_path: str, scored: list[Scored]) -> str:
+def domain_warning(det: Detector, scored: list[Scored]) -> str:
     """One line for stderr when a checkpoint trained on the procedural demo faces scores anything else (its
-    p(fake) says nothing about photographs), with what to use instead; "" otherwise."""
-    domain = ckpt.get("domain") or {}
-    if domain.get("data") != "demo":
+    p(fake) says nothing about photographs), with what to use instead; "" otherwise, and for a released
+    detector (one with a model card: it says what it is for)."""
+    domain = det.domain or {}
+    if domain.get("data") != "demo" or det.card:
         return ""
     other = next((s for s in scored if s.status == OK and not _looks_like_demo(s, domain)), None)
     if other is None:
         return ""
-    return (f"warning: {model_path} was trained on the procedural demo faces ({domain.get('image_size')} px), "
+    return (f"warning: {det.path} was trained on the procedural demo faces ({domain.get('image_size')} px), "
             f"and {_shown(other.path)} is not one of them: its p(fake) says nothing about photographs or videos. "
-            "Score real pictures with a checkpoint of the real-data pipeline: real/models/finetune-synth.pt "
-            "(GAN faces) or real/models/finetune-fakes.pt (face swaps), from `dvc pull` where a DVC remote holds "
-            "them or `dvc repro real/dvc.yaml` (README: real data)")
+            "Score real pictures with the shipped detectors (`deepfake-detect predict` without --model) or a "
+            "checkpoint of the real-data pipeline: real/models/finetune-synth.pt (GAN faces) or "
+            "real/models/finetune-fakes.pt (face swaps), from `dvc pull` where a DVC remote holds them or "
+            "`dvc repro real/dvc.yaml` (README: real data)")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -247,24 +283,24 @@ def labelled_images(data: str | Path, split: str = "test") -> tuple[list[dict], 
     return rows, skipped
 
 
-def evaluate_folder(model_path: str | Path, data: str | Path, split: str = "test", device: str = "auto",
-                    batch_size: int = 64, n_bootstrap: int = 1000, num_workers: int = -1,
-                    progress: bool = True, tta: str = "checkpoint", crop: str = "auto",
-                    face_margin: float | None = None, frames: int = FRAMES) -> dict:
-    """Score a checkpoint on a labelled folder: its metrics (``acc``, ``balanced_acc`` at 0.5, and at the
-    checkpoint's ``threshold``: ``acc_at_threshold``, ``balanced_acc_at_threshold``), ``threshold_source``,
-    the ``tta`` and ``crop`` used, ``n_skipped`` and ``skipped`` (every file in the folder not scored, as
-    ``path: reason``: not decodable, no face found ...). A picture's score is its highest face score, a
-    video's the mean of its face scores. ``tta``: ``checkpoint`` (its own) or one of ``engine.TTA_MODES``."""
-    dev = resolve_device(device)
-    model, ckpt = load_model(model_path, dev)
-    tta = resolve_tta(ckpt, tta, str(model_path))
-    crop, _ = resolve_crop(ckpt, crop)
+def _detector(model: str | Path | Detector, o: PredictOptions) -> Detector:
+    return model if isinstance(model, Detector) else Detector.load(model, o.device, o.precision, o.tta)
+
+
+def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str = "test", n_bootstrap: int = 1000,
+                    options: PredictOptions | None = None) -> dict:
+    """Score a detector (a checkpoint path, shipped name or ``Detector``) on a labelled folder: its metrics
+    (``acc``, ``balanced_acc`` at 0.5, and at the detector's ``threshold``: ``acc_at_threshold``,
+    ``balanced_acc_at_threshold``), ``threshold_source``, the ``tta``, ``precision`` and ``crop`` used,
+    ``n_skipped`` and ``skipped`` (every file in the folder not scored, as ``path: reason``: not decodable, no
+    face found ...). A picture's score is its highest face score, a video's the mean of its face scores."""
+    o = options or PredictOptions()
+    det = _detector(model, o)
+    crop, _ = resolve_crop([det.domain], o.crop)
     rows, skipped = labelled_images(data, split)
-    scored = score_inputs(model, ckpt, [r["path"] for r in rows], crop, Framing.of_checkpoint(ckpt, face_margin), dev,
-                          batch_size, num_workers, progress, desc=f"evaluate {Path(model_path).name}", tta=tta,
-                          frames=frames)
-    warning = domain_warning(ckpt, str(model_path), scored)
+    scored = score_inputs(det, [r["path"] for r in rows], crop, Framing.of_checkpoint(det.ckpt, o.face_margin), o,
+                          desc=f"evaluate {det.name}")
+    warning = domain_warning(det, scored)
     if warning:
         print(warning, file=sys.stderr)
     skipped += [f"{s.path}: {s.status}" for s in scored if s.status != OK]
@@ -272,14 +308,15 @@ def evaluate_folder(model_path: str | Path, data: str | Path, split: str = "test
     y, p = np.array([rows[j]["label"] for j in ok]), np.array([scored[j].p_fake for j in ok])
     try:
         m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=n_bootstrap)
-        m.update(threshold_metrics(y, p, ckpt))
+        m.update(threshold_metrics(y, p, det.threshold))
     except ValueError as e:  # e.g. every fake failed to decode: say which files were left out
         raise DatasetError(f"{data}: cannot evaluate ({e})"
                            + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
                            + (" ..." if len(skipped) > 10 else "")) from e
-    info = {"model": str(model_path), "run": ckpt.get("run", ""), "trained_on": ckpt.get("dataset", ""),
-            "data": str(data), "image_size": ckpt["image_size"], "tta": tta, "crop": crop,
-            "threshold_source": threshold_source(ckpt), "n_skipped": len(skipped)}
+    info = {"model": str(det.path if det.path is not None else det.name), "run": det.run,
+            "trained_on": det.dataset or "", "data": str(data), "image_size": det.image_size, "tta": det.tta,
+            "precision": det.precision, "crop": crop, "threshold_source": det.threshold_source,
+            "n_skipped": len(skipped)}
     return {**info, **m, "skipped": skipped}
 
 
@@ -351,16 +388,42 @@ def csv_cell(value) -> str:
     return spreadsheet_safe("" if value is None else str(value))
 
 
-def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], threshold: float, model: str,
-          per_frame: bool) -> list[dict]:
-    """The output rows (``FIELDS``): one per scored face, or per whole picture, a video's mean (and with
-    ``per_frame`` its faces frame by frame), one per input not scored; the unreadable entries last."""
-    base = {"threshold": threshold, "model": model}
+def fields(detectors: list[Detector]) -> list[str]:
+    """The columns of the rows: ``FIELDS`` for one detector; for several, p_fake and threshold of each
+    (``p_fake_<name>``, ``threshold_<name>``), ``fired`` (the detectors whose p_fake > their threshold,
+    ";"-joined), ``verdict`` (fake when any fired) and ``detectors`` (their names)."""
+    if len(detectors) == 1:
+        return FIELDS
+    names = [d.name for d in detectors]
+    return (PLACE + [f"p_fake_{n}" for n in names] + ["fired", "verdict"] + [f"threshold_{n}" for n in names]
+            + ["detectors", "status"])
 
-    def row(s: Scored, frame=None, face=None, box=None, region=None, p=None, status=OK) -> dict:
-        verdict = None if p is None else ("fake" if p > threshold else "real")
-        return {"path": s.path, "frame": frame, "face": face, "box": box, "region": region, "p_fake": p,
-                "verdict": verdict, **base, "status": status}
+
+def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: list[Detector], model: str,
+          per_frame: bool) -> list[dict]:
+    """The output rows (``fields``): one per scored face, or per whole picture, a video's mean (and with
+    ``per_frame`` its faces frame by frame), one per input not scored; the unreadable entries last."""
+    names = [d.name for d in detectors]
+    if len(detectors) == 1:
+        threshold = detectors[0].threshold
+        base = {"threshold": threshold, "model": model}
+
+        def scores(ps):
+            p = None if ps is None else ps[0]
+            return {"p_fake": p, "verdict": None if p is None else ("fake" if p > threshold else "real")}
+    else:
+        base = {**{f"threshold_{d.name}": d.threshold for d in detectors}, "detectors": names}
+
+        def scores(ps):
+            if ps is None:
+                return {**{f"p_fake_{n}": None for n in names}, "fired": None, "verdict": None}
+            fired = [d.name for d, p in zip(detectors, ps) if p > d.threshold]
+            return {**{f"p_fake_{n}": p for n, p in zip(names, ps)}, "fired": ";".join(fired),
+                    "verdict": "fake" if fired else "real"}
+
+    def row(s: Scored, frame=None, face=None, box=None, region=None, ps=None, status=OK) -> dict:
+        return {"path": s.path, "frame": frame, "face": face, "box": box, "region": region, **scores(ps), **base,
+                "status": status}
 
     rows = []
     for s in scored:
@@ -368,28 +431,38 @@ def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], threshold: f
             rows.append(row(s, status=s.status))
             continue
         faces = []
-        for frame, region, p in s.views:
+        for frame, region, ps in s.views:
             if region is None:
-                faces.append(row(s, frame, "whole", None, [0, 0, *s.size] if s.size else None, p))
+                faces.append(row(s, frame, "whole", None, [0, 0, *s.size] if s.size else None, ps))
             else:
-                faces.append(row(s, frame, region.face, clipped_box(region.box, s.size), list(region.crop), p))
+                faces.append(row(s, frame, region.face, clipped_box(region.box, s.size), list(region.crop), ps))
         if s.kind == "video":
             rows += faces if per_frame else []
-            rows.append(row(s, None, "mean", None, None, s.p_fake))
+            rows.append(row(s, None, "mean", None, None, tuple(s.p_of(k) for k in range(len(detectors)))))
         else:
             rows += faces
     return rows + [{**row(Scored(str(f), "other"), status=why)} for f, why in unreadable]
 
 
-def _csv_text(rows: list[dict]) -> str:
+def _cell(key: str, value):
+    """A row's value as CSV text: boxes as "x0 y0 x1 y1", scores with 6 decimals, thresholds short."""
+    if value is None:
+        return None
+    if key in ("box", "region", "detectors"):
+        return (";" if key == "detectors" else " ").join(map(str, value)) or None
+    if key.startswith("p_fake"):
+        return f"{value:.6f}"
+    if key.startswith("threshold"):
+        return f"{value:g}"
+    return value
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        flat = {**r, "box": " ".join(map(str, r["box"])) if r["box"] else None,
-                "region": " ".join(map(str, r["region"])) if r["region"] else None,
-                "p_fake": None if r["p_fake"] is None else f"{r['p_fake']:.6f}", "threshold": f"{r['threshold']:g}"}
-        w.writerow({k: csv_cell(v) for k, v in flat.items()})
+        w.writerow({k: csv_cell(_cell(k, v)) for k, v in r.items()})
     return buf.getvalue()
 
 
@@ -408,17 +481,20 @@ def _line(r: dict) -> str:
         what = "mean of its faces"
     else:
         what = f"face {r['face']} at {r['box'][0]},{r['box'][1]}-{r['box'][2]},{r['box'][3]}"
-    return f"{where}: {what}: {r['verdict']} (p_fake {r['p_fake']:.3f}, threshold {r['threshold']:.3g})"
+    if "p_fake" in r:
+        return f"{where}: {what}: {r['verdict']} (p_fake {r['p_fake']:.3f}, threshold {r['threshold']:.3g})"
+    scores = ", ".join(f"{n} {r[f'p_fake_{n}']:.3f} (threshold {r[f'threshold_{n}']:.3g})" for n in r["detectors"])
+    return f"{where}: {what}: {r['verdict']} (p_fake {scores}; fired: {r['fired'] or 'none'})"
 
 
-def write_rows(rows: list[dict], out: str | Path | None, fmt: str | None) -> None:
+def write_rows(rows: list[dict], out: str | Path | None, fmt: str | None, columns: list[str] = FIELDS) -> None:
     """The rows as CSV or JSON to ``out`` (atomically) or stdout, or (no format) one line per face on stdout.
     A file name that is not UTF-8 is written losslessly: its bytes as they are in CSV, \\udcXX in JSON."""
     if fmt is None:
         for r in rows:
             print(_line(r))
         return
-    text = _csv_text(rows) if fmt == "csv" else _json_text(rows)
+    text = _csv_text(rows, columns) if fmt == "csv" else _json_text(rows)
     data = text.encode("utf-8", "surrogateescape")
     if out is None:
         sys.stdout.flush()
@@ -429,45 +505,57 @@ def write_rows(rows: list[dict], out: str | Path | None, fmt: str | None) -> Non
         tmp.write_bytes(data)
 
 
-def predict_files(model_path: str | Path, paths: list[str], out: str | Path | None = None,
-                  cam_dir: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                  num_workers: int = -1, progress: bool = True, tta: str = "checkpoint", crop: str = "auto",
-                  face_margin: float | None = None, frames: int = FRAMES, per_frame: bool = False,
-                  fmt: str | None = None) -> list[dict]:
-    """Rows (``FIELDS``) for every input: p_fake per face (``crop``, see the module doc), verdict fake when
-    p_fake > the checkpoint's threshold, or a ``status`` saying why an input was not scored. Written as
-    ``fmt`` (csv | json; from the suffix of ``out`` when given) to ``out`` or stdout; with neither, one line
-    per face on stdout. With ``cam_dir``, a Grad-CAM overlay of every scored face there. Outputs are checked
-    before the scoring; the skipped inputs and a summary go to stderr."""
+def _detectors(model: str | Path | Detector | list[Detector] | None, o: PredictOptions) -> list[Detector]:
+    """The detectors to run: every shipped one when ``model`` is None, else the one checkpoint (or the given)."""
+    if model is None:
+        return load_shipped(o.device, o.precision, tta=o.tta)
+    if isinstance(model, (list, tuple)):
+        return list(model)
+    return [_detector(model, o)]
+
+
+def predict_files(model: str | Path | Detector | list[Detector] | None, paths: list[str],
+                  out: str | Path | None = None, cam_dir: str | Path | None = None, fmt: str | None = None,
+                  options: PredictOptions | None = None) -> list[dict]:
+    """Rows (``fields``) for every input: p_fake per face (``options.crop``, see the module doc) and the
+    verdict at the threshold (fake when p_fake > it), or a ``status`` saying why an input was not scored.
+    ``model``: a checkpoint path or shipped name (one detector), Detectors, or None: every shipped detector
+    (``detector.SHIPPED``), each face found once and scored by all, fake when any fires. Written as ``fmt``
+    (csv | json; from the suffix of ``out`` when given) to ``out`` or stdout; with neither, one line per face on
+    stdout. With ``cam_dir``, a Grad-CAM overlay of every scored face there (per detector when several). Outputs
+    are checked before the scoring; the skipped inputs and a summary go to stderr."""
+    o = options or PredictOptions()
     if out is not None:
         check_writable(out)  # first: a folder or an unwritable place is named as such
     fmt = output_format(out, fmt)
-    dev = resolve_device(device)
-    model, ckpt = load_model(model_path, dev)
-    tta = resolve_tta(ckpt, tta, str(model_path))
-    crop, why = resolve_crop(ckpt, crop)
+    dets = _detectors(model, o)
+    crop, why = resolve_crop([d.domain for d in dets], o.crop)
     files, unreadable = expand_paths(paths)
     check_outputs(out, cam_dir, len(files))
-    framing = Framing.of_checkpoint(ckpt, face_margin)
-    scored = score_inputs(model, ckpt, [str(f) for f in files], crop, framing, dev, batch_size, num_workers,
-                          progress, desc=f"predict {Path(model_path).name}", tta=tta, frames=frames)
-    warning = domain_warning(ckpt, str(model_path), scored)
-    if warning:
-        print(warning, file=sys.stderr)
-    threshold = float(ckpt["threshold"])
-    rows = _rows(scored, unreadable, threshold, str(model_path), per_frame)
-    write_rows(rows, out, fmt)
-    _summary(rows, scored, threshold, f" from the {threshold_source(ckpt)}; tta {tta}",
-             "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""), out, listed=fmt is None)
+    framing = Framing.of_checkpoint(dets[0].ckpt, o.face_margin)  # faces are framed as the first one's training
+    label = str(dets[0].path) if len(dets) == 1 and dets[0].path is not None else "+".join(d.name for d in dets)
+    scored = score_inputs(dets, [str(f) for f in files], crop, framing, o,
+                          desc=f"predict {Path(label).name if len(dets) == 1 else label}")
+    for det in dets:
+        warning = domain_warning(det, scored)
+        if warning:
+            print(warning, file=sys.stderr)
+    rows = _rows(scored, unreadable, dets, label, o.per_frame)
+    write_rows(rows, out, fmt, fields(dets))
+    how = "; ".join(f"{'' if len(dets) == 1 else d.name + ' '}{d.threshold:g} from the {d.threshold_source}; "
+                    f"tta {d.tta}" for d in dets)
+    _summary(rows, scored, how, "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""),
+             out, listed=fmt is None)
     if cam_dir is not None:
-        write_cam_overlays(model, ckpt, scored, cam_dir, frames=frames, progress=progress)
+        for k, det in enumerate(dets):
+            write_cam_overlays(det, scored, cam_dir, None if len(dets) == 1 else k, o.frames, progress=o.progress)
     return rows
 
 
-def _summary(rows: list[dict], scored: list[Scored], threshold: float, how: str, crop: str,
-             out: str | Path | None, listed: bool) -> None:
+def _summary(rows: list[dict], scored: list[Scored], how: str, crop: str, out: str | Path | None,
+             listed: bool) -> None:
     """The skipped inputs (unless the terminal lines ``listed`` them) and one summary line, on stderr (``crop``:
-    what was scored, and why)."""
+    what was scored, and why; ``how``: the threshold(s) and where they come from)."""
     skipped = [r for r in rows if r["status"] != OK]
     if skipped and not listed:
         print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {r['status']}"
@@ -478,23 +566,28 @@ def _summary(rows: list[dict], scored: list[Scored], threshold: float, how: str,
     n_videos = sum(s.status == OK and s.kind == "video" for s in scored)
     print(f"scored {n_images} image(s)" + (f" and {n_videos} video(s)" if n_videos else "")
           + f" ({crop}): {verdicts.count('fake')} fake, "
-          f"{verdicts.count('real')} real (threshold {threshold:g}{how}), {len(skipped)} skipped"
+          f"{verdicts.count('real')} real (threshold {how}), {len(skipped)} skipped"
           + (f" -> {out}" if out else ""), file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
-def write_cam_overlays(model: nn.Module, ckpt: dict, scored: list[Scored], out_dir: str | Path,
+def write_cam_overlays(det: Detector, scored: list[Scored], out_dir: str | Path, index: int | None = None,
                        frames: int = FRAMES, batch_size: int = 16, progress: bool = True,
                        max_side: int = 512) -> list[Path]:
-    """One Grad-CAM figure (fake class, ``explain.gradcam``) per scored face or whole picture, over the pixels
-    that were scored (at most ``max_side`` px), titled with its p(fake) and verdict, with a colour bar:
-    ``out_dir/<stem>[_f<frame>][_face<k>]_cam.png`` (stems that repeat get ``_<index>``). Returns the paths."""
+    """One Grad-CAM figure (fake class, ``explain.gradcam`` on ``det.model``) per scored face or whole picture,
+    over the pixels that were scored (at most ``max_side`` px), titled with its p(fake) and verdict, with a
+    colour bar: ``out_dir/<stem>[_f<frame>][_face<k>]_cam.png`` (stems that repeat get ``_<index>``). ``index``:
+    which of several detectors' scores ``scored`` holds this is (its name then ends the file name); None: the
+    only one. Returns the paths."""
     from .explain import gradcam  # lazy: only --cam needs Grad-CAM
     from .io import save_figure
     from .plots.images import cam_overlay, scored_cam
 
-    prep = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])
-    threshold = float(ckpt["threshold"])
+    k = index or 0
+    tag = "" if index is None else f"_{det.name}"
+    model = det.model
+    prep = det.preprocess
+    threshold = det.threshold
     ok = [s for s in scored if s.status == OK]
     stems = [Path(s.path).stem for s in ok]
     out_dir = Path(out_dir)
@@ -504,12 +597,13 @@ def write_cam_overlays(model: nn.Module, ckpt: dict, scored: list[Scored], out_d
         pictures = dict([(f.index, f.image) for f in sample_frames(s.path, frames)] if s.kind == "video"
                         else [(None, load_rgb(s.path))])
         parts = []
-        for frame, region, p in s.views:
+        for frame, region, ps in s.views:
+            p = ps[k]
             im = pictures[frame]
             if region is not None and not region.whole:
                 im = im.crop(region.crop)
             name = stem + (f"_f{frame}" if frame is not None else "") + (
-                f"_face{region.face}" if region is not None else "") + "_cam.png"
+                f"_face{region.face}" if region is not None else "") + f"{tag}_cam.png"
             parts.append((name, im, p))
         for i in range(0, len(parts), batch_size):
             chunk = parts[i:i + batch_size]
