@@ -182,10 +182,16 @@ def choose_calibration(p, y, seed: int) -> tuple[dict | None, dict]:
     if min(np.bincount(y[fit], minlength=2)) == 0 or min(np.bincount(y[check], minlength=2)) == 0:
         return None, {**info, "kept": False, "why": "too few validation images of a class to fit and check"}
     cal = fit_platt(p[fit], y[fit])
-    before, after = log_loss(y[check], p[check]), log_loss(y[check], calibrate(p[check], cal))
-    kept = after < before and cal["a"] > 0  # a > 0: monotone increasing, so the same ranking and decisions
+    kept, before, after = calibration_helps(cal, p[check], y[check])
     return (cal if kept else None), {**info, "log_loss_raw": before, "log_loss_calibrated": after,
-                                     "fitted": cal, "kept": bool(kept)}
+                                     "fitted": cal, "kept": kept}
+
+
+def calibration_helps(cal: dict, p, y) -> tuple[bool, float, float]:
+    """(whether ``cal`` lowers the log-loss of (p, y) and is increasing, log-loss before, after): a > 0 keeps the
+    ranking and, with the mapped threshold, every decision."""
+    before, after = log_loss(y, p), log_loss(y, calibrate(p, cal))
+    return bool(after < before and cal["a"] > 0), before, after
 
 
 def map_threshold(threshold: float, calibration: dict | None) -> float:
