@@ -230,3 +230,13 @@ def test_shipped_detectors_are_small_and_load_safely():
     assert sum(p.stat().st_size for p in pts) <= 25 * 2**20
     for p in pts:
         read_checkpoint(p)
+
+
+def test_package_data_ships_the_detectors():
+    """A wheel carries the shipped files: setuptools finds the detectors package (it has an __init__.py) and
+    pyproject.toml lists its data files."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {"detectors/*.pt", "detectors/*.json", "detectors/*.md"} <= set(data["deepfake_detect"])
+    assert (DETECTORS / "__init__.py").is_file()
