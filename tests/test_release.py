@@ -240,3 +240,17 @@ def test_package_data_ships_the_detectors():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert {"detectors/*.pt", "detectors/*.json", "detectors/*.md"} <= set(data["deepfake_detect"])
     assert (DETECTORS / "__init__.py").is_file()
+
+
+def test_readme_block_lists_each_shipped_card(released, tmp_path):
+    from deepfake_detect.report import render_block
+
+    card, out, _, _ = released
+    assert render_block("detectors", tmp_path / "empty").startswith("No shipped detectors yet")
+    root = tmp_path / "repo"
+    (root / "src/deepfake_detect/detectors").mkdir(parents=True)
+    (root / "src/deepfake_detect/detectors/faceswap.json").write_text((out / "faceswap.json").read_text())
+    table = render_block("detectors", root).splitlines()
+    assert len(table) == 3 and table[2].startswith("| `faceswap` | face swaps (DFDC-style) | `steady` | **0.700** "
+                                                   "[0.650, 0.750] |")
+    assert "xgen_faces reals" in table[2] and f"{card['reliability']['ece']:.3f} |" in table[2]
