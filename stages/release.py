@@ -8,7 +8,7 @@ import sys
 
 from deepfake_detect.config import load_params, stage_parser
 from deepfake_detect.errors import run_main
-from deepfake_detect.release import run_stage
+from deepfake_detect.release import AUC_TOLERANCE, run_stage
 
 
 def _task(text: str) -> tuple[str, str]:
@@ -28,8 +28,12 @@ def main(argv=None):
     ap.add_argument("--max-total-mb", type=float, default=25.0,
                     help="the most the shipped .pt files may take together (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=64, help="scoring batch size (default: %(default)s)")
+    ap.add_argument("--auc-tolerance", type=float, default=AUC_TOLERANCE,
+                    help="how far the shipped weights' test AUC may be from the evaluate JSON's, which the card "
+                         "copies (default: %(default)s)")
     args = ap.parse_args(argv)
-    run_stage(load_params(args.params), args.task, args.reals, args.out, args.max_total_mb, args.batch_size)
+    run_stage(load_params(args.params), args.task, args.reals, args.out, args.max_total_mb, args.batch_size,
+              auc_tolerance=args.auc_tolerance)
 
 
 if __name__ == "__main__":

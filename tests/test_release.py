@@ -13,9 +13,11 @@ import yaml
 
 from deepfake_detect import release
 from deepfake_detect.checkpoint import load_model, read_checkpoint
+from deepfake_detect.data import read_manifest
+from deepfake_detect.metrics import auc as roc_auc
 from deepfake_detect.score import score_paths
 
-from conftest import REPO, make_tiny, sensitive_checkpoint, tiny_checkpoint, write_image
+from conftest import REPO, make_tiny, sensitive_checkpoint, write_image
 
 DETECTORS = REPO / "src" / "deepfake_detect" / "detectors"
 REAL = REPO / "real"
@@ -126,9 +128,12 @@ def test_ece_matches_a_hand_computation():
 def released(tmp_path):
     """The release of task faceswap over two tiny runs (the better one on validation is the worse on test)."""
     data = make_tiny(tmp_path)
-    tiny_checkpoint(tmp_path / "models/lucky.pt", run="lucky")
-    tiny_checkpoint(tmp_path / "models/steady.pt", run="steady")
-    metrics = _metrics(tmp_path, {"lucky": (0.6, 0.9, "fakes"), "steady": (0.8, 0.7, "fakes")})
+    test = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "test"]
+    for run in ("lucky", "steady"):  # scores that spread over 0.1-0.9 on the test images: float16 keeps the order
+        sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test])
+    p, _ = score_paths(*load_model(tmp_path / "models/steady.pt"), [r["path"] for r in test], progress=False)
+    auc = roc_auc([r["label"] for r in test], p)
+    metrics = _metrics(tmp_path, {"lucky": (0.6, 0.9, "fakes"), "steady": (0.8, auc, "fakes")})
     for i in range(6):
         write_image(tmp_path / "diffusion_faces/real" / f"{i}.png", 500 + i, size=64)
         write_image(tmp_path / "xgen_faces/real" / f"{i}.png", 500 + i, size=64)  # the same reals
@@ -138,21 +143,22 @@ def released(tmp_path):
     cards = release.run_stage(params, [("faceswap", "fakes")],
                               [str(tmp_path / "diffusion_faces/real"), str(tmp_path / "xgen_faces/real")], out,
                               data_dir=data, models_dir=tmp_path / "models", metrics_dir=metrics, batch_size=8)
-    return cards["faceswap"], out, params, tmp_path
+    return cards["faceswap"], out, params, tmp_path, auc
 
 
 def test_the_card_has_every_contract_key_and_the_files_agree(released):
-    card, out, _, _ = released
+    card, out, _, _, auc = released
     assert set(release.CARD_KEYS) <= set(card)
     assert card["format"] == "deepfake-detect-card" and card["name"] == "faceswap"
     assert card["task"] == "face swaps (DFDC-style)" and card["run"] == "steady"
     assert card["chosen_on"] == {"criterion": "validation AUC", "val_auc": {"lucky": 0.6, "steady": 0.8}}
-    assert card["test"] == {k: _evaluate_json(0.7, 0.8)[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "n_real",
+    assert card["test"] == {k: _evaluate_json(auc, 0.8)[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "n_real",
                                                                      "n_fake")}
+    assert abs(card["calibration_check"]["test_auc_shipped"] - auc) < 1e-9  # float16 kept every ranking
     assert card["dataset"]["source"] == "dfdc_faces" and "DFDC" in card["dataset"]["licence"]
     assert card["dataset"]["sizes"]["val"] == {"real": 4, "fake": 4}
-    assert card["robustness"]["resize_half"] == {"auc": pytest.approx(0.6), "drop": 0.1}
-    assert card["cross_dataset"] == {"dfdc_faces": 0.7, "stylegan_faces": 0.48}
+    assert card["robustness"]["resize_half"] == {"auc": pytest.approx(auc - 0.1), "drop": 0.1}
+    assert card["cross_dataset"] == {"dfdc_faces": auc, "stylegan_faces": 0.48}
     assert card["cross_generator"]["diffusion_faces"]["auc"] == 0.3
     fpr = card["false_positive_rate"]
     assert set(fpr) == {"dfdc_faces test reals", "diffusion_faces reals", "xgen_faces reals"}
@@ -169,20 +175,30 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     assert json.loads((out / "faceswap.json").read_text()) == json.loads(json.dumps(card))
     assert (out / "faceswap.md").read_text() == release.card_markdown(json.loads((out / "faceswap.json").read_text()))
     shipped = read_checkpoint(out / "faceswap.pt")
-    assert shipped["run"] == "steady" and shipped["calibration"] == card["calibration"]
+    assert shipped["task"] == "faceswap" and shipped["calibration"] == card["calibration"]
     assert shipped["output_threshold"] == card["threshold"]
 
 
 def test_the_markdown_card_shows_the_figures(released):
-    card, _, _, _ = released
+    card, _, _, _, auc = released
     md = release.card_markdown(card)
     assert md.startswith("# Detector `faceswap`: face swaps (DFDC-style)")
-    assert "**0.700** [0.650, 0.750]" in md and "`steady` 0.800" in md and "## Not for" in md
+    assert f"**{auc:.3f}** [{auc - 0.05:.3f}, {auc + 0.05:.3f}]" in md and "`steady` 0.800" in md and "## Not for" in md
     assert "xgen_faces reals" in md and "weights: research use" in md
 
 
+def test_metrics_of_another_model_fail(released):
+    """The card copies the evaluate JSON's test figures: the stage refuses them when the shipped weights disagree."""
+    _, out, params, root, auc = released
+    evaluated = json.loads((root / "metrics/evaluate/steady.json").read_text())
+    (root / "metrics/evaluate/steady.json").write_text(json.dumps({**evaluated, "auc": auc - 0.2}))
+    with pytest.raises(release.ReleaseError, match="describe another model"):
+        release.run_stage(params, [("faceswap", "fakes")], [], out, data_dir=root / "data",
+                          models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8)
+
+
 def test_shipped_detectors_over_the_size_limit_fail(released):
-    _, out, params, root = released
+    _, out, params, root, _ = released
     with pytest.raises(release.ReleaseError, match="MB"):
         release.run_stage(params, [("faceswap", "fakes")], [], out, max_total_mb=0.001, data_dir=root / "data",
                           models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8)
@@ -245,12 +261,12 @@ def test_package_data_ships_the_detectors():
 def test_readme_block_lists_each_shipped_card(released, tmp_path):
     from deepfake_detect.report import render_block
 
-    card, out, _, _ = released
+    card, out, _, _, auc = released
     assert render_block("detectors", tmp_path / "empty").startswith("No shipped detectors yet")
     root = tmp_path / "repo"
     (root / "src/deepfake_detect/detectors").mkdir(parents=True)
     (root / "src/deepfake_detect/detectors/faceswap.json").write_text((out / "faceswap.json").read_text())
     table = render_block("detectors", root).splitlines()
-    assert len(table) == 3 and table[2].startswith("| `faceswap` | face swaps (DFDC-style) | `steady` | **0.700** "
-                                                   "[0.650, 0.750] |")
+    assert len(table) == 3 and table[2].startswith(f"| `faceswap` | face swaps (DFDC-style) | `steady` | **{auc:.3f}** "
+                                                   f"[{auc - 0.05:.3f}, {auc + 0.05:.3f}] |")
     assert "xgen_faces reals" in table[2] and f"{card['reliability']['ece']:.3f} |" in table[2]

@@ -57,6 +57,9 @@ DATA_LICENCES = {
                       "the dataset; check the source's terms",
 }
 UNKNOWN_LICENCE = "unknown: check the source's terms before any use"
+# the card copies the test figures of metrics/evaluate/<run>.json: the shipped weights must give the same test AUC
+# within this (float16 weights, the evaluate stage's precision), or that JSON describes another model
+AUC_TOLERANCE = 0.01
 # training-metric keys worth keeping in the shipped checkpoint (small scalars; the per-epoch history is dropped)
 KEEP_METRICS = ("best_epoch", "best_val_auc", "best_val_acc", "select_metric", "threshold_rule", "threshold",
                 "ema_decay", "epochs_run", "num_params", "train_images_per_epoch", "train_time_s",
@@ -280,11 +283,11 @@ def not_for(card: dict) -> list[str]:
                     if m.get("drop") is not None and m["drop"] >= 0.02), reverse=True)
     for drop, name in drops:
         out.append(f"degraded images: {name} costs {drop:.3f} AUC")
-    fprs = {k: v for k, v in card["false_positive_rate"].items() if v["fpr"] is not None}
-    if fprs:
+    fprs = {k: v for k, v in card["false_positive_rate"].items() if v["fpr"] is not None and not k.startswith(own)}
+    if fprs:  # real photographs from elsewhere than its training data
         worst = max(fprs, key=lambda k: fprs[k]["fpr"])
-        out.append(f"real photos unlike its training reals: up to {fprs[worst]['fpr']:.1%} of {worst} are called fake "
-                   f"at the shipped threshold")
+        out.append(f"real photographs unlike its training reals: {fprs[worst]['fpr']:.1%} of {worst} are called fake "
+                   "at the shipped threshold")
     out.append("deciding about a person on its own: a score is evidence for review, never a verdict")
     return out
 
@@ -340,7 +343,9 @@ def _fmt(v, spec: str = ".3f") -> str:
 def _calibration_text(cal: dict | None) -> str:
     if cal is None:
         return "none (Platt scaling did not lower the held-out validation log-loss): the output p is the model's"
-    return f"Platt: p = sigmoid({cal['a']:.4f} · logit(p_model) + {cal['b']:.4f}), logit clipped at {EPS:g}"
+    sign = "+" if cal["b"] >= 0 else "−"
+    return (f"Platt: p = sigmoid({cal['a']:.4f} · logit(p_model) {sign} {abs(cal['b']):.4f}), logit clipped at "
+            f"{EPS:g} (kept: it lowered the held-out validation log-loss)")
 
 
 def provenance(root: str | Path = ".") -> dict:
@@ -417,7 +422,7 @@ def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
 def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
                  data_dir: str | Path = "data", models_dir: str | Path = "models",
                  metrics_dir: str | Path = "metrics", batch_size: int = 64, device: str = "cpu",
-                 prov: dict | None = None) -> dict:
+                 prov: dict | None = None, auc_tolerance: float = AUC_TOLERANCE) -> dict:
     """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
     ``<out_dir>/<task>.pt``, ``.json`` and ``.md``; returns the card."""
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
@@ -452,6 +457,11 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     out_test = calibrate(p_test, calibration)
     check["test_auc_shipped"] = float(roc_auc(y_test, p_test))  # fp16 export: beside the card's evaluate figure
     check["test_auc_evaluate"] = float(evaluated["auc"])
+    if abs(check["test_auc_shipped"] - check["test_auc_evaluate"]) > auc_tolerance:
+        where = metrics_dir / "evaluate" / f"{run}.json"
+        raise ReleaseError(f"{where}: test AUC {check['test_auc_evaluate']:.4f}, but the shipped weights of {src} give "
+                           f"{check['test_auc_shipped']:.4f} on the same split (more than {auc_tolerance:g} apart): "
+                           f"the metrics describe another model; rerun evaluate-roc-det@{run}")
 
     sources = {d: Path(params["data"][d]["source"]).name for d in params["data"] if isinstance(params["data"][d], dict)}
     real_sets: dict[str, list[str]] = {}
@@ -497,7 +507,8 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
 
 def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_dir: str | Path,
               max_total_mb: float = 25.0, batch_size: int = 64, data_dir: str | Path = "data",
-              models_dir: str | Path = "models", metrics_dir: str | Path = "metrics") -> dict[str, dict]:
+              models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
+              auc_tolerance: float = AUC_TOLERANCE) -> dict[str, dict]:
     """The release stage: every (task, dataset) of ``tasks``; fails when the shipped .pt files exceed
     ``max_total_mb`` together (a package that ships them must stay small)."""
     from .engine import resolve_device
@@ -507,7 +518,7 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
     cards = {}
     for task, dataset in tasks:
         cards[task] = release_task(task, dataset, params, reals, out_dir, data_dir, models_dir, metrics_dir,
-                                   batch_size, device, prov)
+                                   batch_size, device, prov, auc_tolerance)
         c = cards[task]
         print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC {c['test']['auc']:.3f}"
               f", threshold {c['threshold']:.4f}, calibration {'platt' if c['calibration'] else 'none'}, "
