@@ -244,16 +244,24 @@ def false_positive_rates(scored: dict[str, np.ndarray], threshold: float) -> dic
     return out
 
 
-def overlap_notes(sets: dict[str, list[str]]) -> dict[str, str]:
-    """{set: note} where a set of images holds the same files (by content) as another set."""
+def overlaps(sets: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{set: the other sets that hold every one of its files (by content)}, for the sets that have such."""
     hashes = {name: {_sha1(p) for p in paths} for name, paths in sets.items()}
-    notes = {}
-    names = list(hashes)
-    for i, a in enumerate(names):
-        same = [b for b in names[:i] + names[i + 1:] if hashes[a] and hashes[a] <= hashes[b]]
+    out = {}
+    for a in hashes:
+        same = [b for b in hashes if b != a and hashes[a] and hashes[a] <= hashes[b]]
         if same:
-            notes[a] = f"the same {len(hashes[a])} images as (or within) " + ", ".join(same)
-    return notes
+            out[a] = same
+    return out
+
+
+def overlap_note(n: int, same: list[str], seen: str) -> str:
+    """The note of a set of ``n`` reals found within the sets ``same``; ``seen``: the set of reals the detector was
+    chosen and calibrated on (its validation reals), which such a set then is not unseen by."""
+    note = f"the same {n} images as (or within) " + ", ".join(same)
+    if seen in same:
+        note += f"; {seen} are the images this detector was chosen and calibrated on, so not unseen by it"
+    return note
 
 
 # ------------------------------------------------------------------------------------------------ the card
@@ -283,11 +291,12 @@ def not_for(card: dict) -> list[str]:
                     if m.get("drop") is not None and m["drop"] >= 0.02), reverse=True)
     for drop, name in drops:
         out.append(f"degraded images: {name} costs {drop:.3f} AUC")
-    fprs = {k: v for k, v in card["false_positive_rate"].items() if v["fpr"] is not None and not k.startswith(own)}
+    fprs = {k: v for k, v in card["false_positive_rate"].items() if v["fpr"] is not None and not k.startswith(own)
+            and "not unseen" not in v.get("note", "")}
     if fprs:  # real photographs from elsewhere than its training data
         worst = max(fprs, key=lambda k: fprs[k]["fpr"])
-        out.append(f"real photographs unlike its training reals: {fprs[worst]['fpr']:.1%} of {worst} are called fake "
-                   "at the shipped threshold")
+        out.append(f"real photographs from other sources: {fprs[worst]['fpr']:.1%} of {worst} are called fake at the "
+                   "shipped threshold")
     out.append("deciding about a person on its own: a score is evidence for review, never a verdict")
     return out
 
@@ -489,11 +498,11 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         if (Path(data_dir) / name / "manifest.csv").is_file():
             real_sets[f"{sources[name]} val reals"] = [r["path"] for r in manifest(name)
                                                        if r["split"] == "val" and r["label"] == LABELS["real"]]
-    notes = overlap_notes(real_sets)
+    same = overlaps(real_sets)
     fpr = false_positive_rates(scores, threshold)
     for k in fpr:
-        if k in notes:
-            fpr[k]["note"] = notes[k]
+        if k in same:
+            fpr[k]["note"] = overlap_note(len(real_sets[k]), same[k], f"{sources[dataset]} val reals")
 
     card = build_card(task, run, ckpt, evaluated, train_metrics,
                       dataset_summary(dataset, params["data"][dataset]["source"], own), val_aucs, threshold,
