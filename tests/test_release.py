@@ -180,6 +180,8 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     assert card["provenance"]["command"] == "dvc repro real/dvc.yaml:release"
     assert json.loads((out / "faceswap.json").read_text()) == json.loads(json.dumps(card))
     assert (out / "faceswap.md").read_text() == release.card_markdown(json.loads((out / "faceswap.json").read_text()))
+    png = (out / "faceswap_reliability.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) < 60_000
     shipped = read_checkpoint(out / "faceswap.pt")
     assert shipped["task"] == "faceswap" and shipped["calibration"] == card["calibration"]
     assert shipped["output_threshold"] == card["threshold"]
@@ -222,8 +224,8 @@ def test_shipped_files_equal_lock():
     """Every shipped file is the one the lock recorded (DVC 3: md5 of the file's bytes), so the package ships what
     the release stage made from the locked models and metrics."""
     outs = _lock_outs()
-    assert {Path(o["path"]).name for o in outs} == {f"{t}.{x}" for t in ("faceswap", "generated")
-                                                   for x in ("pt", "json", "md")}
+    assert {Path(o["path"]).name for o in outs} == {f"{t}{x}" for t in ("faceswap", "generated")
+                                                   for x in (".pt", ".json", ".md", "_reliability.png")}
     for o in outs:
         path = (REAL / o["path"]).resolve()
         assert path.is_file(), f"{path}: in real/dvc.lock's release stage but not in the checkout"

@@ -12,10 +12,11 @@ The release stage (``dvc repro real/dvc.yaml:release``) does, for each task (``f
 3. calibration: the exported model scores the run's validation split; a Platt scaling
    (p_cal = sigmoid(a * logit(p_raw) + b), logit clipped at ``EPS``) is fitted on a seeded half and kept only if it
    lowers the log-loss on the other half; the threshold is the checkpoint's mapped through it (the same decisions);
-4. the card (``<task>.json``, format ``deepfake-detect-card``) and its Markdown (``<task>.md``, from the JSON by
-   ``card_markdown``): test AUC [CI] copied from the evaluate JSON, reliability and ECE of the shipped output on the
-   test split, robustness panel, cross-dataset and cross-generator AUCs, false-positive rates on real images of
-   every set at the shipped threshold, what it is not for, licence, provenance.
+4. the card (``<task>.json``, format ``deepfake-detect-card``), its Markdown (``<task>.md``, from the JSON by
+   ``card_markdown``) and a small reliability figure (``<task>_reliability.png``): test AUC [CI] copied from the
+   evaluate JSON, reliability and ECE of the shipped output on the test split, robustness panel, cross-dataset and
+   cross-generator AUCs, false-positive rates on real images of every set at the shipped threshold, what it is not
+   for, licence, provenance.
 """
 from __future__ import annotations
 
@@ -321,7 +322,9 @@ def card_markdown(card: dict) -> str:
              f"| ECE (test, {N_BINS} bins) | {card['reliability']['ece']:.3f} |", ""]
     tr = card["training"]
     lines += ["## Training", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in tr.items() if not isinstance(v, dict)), ""]
-    lines += ["## Reliability (test split, shipped output p)", "", "| p bin | mean p | fraction fake | n |",
+    lines += ["## Reliability (test split, shipped output p)", "",
+              f"![reliability of {card['name']}]({card['name']}_reliability.png)", "",
+              "| p bin | mean p | fraction fake | n |",
               "|---|---|---|---|"]
     lines += [f"| {b['lo']:.1f}-{b['hi']:.1f} | {_fmt(b['p_mean'])} | {_fmt(b['frac_fake'])} | {b['n']} |"
               for b in card["reliability"]["bins"]]
@@ -355,6 +358,30 @@ def _calibration_text(cal: dict | None) -> str:
     sign = "+" if cal["b"] >= 0 else "−"
     return (f"Platt: p = sigmoid({cal['a']:.4f} · logit(p_model) {sign} {abs(cal['b']):.4f}), logit clipped at "
             f"{EPS:g} (kept: it lowered the held-out validation log-loss)")
+
+
+def save_reliability_figure(path: str | Path, card: dict) -> Path:
+    """A small reliability diagram of the card (fraction of fakes against mean output p per bin; marker area by
+    count): a few tens of KB, shipped beside the card."""
+    from matplotlib.figure import Figure
+
+    from .io import save_figure
+
+    bins = [b for b in card["reliability"]["bins"] if b["n"]]
+    fig = Figure(figsize=(3.6, 3.2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    ax.plot([b["p_mean"] for b in bins], [b["frac_fake"] for b in bins], color="C0", lw=1.2)
+    n = max(b["n"] for b in bins)
+    ax.scatter([b["p_mean"] for b in bins], [b["frac_fake"] for b in bins], s=[10 + 90 * b["n"] / n for b in bins],
+               color="C0", zorder=3, label=f"test split, ECE {card['reliability']['ece']:.3f}")
+    ax.axvline(card["threshold"], color="C3", lw=1, label=f"threshold {card['threshold']:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="output p(fake)", ylabel="fraction fake",
+           title=f"{card['name']} ({card['run']})")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    fig.tight_layout()
+    return save_figure(path, fig, dpi=80, metadata={"Software": None})
 
 
 def provenance(root: str | Path = ".") -> dict:
@@ -420,6 +447,8 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
 
 def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
     from .score import score_paths
+
+    print(f"release: scoring {len(paths)} image(s): {desc}", flush=True)
 
     p, errors = score_paths(model, ckpt, list(paths), None, device, batch_size, progress=False, desc=desc)
     if errors:
@@ -510,6 +539,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
                                                          output_threshold=threshold))
     write_json(out_dir / f"{task}.json", card)
+    save_reliability_figure(out_dir / f"{task}_reliability.png", card)
     write_text(out_dir / f"{task}.md", card_markdown(card))
     return card
 
