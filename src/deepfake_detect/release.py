@@ -449,7 +449,6 @@ def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
     from .score import score_paths
 
     print(f"release: scoring {len(paths)} image(s): {desc}", flush=True)
-
     p, errors = score_paths(model, ckpt, list(paths), None, device, batch_size, progress=False, desc=desc)
     if errors:
         raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
@@ -462,7 +461,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
                  metrics_dir: str | Path = "metrics", batch_size: int = 64, device: str = "cpu",
                  prov: dict | None = None, auc_tolerance: float = AUC_TOLERANCE) -> dict:
     """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
-    ``<out_dir>/<task>.pt``, ``.json`` and ``.md``; returns the card."""
+    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card."""
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     val_aucs = candidates(params[RUNS], dataset, metrics_dir)
     if not val_aucs:
