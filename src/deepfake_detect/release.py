@@ -286,6 +286,8 @@ def not_for(card: dict) -> list[str]:
         if name != own and a is not None:
             out.append(f"other manipulation types: on {name} (test split) its AUC is {a:.3f}")
     for name, m in (card.get("cross_generator") or {}).items():
+        if m.get("auc") is None or m["auc"] >= card["test"]["auc"] - 0.05:  # as good as on its own test: not a limit
+            continue
         out.append(f"other generators: on {name} (evaluation only) its AUC is {m['auc']:.3f} "
                    f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]")
     drops = sorted(((m["drop"], name) for name, m in (card.get("robustness") or {}).items()
