@@ -173,7 +173,8 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     assert isinstance(card["threshold"], float) and 0 <= card["threshold"] <= 1
     assert card["calibration"] is None or set(card["calibration"]) == {"method", "a", "b"}
     assert len(card["reliability"]["bins"]) == 10 and card["reliability"]["n"] == 8
-    assert any("diffusion_faces" in s and "0.300" in s for s in card["not_for"])
+    # a generator is a limit only where it does worse than the own test split
+    assert any("diffusion_faces" in s and "0.300" in s for s in card["not_for"]) == (0.3 < auc - 0.05)
     assert any("resize_half" in s and "0.100" in s for s in card["not_for"])
     assert card["licence"].startswith("weights: research use, non-commercial")
     assert set(card["provenance"]) == {"commit", "dirty", "command", "lock"}
