@@ -112,7 +112,8 @@ def test_prepare_splits_does_not_depend_on_training_code():
 READS = {"prepare-splits": ("seed", "demo", "data"),
          "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.fakes.source", "data.synthetic.source"),
          "explain": ("seed", "device", "explain"),
-         "summarize": (RUNS,)}
+         "summarize": (RUNS,),
+         "release": ("seed", "device", RUNS, "data.fakes.source", "data.synthetic.source")}
 
 
 def _train_run(stage: dict) -> str | None:

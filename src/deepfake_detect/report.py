@@ -413,17 +413,40 @@ BLOCKS = {"": render_table, "-cross": render_cross_table, "-robustness": render_
           "-generalization": render_generalization_table}
 
 
+DETECTORS_DIR = Path("src") / "deepfake_detect" / "detectors"  # the shipped detectors' cards (release stage)
+
+
+def render_detectors(root: str | Path = ".") -> str:
+    """The shipped detectors, one row per model card (``src/deepfake_detect/detectors/<task>.json``)."""
+    cards = [_read_json(p) for p in sorted((Path(root) / DETECTORS_DIR).glob("*.json"))]
+    if not cards:
+        return "No shipped detectors yet: `dvc repro real/dvc.yaml:release` makes them."
+    rows = ["| detector | task | run | test AUC [95 % CI] | threshold | calibration | FPR on real images | ECE |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in cards:
+        t = c["test"]
+        fpr = "; ".join(f"{name} {_fmt(v['fpr'], '.1%')} (n={v['n']})" for name, v in c["false_positive_rate"].items())
+        cal = "Platt" if c.get("calibration") else "none"
+        rows.append(f"| `{c['name']}` | {c['task']} | `{c['run']}` | **{_fmt(t['auc'])}** [{_fmt(t['auc_ci_low'])}, "
+                    f"{_fmt(t['auc_ci_high'])}] | {_fmt(c['threshold'], '.4f')} | {cal} | {fpr} | "
+                    f"{_fmt(c['reliability']['ece'])} |")
+    return "\n".join(rows)
+
+
 def render_block(block: str, root: str | Path = ".") -> str:
     """The generated text of one block: ``<pipeline>`` (results), ``<pipeline>-cross`` (every run on every
     dataset), ``<pipeline>-robustness`` (the panel), ``<pipeline>-generalization`` (recipes off their training
-    distribution), ``bench:<path of a bench_train.py JSON>``; pipelines: ``demo``, ``real``."""
+    distribution), ``detectors`` (the shipped detectors' model cards), ``bench:<path of a bench_train.py JSON>``;
+    pipelines: ``demo``, ``real``."""
     if block.startswith("bench:"):
         return render_bench(block.removeprefix("bench:"), root)
+    if block == "detectors":
+        return render_detectors(root)
     for suffix, render in sorted(BLOCKS.items(), key=lambda kv: -len(kv[0])):
         if block.endswith(suffix) and block[:len(block) - len(suffix)] in PIPELINES:
             return render(block[:len(block) - len(suffix)], root)
     raise UserError(f"unknown report block '{block}' (known: "
-                    f"{', '.join(p + s for p in PIPELINES for s in BLOCKS)}, bench:<file>)")
+                    f"{', '.join(p + s for p in PIPELINES for s in BLOCKS)}, detectors, bench:<file>)")
 
 
 def render_readme(text: str, root: str | Path = ".") -> str:

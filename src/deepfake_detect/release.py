@@ -1,0 +1,570 @@
+"""The shipped detectors: one per task, picked on validation AUC, exported small, with a model card.
+
+The release stage (``dvc repro real/dvc.yaml:release``) does, for each task (``faceswap`` = dataset ``fakes``,
+``generated`` = dataset ``synthetic``):
+
+1. candidates: the runs of the params' ``runs`` trained on the task's dataset (their evaluate JSON says which);
+   the pick: the highest **validation** AUC (training's ``best_val_auc``, else the evaluate JSON's ``val_auc``),
+   never a test figure;
+2. export: the run's checkpoint in the same format, floating-point weights as float16, metrics trimmed to small
+   scalars (``src/deepfake_detect/detectors/<task>.pt``; it loads with ``torch.load(weights_only=True)`` and
+   ``checkpoint.read_checkpoint``);
+3. calibration: the exported model scores the run's validation split; a Platt scaling
+   (p_cal = sigmoid(a * logit(p_raw) + b), logit clipped at ``EPS``) is fitted on a seeded half and kept only if it
+   lowers the log-loss on the other half; the threshold is the checkpoint's mapped through it (the same decisions);
+4. the card (``<task>.json``, format ``deepfake-detect-card``), its Markdown (``<task>.md``, from the JSON by
+   ``card_markdown``) and a small reliability figure (``<task>_reliability.png``): test AUC [CI] copied from the
+   evaluate JSON, reliability and ECE of the shipped output on the test split, robustness panel, cross-dataset and
+   cross-generator AUCs, false-positive rates on real images of every set at the shipped threshold, what it is not
+   for, licence, provenance.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model, read_checkpoint
+from .config import RUNS
+from .data import LABELS, SPLITS, is_image_file, list_files, read_manifest
+from .errors import UserError
+from .io import save_torch, write_json, write_text
+from .metrics import auc as roc_auc
+
+CARD_FORMAT = "deepfake-detect-card"
+EPS = 1e-6  # logit clipping of the calibration: p in [EPS, 1 - EPS]
+N_BINS = 10  # reliability: equal-width bins of the output p
+COMMAND = "dvc repro real/dvc.yaml:release"
+LOCK = "real/dvc.lock"
+CARD_KEYS = ("format", "name", "task", "run", "arch", "num_params", "dataset", "training", "chosen_on", "threshold",
+             "threshold_rule", "calibration", "test", "reliability", "robustness", "cross_dataset", "cross_generator",
+             "false_positive_rate", "not_for", "licence", "provenance")
+# what each task detects, for people (the card's ``task``)
+TASK_TITLES = {"faceswap": "face swaps (DFDC-style)", "generated": "GAN-generated faces (StyleGAN-style)"}
+WEIGHTS_LICENCE = "weights: research use, non-commercial, inherits the training data's terms"
+# the terms of each source folder, as distributed with it (documentation, not a choice: a new source says "unknown")
+DATA_LICENCES = {
+    "dfdc_faces": "research use, non-commercial (DFDC: Deepfake Detection Challenge terms of use, Meta AI / "
+                  "Kaggle), as distributed with the dataset; check the source's terms",
+    "stylegan_faces": "research use, non-commercial (FFHQ: CC BY-NC-SA 4.0, the photographs under their own "
+                      "licences; StyleGAN images: NVIDIA Source Code License-NC, non-commercial), as distributed with "
+                      "the dataset; check the source's terms",
+}
+UNKNOWN_LICENCE = "unknown: check the source's terms before any use"
+# the card copies the test figures of metrics/evaluate/<run>.json: the shipped weights must give the same test AUC
+# within this (float16 weights, the evaluate stage's precision), or that JSON describes another model
+AUC_TOLERANCE = 0.01
+# training-metric keys worth keeping in the shipped checkpoint (small scalars; the per-epoch history is dropped)
+KEEP_METRICS = ("best_epoch", "best_val_auc", "best_val_acc", "select_metric", "threshold_rule", "threshold",
+                "ema_decay", "epochs_run", "num_params", "train_images_per_epoch", "train_time_s",
+                "test_auc_at_best_val", "test_acc_at_best_val")
+
+
+class ReleaseError(UserError, ValueError):
+    """A release that cannot be made from what the pipeline produced; the message names the file or run."""
+
+
+# ---------------------------------------------------------------------------------------------- choosing a run
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ReleaseError(f"{path}: not found (run `dvc repro real/dvc.yaml` first)") from e
+
+
+def val_auc(run: str, metrics_dir: str | Path) -> float | None:
+    """The run's validation AUC at its kept epoch: training's ``best_val_auc``, else the evaluate JSON's
+    ``val_auc`` (the same figure, copied); None when neither has it."""
+    train = Path(metrics_dir) / "train" / run / "metrics.json"
+    if train.is_file():
+        v = _read_json(train).get("best_val_auc")
+        if v is not None:
+            return float(v)
+    v = _read_json(Path(metrics_dir) / "evaluate" / f"{run}.json").get("val_auc")
+    return None if v is None else float(v)
+
+
+def candidates(runs, dataset: str, metrics_dir: str | Path) -> dict[str, float | None]:
+    """{run: validation AUC} of the runs trained on ``dataset`` (the evaluate JSON's ``cross_dataset.trained_on``)."""
+    out = {}
+    for run in runs:
+        ev = _read_json(Path(metrics_dir) / "evaluate" / f"{run}.json")
+        if (ev.get("cross_dataset") or {}).get("trained_on") == dataset:
+            out[run] = val_auc(run, metrics_dir)
+    return out
+
+
+def pick_run(val_aucs: dict[str, float | None]) -> str:
+    """The run with the highest validation AUC (a tie: the first name in sorted order); runs without one lose."""
+    scored = {r: v for r, v in val_aucs.items() if v is not None and math.isfinite(v)}
+    if not scored:
+        raise ReleaseError(f"no candidate run has a validation AUC (candidates: {sorted(val_aucs) or 'none'})")
+    return min(scored, key=lambda r: (-scored[r], r))
+
+
+# ------------------------------------------------------------------------------------------------- export
+
+def _small(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 200
+
+
+def export_checkpoint(ckpt: dict, **extra) -> dict:
+    """A copy of ``ckpt`` for shipping: floating-point weights as float16 (others as they are), metrics trimmed to
+    the small scalars of ``KEEP_METRICS``; ``extra`` fields added (e.g. ``calibration``, ``task``)."""
+    out = {k: v for k, v in ckpt.items() if k not in ("state_dict", "metrics")}
+    out["state_dict"] = {k: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous()
+                         for k, t in ckpt["state_dict"].items()}
+    metrics = ckpt.get("metrics") or {}
+    out["metrics"] = {k: metrics[k] for k in KEEP_METRICS if k in metrics and _small(metrics[k])}
+    out.update(extra)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- calibration
+
+def logit(p, eps: float = EPS) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def calibrate(p, calibration: dict | None) -> np.ndarray:
+    """The detector's output p from the model's p(fake): unchanged without calibration, else Platt's map."""
+    p = np.asarray(p, dtype=np.float64)
+    if calibration is None:
+        return p
+    if calibration.get("method") != "platt":
+        raise ReleaseError(f"unknown calibration method {calibration.get('method')!r} (known: platt)")
+    return sigmoid(calibration["a"] * logit(p) + calibration["b"])
+
+
+def log_loss(y, p, eps: float = EPS) -> float:
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def fit_platt(p, y) -> dict:
+    """Platt scaling fitted by maximum likelihood (no regularisation): {"method": "platt", "a", "b"}."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, dtype=int)
+    if len(set(y.tolist())) < 2:
+        raise ReleaseError("calibration needs real and fake images in the fitting half of validation")
+    lr = LogisticRegression(C=1e10, solver="lbfgs", max_iter=1000).fit(logit(p).reshape(-1, 1), y)
+    return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def choose_calibration(p, y, seed: int) -> tuple[dict | None, dict]:
+    """Platt fitted on a seeded, class-stratified half of (p, y) (validation scores) and kept only if it lowers the
+    log-loss on the other half; (calibration or None, what was measured)."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=int)
+    rng = np.random.default_rng(seed)
+    fit = np.zeros(len(y), dtype=bool)
+    for label in (0, 1):  # stratified: each half has both classes in the split's proportion
+        idx = rng.permutation(np.flatnonzero(y == label))
+        fit[idx[: len(idx) // 2]] = True
+    check = ~fit
+    info = {"criterion": "log-loss on the held-out half of validation", "seed": int(seed),
+            "n_fit": int(fit.sum()), "n_check": int(check.sum())}
+    if min(np.bincount(y[fit], minlength=2)) == 0 or min(np.bincount(y[check], minlength=2)) == 0:
+        return None, {**info, "kept": False, "why": "too few validation images of a class to fit and check"}
+    cal = fit_platt(p[fit], y[fit])
+    kept, before, after = calibration_helps(cal, p[check], y[check])
+    return (cal if kept else None), {**info, "log_loss_raw": before, "log_loss_calibrated": after,
+                                     "fitted": cal, "kept": kept}
+
+
+def calibration_helps(cal: dict, p, y) -> tuple[bool, float, float]:
+    """(whether ``cal`` lowers the log-loss of (p, y) and is increasing, log-loss before, after): a > 0 keeps the
+    ranking and, with the mapped threshold, every decision."""
+    before, after = log_loss(y, p), log_loss(y, calibrate(p, cal))
+    return bool(after < before and cal["a"] > 0), before, after
+
+
+def map_threshold(threshold: float, calibration: dict | None) -> float:
+    """The checkpoint's threshold on the output scale (through the same monotone map as the scores)."""
+    return float(calibrate([threshold], calibration)[0])
+
+
+# ------------------------------------------------------------------------------------------------ reliability
+
+def reliability(y, p, n_bins: int = N_BINS) -> dict:
+    """Reliability of p as P(fake): ``n_bins`` equal-width bins of p over [0, 1] (the last one closed), each with
+    its mean p, fraction of fakes and count (empty bins: null means); ECE = sum over bins of n/N * |frac - mean|."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    keep = np.isfinite(p)
+    y, p = y[keep], p[keep]
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        sel = idx == b
+        n = int(sel.sum())
+        mean_p = float(p[sel].mean()) if n else None
+        frac = float(y[sel].mean()) if n else None
+        if n:
+            ece += n / len(p) * abs(frac - mean_p)
+        bins.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "p_mean": mean_p, "frac_fake": frac, "n": n})
+    return {"bins": bins, "ece": float(ece), "n": int(len(p))}
+
+
+# ------------------------------------------------------------------------------------------------ scoring sets
+
+def _sha1(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def folder_images(folder: str | Path) -> list[str]:
+    files, _ = list_files(folder)
+    return [str(f) for f in files if is_image_file(f)]
+
+
+def false_positive_rates(scored: dict[str, np.ndarray], threshold: float) -> dict:
+    """{set: {fpr, n}}: the share of real images called fake (p > threshold) in each set of reals."""
+    out = {}
+    for name, p in scored.items():
+        p = np.asarray(p, dtype=np.float64)
+        p = p[np.isfinite(p)]
+        out[name] = {"fpr": float(np.mean(p > threshold)) if len(p) else None, "n": int(len(p))}
+    return out
+
+
+def overlaps(sets: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{set: the other sets that hold every one of its files (by content)}, for the sets that have such."""
+    hashes = {name: {_sha1(p) for p in paths} for name, paths in sets.items()}
+    out = {}
+    for a in hashes:
+        same = [b for b in hashes if b != a and hashes[a] and hashes[a] <= hashes[b]]
+        if same:
+            out[a] = same
+    return out
+
+
+def overlap_note(n: int, same: list[str], seen: str) -> str:
+    """The note of a set of ``n`` reals found within the sets ``same``; ``seen``: the set of reals the detector was
+    chosen and calibrated on (its validation reals), which such a set then is not unseen by."""
+    note = f"the same {n} images as (or within) " + ", ".join(same)
+    if seen in same:
+        note += f"; {seen} are the images this detector was chosen and calibrated on, so not unseen by it"
+    return note
+
+
+# ------------------------------------------------------------------------------------------------ the card
+
+def _round(x, nd: int = 4):
+    return None if x is None else round(float(x), nd)
+
+
+def dataset_summary(dataset: str, source: str, manifest: list[dict]) -> dict:
+    sizes = {s: {"real": sum(r["split"] == s and r["label"] == LABELS["real"] for r in manifest),
+                 "fake": sum(r["split"] == s and r["label"] == LABELS["fake"] for r in manifest)} for s in SPLITS}
+    folder = Path(source).name
+    return {"name": dataset, "source": folder, "sizes": sizes, "licence": DATA_LICENCES.get(folder, UNKNOWN_LICENCE)}
+
+
+def not_for(card: dict) -> list[str]:
+    """What the detector is not for, each with the measured figure behind it."""
+    out = []
+    own = card["dataset"]["source"]
+    for name, a in (card.get("cross_dataset") or {}).items():
+        if name != own and a is not None:
+            out.append(f"other manipulation types: on {name} (test split) its AUC is {a:.3f}")
+    for name, m in (card.get("cross_generator") or {}).items():
+        if m.get("auc") is None or m["auc"] >= card["test"]["auc"] - 0.05:  # as good as on its own test: not a limit
+            continue
+        out.append(f"other generators: on {name} (evaluation only) its AUC is {m['auc']:.3f} "
+                   f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]")
+    drops = sorted(((m["drop"], name) for name, m in (card.get("robustness") or {}).items()
+                    if m.get("drop") is not None and m["drop"] >= 0.02), reverse=True)
+    for drop, name in drops:
+        out.append(f"degraded images: {name} costs {drop:.3f} AUC")
+    fprs = {k: v for k, v in card["false_positive_rate"].items() if v["fpr"] is not None and not k.startswith(own)
+            and "not unseen" not in v.get("note", "")}
+    if fprs:  # real photographs from elsewhere than its training data
+        worst = max(fprs, key=lambda k: fprs[k]["fpr"])
+        out.append(f"real photographs from other sources: {fprs[worst]['fpr']:.1%} of {worst} are called fake at the "
+                   "shipped threshold")
+    out.append("deciding about a person on its own: a score is evidence for review, never a verdict")
+    return out
+
+
+def card_markdown(card: dict) -> str:
+    """The model card for people, generated from the JSON card."""
+    t, ds = card["test"], card["dataset"]
+    lines = [f"# Detector `{card['name']}`: {card['task']}", "",
+             f"Generated by `{card['provenance']['command']}` from `{card['provenance']['lock']}` "
+             f"(commit `{card['provenance']['commit']}`{', dirty' if card['provenance'].get('dirty') else ''}); "
+             "do not edit: the JSON card beside this file is the source.", "",
+             "| | |", "|---|---|",
+             f"| run | `{card['run']}` ({card['arch']}, {card['num_params']:,} parameters) |",
+             f"| trained on | {ds['source']} (dataset `{ds['name']}`): "
+             + ", ".join(f"{s} {v['real']} real + {v['fake']} fake" for s, v in ds["sizes"].items()) + " |",
+             f"| chosen on | {card['chosen_on']['criterion']}: "
+             + ", ".join(f"`{r}` {_fmt(v)}" for r, v in card["chosen_on"]["val_auc"].items()) + " |",
+             f"| test AUC [95 % CI] | **{t['auc']:.3f}** [{t['auc_ci_low']:.3f}, {t['auc_ci_high']:.3f}] "
+             f"({t['n_real']} real, {t['n_fake']} fake) |",
+             f"| threshold | {card['threshold']:.4f} on the output p ({card['threshold_rule']}) |",
+             f"| calibration | {_calibration_text(card['calibration'])} |",
+             f"| ECE (test, {N_BINS} bins) | {card['reliability']['ece']:.3f} |", ""]
+    tr = card["training"]
+    lines += ["## Training", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in tr.items() if not isinstance(v, dict)), ""]
+    lines += ["## Reliability (test split, shipped output p)", "",
+              f"![reliability of {card['name']}]({card['name']}_reliability.png)", "",
+              "| p bin | mean p | fraction fake | n |",
+              "|---|---|---|---|"]
+    lines += [f"| {b['lo']:.1f}-{b['hi']:.1f} | {_fmt(b['p_mean'])} | {_fmt(b['frac_fake'])} | {b['n']} |"
+              for b in card["reliability"]["bins"]]
+    lines += ["", "## Robustness (test subsample, AUC and drop from clean)", "", "| degradation | AUC | drop |",
+              "|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v['auc'])} | {_fmt(v['drop'])} |" for k, v in card["robustness"].items()]
+    lines += ["", "## Off its training distribution", "", "| set | AUC |", "|---|---|"]
+    lines += [f"| {k} (test split) | {_fmt(v)} |" for k, v in card["cross_dataset"].items()]
+    lines += [f"| {k} (evaluation only) | {_fmt(v['auc'])} [{_fmt(v['auc_ci_low'])}, {_fmt(v['auc_ci_high'])}] |"
+              for k, v in card["cross_generator"].items()]
+    lines += ["", "## False positives on real images (at the shipped threshold)", "", "| reals | FPR | n | note |",
+              "|---|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {v.get('note', '')} |"
+              for k, v in card["false_positive_rate"].items()]
+    lines += ["", "## Not for", ""] + [f"- {s}" for s in card["not_for"]]
+    lines += ["", "## Licence", "", f"- {card['licence']}", f"- training data: {ds['licence']}", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _calibration_text(cal: dict | None) -> str:
+    if cal is None:
+        return "none (Platt scaling did not lower the held-out validation log-loss): the output p is the model's"
+    sign = "+" if cal["b"] >= 0 else "−"
+    return (f"Platt: p = sigmoid({cal['a']:.4f} · logit(p_model) {sign} {abs(cal['b']):.4f}), logit clipped at "
+            f"{EPS:g} (kept: it lowered the held-out validation log-loss)")
+
+
+def save_reliability_figure(path: str | Path, card: dict) -> Path:
+    """A small reliability diagram of the card (fraction of fakes against mean output p per bin; marker area by
+    count): a few tens of KB, shipped beside the card."""
+    from matplotlib.figure import Figure
+
+    from .io import save_figure
+
+    bins = [b for b in card["reliability"]["bins"] if b["n"]]
+    fig = Figure(figsize=(3.6, 3.2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    ax.plot([b["p_mean"] for b in bins], [b["frac_fake"] for b in bins], color="C0", lw=1.2)
+    n = max(b["n"] for b in bins)
+    ax.scatter([b["p_mean"] for b in bins], [b["frac_fake"] for b in bins], s=[10 + 90 * b["n"] / n for b in bins],
+               color="C0", zorder=3, label=f"test split, ECE {card['reliability']['ece']:.3f}")
+    ax.axvline(card["threshold"], color="C3", lw=1, label=f"threshold {card['threshold']:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="output p(fake)", ylabel="fraction fake",
+           title=f"{card['name']} ({card['run']})")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    fig.tight_layout()
+    return save_figure(path, fig, dpi=80, metadata={"Software": None})
+
+
+def provenance(root: str | Path = ".") -> dict:
+    """The commit the release was made from (and whether the working tree differed from it), the command, the lock."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status), "command": COMMAND, "lock": LOCK}
+
+
+def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: dict, dataset: dict,
+               val_aucs: dict, threshold: float, calibration: dict | None, calibration_check: dict,
+               reliability_: dict, fpr: dict, prov: dict, num_params: int) -> dict:
+    m = ckpt.get("metrics") or {}
+    panel = ((evaluated.get("robustness") or {}).get("degradations")) or {}
+    names = (evaluated.get("cross_dataset") or {}).get("datasets") or {}
+    cross = (evaluated.get("cross_dataset") or {}).get("auc") or {}
+    training = {k: train_metrics.get(k, m.get(k)) for k in ("epochs_run", "best_epoch", "train_images_per_epoch",
+                                                             "train_time_s")}
+    training.update({k: m[k] for k in ("select_metric", "threshold_rule", "ema_decay") if k in m})
+    training.update({k: ckpt[k] for k in ("image_size", "tta", "pseudo_fakes") if k in ckpt})
+    training["arch_params"] = ckpt.get("arch_params", {})
+    if ckpt.get("domain"):
+        training["domain"] = ckpt["domain"]
+    rule = m.get("threshold_rule")
+    card = {
+        "format": CARD_FORMAT,
+        "name": task,
+        "task": TASK_TITLES.get(task, task),
+        "run": run,
+        "arch": ckpt["arch"],
+        "num_params": int(num_params),
+        "dataset": dataset,
+        "training": training,
+        "chosen_on": {"criterion": "validation AUC", "val_auc": {r: _round(v, 6) for r, v in val_aucs.items()}},
+        "threshold": float(threshold),
+        "threshold_rule": (f"the checkpoint's threshold {float(ckpt['threshold']):.6g}"
+                           + (f" (training's rule '{rule}' on the validation split)" if rule else "")
+                           + (", mapped through the calibration (the same decisions)" if calibration else "")
+                           + "; fake when p > threshold"),
+        "calibration": calibration,
+        "calibration_check": calibration_check,
+        "test": {k: evaluated[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake")},
+        "reliability": reliability_,
+        "robustness": {k: {"auc": v.get("auc"), "drop": v.get("auc_drop")} for k, v in panel.items()},
+        "cross_dataset": {names.get(d, d): a for d, a in cross.items()},
+        "cross_generator": {k: {x: v.get(x) for x in ("auc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake")}
+                            for k, v in (evaluated.get("cross_generator") or {}).items()},
+        "false_positive_rate": fpr,
+        "licence": WEIGHTS_LICENCE,
+        "provenance": prov,
+    }
+    card["not_for"] = not_for(card)
+    return {k: card[k] for k in (*CARD_KEYS, "calibration_check")}
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
+    from .score import score_paths
+
+    print(f"release: scoring {len(paths)} image(s): {desc}", flush=True)
+    p, errors = score_paths(model, ckpt, list(paths), None, device, batch_size, progress=False, desc=desc)
+    if errors:
+        raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
+                           + "; ".join(list(errors.values())[:3]))
+    return p
+
+
+def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
+                 data_dir: str | Path = "data", models_dir: str | Path = "models",
+                 metrics_dir: str | Path = "metrics", batch_size: int = 64, device: str = "cpu",
+                 prov: dict | None = None, auc_tolerance: float = AUC_TOLERANCE) -> dict:
+    """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
+    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card."""
+    out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
+    val_aucs = candidates(params[RUNS], dataset, metrics_dir)
+    if not val_aucs:
+        raise ReleaseError(f"no run of '{RUNS}' was trained on dataset '{dataset}' (task {task})")
+    run = pick_run(val_aucs)
+    src = Path(models_dir) / f"{run}.pt"
+    ckpt = read_checkpoint(src)
+    num_params = sum(t.numel() for k, t in ckpt["state_dict"].items() if t.is_floating_point()
+                     and "running_" not in k)
+    evaluated = _read_json(metrics_dir / "evaluate" / f"{run}.json")
+    train_file = metrics_dir / "train" / run / "metrics.json"
+    train_metrics = _read_json(train_file) if train_file.is_file() else {}
+    num_params = int(train_metrics.get("num_params") or evaluated.get("num_params") or num_params)
+    shipped = export_checkpoint(ckpt, task=task)
+    with tempfile.TemporaryDirectory() as tmp:  # the shipped weights score everything below
+        model, _ = load_model(save_torch(Path(tmp) / f"{task}.pt", shipped), device)
+
+    def manifest(name):
+        return read_manifest(Path(data_dir) / name / "manifest.csv")
+
+    own = manifest(dataset)
+    val = [r for r in own if r["split"] == "val"]
+    p_val = _score(model, shipped, [r["path"] for r in val], device, batch_size, f"{run} on {dataset}/val")
+    calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
+    threshold = map_threshold(ckpt["threshold"], calibration)
+
+    test = [r for r in own if r["split"] == "test"]
+    y_test = np.array([r["label"] for r in test])
+    p_test = _score(model, shipped, [r["path"] for r in test], device, batch_size, f"{run} on {dataset}/test")
+    out_test = calibrate(p_test, calibration)
+    check["test_auc_shipped"] = float(roc_auc(y_test, p_test))  # fp16 export: beside the card's evaluate figure
+    check["test_auc_evaluate"] = float(evaluated["auc"])
+    if abs(check["test_auc_shipped"] - check["test_auc_evaluate"]) > auc_tolerance:
+        where = metrics_dir / "evaluate" / f"{run}.json"
+        raise ReleaseError(f"{where}: test AUC {check['test_auc_evaluate']:.4f}, but the shipped weights of {src} give "
+                           f"{check['test_auc_shipped']:.4f} on the same split (more than {auc_tolerance:g} apart): "
+                           f"the metrics describe another model; rerun evaluate-roc-det@{run}")
+
+    sources = {d: Path(params["data"][d]["source"]).name for d in params["data"] if isinstance(params["data"][d], dict)}
+    real_sets: dict[str, list[str]] = {}
+    scores: dict[str, np.ndarray] = {}
+    for name, folder in sources.items():
+        if not (Path(data_dir) / name / "manifest.csv").is_file():
+            continue
+        label = f"{folder} test reals"
+        if name == dataset:
+            real_sets[label] = [r["path"] for r in test if r["label"] == LABELS["real"]]
+            scores[label] = out_test[y_test == LABELS["real"]]
+        else:
+            rows = [r for r in manifest(name) if r["split"] == "test" and r["label"] == LABELS["real"]]
+            real_sets[label] = [r["path"] for r in rows]
+            scores[label] = calibrate(_score(model, shipped, real_sets[label], device, batch_size,
+                                             f"{run} on {label}"), calibration)
+    for folder in reals:
+        label = f"{Path(folder).parent.name} reals"
+        real_sets[label] = folder_images(folder)
+        if not real_sets[label]:
+            raise ReleaseError(f"{folder}: no images (the reals of an evaluation set)")
+        scores[label] = calibrate(_score(model, shipped, real_sets[label], device, batch_size, f"{run} on {label}"),
+                                  calibration)
+    for name in sources:  # where the reals folders came from: the validation reals of a dataset
+        if (Path(data_dir) / name / "manifest.csv").is_file():
+            real_sets[f"{sources[name]} val reals"] = [r["path"] for r in manifest(name)
+                                                       if r["split"] == "val" and r["label"] == LABELS["real"]]
+    same = overlaps(real_sets)
+    fpr = false_positive_rates(scores, threshold)
+    for k in fpr:
+        if k in same:
+            fpr[k]["note"] = overlap_note(len(real_sets[k]), same[k], f"{sources[dataset]} val reals")
+
+    card = build_card(task, run, ckpt, evaluated, train_metrics,
+                      dataset_summary(dataset, params["data"][dataset]["source"], own), val_aucs, threshold,
+                      calibration, check, reliability(y_test, out_test), fpr, prov or provenance(), num_params)
+    save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
+                                                         output_threshold=threshold))
+    write_json(out_dir / f"{task}.json", card)
+    save_reliability_figure(out_dir / f"{task}_reliability.png", card)
+    write_text(out_dir / f"{task}.md", card_markdown(card))
+    return card
+
+
+def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_dir: str | Path,
+              max_total_mb: float = 25.0, batch_size: int = 64, data_dir: str | Path = "data",
+              models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
+              auc_tolerance: float = AUC_TOLERANCE) -> dict[str, dict]:
+    """The release stage: every (task, dataset) of ``tasks``; fails when the shipped .pt files exceed
+    ``max_total_mb`` together (a package that ships them must stay small)."""
+    from .engine import resolve_device
+
+    device = resolve_device(params["device"])
+    prov = provenance()  # before anything is written: the commit and whether the tree differed from it
+    cards = {}
+    for task, dataset in tasks:
+        cards[task] = release_task(task, dataset, params, reals, out_dir, data_dir, models_dir, metrics_dir,
+                                   batch_size, device, prov, auc_tolerance)
+        c = cards[task]
+        print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC {c['test']['auc']:.3f}"
+              f", threshold {c['threshold']:.4f}, calibration {'platt' if c['calibration'] else 'none'}, "
+              f"ECE {c['reliability']['ece']:.3f}")
+    total = sum((Path(out_dir) / f"{task}.pt").stat().st_size for task, _ in tasks) / 2**20
+    if total > max_total_mb:
+        raise ReleaseError(f"{out_dir}: the shipped detectors take {total:.1f} MB together, over the {max_total_mb:g} "
+                           "MB limit (--max-total-mb); pick smaller runs or raise the limit")
+    return cards
