@@ -50,7 +50,9 @@ def read_metrics_json(path: str | Path) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        what = "truncated" if e.pos >= len(text.rstrip()) else "not valid JSON"
+        # it ends where the parser stopped (or inside a string): cut off, e.g. by a full disk or a kill
+        cut = e.pos >= len(text.rstrip()) - 1 or e.msg.startswith("Unterminated string")
+        what = "truncated" if cut else "not valid JSON"
         raise MetricsFileError(f"{path}: {what} (line {e.lineno}, column {e.colno}: {e.msg}): {_fix(path)}") from None
     if not isinstance(data, dict):
         raise MetricsFileError(f"{path}: a JSON {_json_type(data)}, not an object of metrics: {_fix(path)}")
