@@ -490,3 +490,85 @@ def test_demo_options_out_of_range(tmp_path, capsys, option, value, message):
         cli.main(["demo", str(tmp_path / "demo"), option, value])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+# ------------------------------------------------------------------------ issue 27: metrics files named
+def _report_copy(tmp_path: Path) -> Path:
+    """README, docs, benchmarks, dvc.lock and metrics of both pipelines, copied: `report --check` passes there."""
+    for rel in ("README.md", "docs", *(f"bench/results-{m}.json" for m in ("cpu-quiet", "cpu", "h100")),
+                *(f"{p}/{f}" for p in (".", "real") for f in ("dvc.lock", "metrics/runs", "metrics/summary",
+                                                              "metrics/evaluate"))):
+        src, dst = REPO / rel, tmp_path / rel
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    return tmp_path / "README.md"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[0.9, 0.8]", r"simplenet-fakes\.json: a JSON list, not an object of metrics: rerun the stage that writes it "
+                    r"\(dvc repro\)"),
+    (b'"auc"', r"simplenet-fakes\.json: a JSON string, not an object"),
+    (b'{"auc": 0.9, "note": "caf\xe9"}', r"simplenet-fakes\.json: not UTF-8 text \(byte 25\); damaged or edited by "
+                                        r"hand: rerun the stage that writes it \(dvc repro\)"),
+    (b'{"auc": 0.', r"simplenet-fakes\.json: truncated \(line 1, column 10: .*\): rerun the stage"),
+])
+def test_report_check_names_a_metrics_file_that_is_not_a_json_object(tmp_path, capsys, content, message):
+    """Issue 27, rows 9 and 10: a list, a string, non-UTF-8 bytes or a cut-off file was an AttributeError or
+    UnicodeDecodeError traceback."""
+    readme = _report_copy(tmp_path)
+    (tmp_path / "metrics" / "runs" / "simplenet-fakes.json").write_bytes(content)
+    assert cli.main(["report", "--check", "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and re.search(message, err), err
+
+
+def _dvc_repo(root: Path) -> Path:
+    """A git + DVC repository whose one stage declares metrics/runs/{a,b}.json, committed."""
+    def sh(*args):
+        subprocess.run(args, cwd=root, check=True, capture_output=True)
+
+    (root / "metrics" / "runs").mkdir(parents=True)
+    (root / "params.yaml").write_text("runs:\n  a: train-a\n  b: train-b\n")
+    (root / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo\n    params: [runs]\n    metrics:\n"
+                                   "      - metrics/runs/a.json:\n          cache: false\n"
+                                   "      - metrics/runs/b.json:\n          cache: false\n")
+    for run, auc in (("a", 0.9), ("b", 0.8)):
+        (root / "metrics" / "runs" / f"{run}.json").write_text(json.dumps({"auc": auc}))
+    sh("git", "init", "-q")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "metrics")
+    return root
+
+
+def test_exps_names_a_metrics_file_that_is_not_utf8_and_shows_dvcs_own_error(tmp_path, monkeypatch, capsys):
+    """Issue 27, row 11: DVC fails on the file and its last stderr line is its sign-off, which named no file."""
+    monkeypatch.chdir(_dvc_repo(tmp_path))
+    Path("metrics/runs/a.json").write_bytes(b'{"auc": 0.9, "note": "caf\xe9"}')
+    assert cli.main(["exps"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "dvc exp show failed: ERROR: " in err, err
+    assert "Having any troubles" not in err
+    assert "metrics/runs/a.json: not UTF-8 text (byte 25)" in err and "rerun the stage that writes it" in err
+
+
+def test_exps_says_which_metrics_file_is_truncated(tmp_path, monkeypatch, capsys):
+    """Issue 27, row 12: a cut-off metrics file was shown as `–`, like a run that never ran, with no word."""
+    monkeypatch.chdir(_dvc_repo(tmp_path))
+    Path("metrics/runs/a.json").write_text('{"auc": 0.')
+    assert cli.main(["exps"]) == 0
+    out, err = capsys.readouterr()
+    assert "exps: warning: metrics/runs/a.json: truncated (line 1, column 10" in err, err
+    workspace = next(line for line in out.splitlines() if line.startswith("workspace"))
+    assert workspace.split()[1:] == ["unreadable", "0.800"], out
+
+
+def test_dvc_error_line_skips_the_sign_off():
+    from deepfake_detect.metrics_files import dvc_error_line
+
+    stderr = "ERROR: unexpected error - boom\n\nHaving any troubles? Hit us up at https://dvc.org/support, we are\n"
+    assert dvc_error_line(stderr) == "ERROR: unexpected error - boom"
+    assert dvc_error_line("\nHaving any troubles? Hit us up\n", 255) == "exit code 255"
+    assert dvc_error_line("warning: x\nsomething broke\n") == "something broke"

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from .config import PARAMS_FILE, RUNS, merge_run, override
 from .degrade import LABELS, PANEL, worst
 from .errors import UserError
 from .io import write_json, write_text
+from .metrics_files import dvc_error_line, read_metrics_json
 
 # acc: at p(fake) > 0.5; acc_at_threshold: at the threshold training chose on validation (in the checkpoint);
 # val_auc: the validation AUC of the kept epoch (training's), so the val-test gap reads off the row
@@ -40,12 +42,8 @@ PIPELINES = {"demo": (".", "dvc repro"), "real": ("real", "dvc repro real/dvc.ya
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; it is written by an earlier stage (dvc repro)") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from e
+    """A metrics (or benchmark) JSON object; anything else is one line naming the file (``read_metrics_json``)."""
+    return read_metrics_json(path)
 
 
 def _round(value):
@@ -251,14 +249,40 @@ def _exp_params(data: dict, files: tuple[str, ...]) -> dict:
             for key, value in _flatten((params.get(file) or {}).get("data") or {}).items()}
 
 
-def _exp_metric(data: dict, runs_dir: str, metric: str) -> dict[str, float]:
-    """{run: its headline ``metric``} from the metrics/runs/<run>.json files of one experiment."""
-    out = {}
+UNREADABLE = "unreadable"  # the cell of a run whose metrics file exists but cannot be read (said on stderr)
+
+
+def _exp_metric(data: dict, runs_dir: str, metric: str, label: str = "", problems: list | None = None) -> dict:
+    """{run: its headline ``metric``} from the metrics/runs/<run>.json files of one experiment; a file DVC could
+    not read is ``UNREADABLE`` and a line in ``problems`` naming it (in the workspace: our own reader's line)."""
+    out: dict = {}
     for file, entry in (data.get("metrics") or {}).items():
         path = Path(file)
-        if path.parent.as_posix() == runs_dir and metric in ((entry or {}).get("data") or {}):
+        if path.parent.as_posix() != runs_dir:
+            continue
+        if (entry or {}).get("error"):
+            out[path.stem] = UNREADABLE
+            if problems is not None:
+                problems.append(_unreadable(path, entry["error"], label))
+        elif metric in ((entry or {}).get("data") or {}):
             out[path.stem] = entry["data"][metric]
     return out
+
+
+def _unreadable(path: Path, error, label: str) -> str:
+    """One line for a metrics file DVC could not read: the workspace's file is read again here, so the line
+    says what is wrong with it; a commit's or experiment's carries DVC's own message."""
+    if label == "workspace" and path.exists():
+        try:
+            read_metrics_json(path)
+        except UserError as e:
+            return str(e)
+    msg = " ".join(str(error.get("msg") or error.get("type") or error if isinstance(error, dict) else error).split())
+    return f"{path} ({label}): cannot be read ({msg}); rerun the stage that writes it"
+
+
+def _cell(value) -> str:
+    return value if value == UNREADABLE else _fmt(value)
 
 
 def _changed(params: dict, base: dict) -> str:
@@ -275,23 +299,29 @@ def experiments_table(shown: list[dict], pipeline: str = "demo", metric: str = "
     baselines = [b for b in shown if b["rev"] != "workspace"]
     first = _exp_params((baselines[0] if baselines else shown[0]).get("data") or {}, files)
     rows: list[tuple[str, str, dict]] = []
+    problems: list[str] = []
     for base in shown:
         data = base.get("data") or {}
         params = _exp_params(data, files)
         if base["rev"] == "workspace":
-            rows.append(("workspace", _changed(params, first), _exp_metric(data, runs_dir, metric)))
+            rows.append(("workspace", _changed(params, first), _exp_metric(data, runs_dir, metric, "workspace",
+                                                                           problems)))
             continue
-        rows.append((f"{base.get('name') or ''} {base['rev'][:7]}".strip(), "", _exp_metric(data, runs_dir, metric)))
+        label = f"{base.get('name') or ''} {base['rev'][:7]}".strip()
+        rows.append((label, "", _exp_metric(data, runs_dir, metric, label, problems)))
         for exp in base.get("experiments") or []:
             rev = exp["revs"][0]
             text = _changed(_exp_params(rev.get("data") or {}, files), params) or "(no param changed)"
-            rows.append((f"  {rev.get('name') or rev['rev'][:7]}", f"failed: {text}" if rev.get("error") else text,
-                         _exp_metric(rev.get("data") or {}, runs_dir, metric)))
+            label = rev.get("name") or rev["rev"][:7]
+            rows.append((f"  {label}", f"failed: {text}" if rev.get("error") else text,
+                         _exp_metric(rev.get("data") or {}, runs_dir, metric, label, problems)))
+    for line in dict.fromkeys(problems):
+        print(f"exps: warning: {line}", file=sys.stderr)
     order = [k.removeprefix(f"{RUNS}.") for k in first if k.startswith(f"{RUNS}.")]
     found = {run for *_, values in rows for run in values}
     runs = [r for r in order if r in found] + sorted(found - set(order))
     table = [("experiment", "changed params", *runs)]
-    table += [(label, changed, *(_fmt(values.get(run)) for run in runs)) for label, changed, values in rows]
+    table += [(label, changed, *(_cell(values.get(run)) for run in runs)) for label, changed, values in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     return "\n".join([f"{pipeline} pipeline, test {metric} per run:", *lines])
@@ -300,15 +330,30 @@ def experiments_table(shown: list[dict], pipeline: str = "demo", metric: str = "
 def experiments(pipeline: str = "demo", metric: str = "auc", all_commits: bool = False) -> str:
     """``experiments_table`` of this repository's `dvc exp show --json` (every commit with ``all_commits``)."""
     import subprocess
-    import sys
 
     if metric not in HEADLINE:
         raise UserError(f"--metric {metric!r}: not a headline column (one of {', '.join(HEADLINE)})")
     res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        raise UserError(f"dvc exp show failed: {(res.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+        line = dvc_error_line(res.stderr, res.returncode)
+        broken = _first_unreadable_metrics()
+        if broken:  # DVC's own line names no file (e.g. "unexpected error - EncodingError ..."): ours does
+            raise UserError(f"dvc exp show failed: {line}; unreadable metrics file: {broken}")
+        raise UserError(f"dvc exp show failed: {line}")
     return experiments_table(json.loads(res.stdout), pipeline, metric)
+
+
+def _first_unreadable_metrics(root: str | Path = ".") -> str | None:
+    """The one-line error of the first metrics JSON of either pipeline's workspace that cannot be read, if any."""
+    for folder in PIPELINES.values():
+        metrics = Path(root) / folder[0] / "metrics"
+        for path in sorted(metrics.rglob("*.json")) if metrics.is_dir() else []:
+            try:
+                read_metrics_json(path)
+            except UserError as e:
+                return str(e)
+    return None
 
 
 

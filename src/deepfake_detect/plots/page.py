@@ -34,6 +34,7 @@ import yaml
 
 from ..errors import UserError
 from ..io import write_text
+from ..metrics_files import dvc_error_line
 
 SECTIONS = ("Training curves", "Evaluation curves", "Figures")
 TRAINING_X = ("step", "epoch")  # curves over training time (dvclive logs "step") are training curves
@@ -82,9 +83,7 @@ def _run_dvc(root: Path, revs: list[str], out_dir: str, exclude: list[str]) -> d
     res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
     cmd = "dvc " + " ".join(args[:2] + revs)
     if res.returncode != 0:
-        lines = res.stderr.strip().splitlines() or [f"exit code {res.returncode}"]
-        last = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1])  # not "Having troubles?"
-        raise PlotsPageError(f"{cmd} failed: {last}")
+        raise PlotsPageError(f"{cmd} failed: {dvc_error_line(res.stderr, res.returncode)}")  # not "Having troubles?"
     try:
         return json.loads(res.stdout or "{}")
     except json.JSONDecodeError:
