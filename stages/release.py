@@ -8,7 +8,7 @@ import sys
 
 from deepfake_detect.config import load_params, stage_parser
 from deepfake_detect.errors import run_main
-from deepfake_detect.release import AUC_TOLERANCE, run_stage
+from deepfake_detect.release import AUC_TOLERANCE, ReleaseOptions, run_stage
 
 
 def _task(text: str) -> tuple[str, str]:
@@ -32,8 +32,10 @@ def main(argv=None):
                     help="how far the shipped weights' test AUC may be from the evaluate JSON's, which the card "
                          "copies (default: %(default)s)")
     args = ap.parse_args(argv)
-    run_stage(load_params(args.params), args.task, args.reals, args.out, args.max_total_mb, args.batch_size,
-              auc_tolerance=args.auc_tolerance)
+    params = load_params(args.params)
+    run_stage(params, args.task, args.reals, args.out, ReleaseOptions(
+        batch_size=args.batch_size, precision=params["evaluate-roc-det"]["precision"],
+        auc_tolerance=args.auc_tolerance, max_total_mb=args.max_total_mb))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ import torch
 import yaml
 
 from deepfake_detect import release
-from deepfake_detect.checkpoint import load_model, read_checkpoint
+from deepfake_detect.checkpoint import read_checkpoint
+from deepfake_detect.detector import Detector
 from deepfake_detect.data import read_manifest
 from deepfake_detect.metrics import auc as roc_auc
-from deepfake_detect.score import score_paths
 
 from conftest import REPO, make_tiny, sensitive_checkpoint
 
@@ -77,8 +77,8 @@ def test_export_is_float16_loads_safely_and_scores_like_the_original(tmp_path, d
     assert all(shipped["state_dict"][k].dtype == t.dtype for k, t in ckpt["state_dict"].items()
                if not t.is_floating_point())
     paths = [str(p) for p in demo_faces]
-    p0, _ = score_paths(*load_model(src), paths, progress=False)
-    p1, _ = score_paths(*load_model(out), paths, progress=False)
+    p0, _ = Detector.load(src, "cpu", "fp32").score_paths(paths, progress=False)
+    p1, _ = Detector.load(out, "cpu", "fp32").score_paths(paths, progress=False)
     assert np.abs(p0 - p1).max() < 1e-2 and p0.std() > 0.05  # the images spread the scores: a real comparison
 
 
@@ -132,7 +132,8 @@ def released(tmp_path):
     test = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "test"]
     for run in ("lucky", "steady"):  # scores that spread over 0.1-0.9 on the test images: float16 keeps the order
         sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test])
-    p, _ = score_paths(*load_model(tmp_path / "models/steady.pt"), [r["path"] for r in test], progress=False)
+    p, _ = Detector.load(tmp_path / "models/steady.pt", "cpu", "fp32").score_paths([r["path"] for r in test],
+                                                                           progress=False)
     auc = roc_auc([r["label"] for r in test], p)
     metrics = _metrics(tmp_path, {"lucky": (0.6, 0.9, "fakes"), "steady": (0.8, auc, "fakes")})
     val_reals = [r["path"] for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "val"
@@ -146,7 +147,8 @@ def released(tmp_path):
     out = tmp_path / "detectors"
     cards = release.run_stage(params, [("faceswap", "fakes")],
                               [str(tmp_path / "diffusion_faces/real"), str(tmp_path / "xgen_faces/real")], out,
-                              data_dir=data, models_dir=tmp_path / "models", metrics_dir=metrics, batch_size=8)
+                              release.ReleaseOptions(data_dir=data, models_dir=tmp_path / "models",
+                                                     metrics_dir=metrics, batch_size=8))
     return cards["faceswap"], out, params, tmp_path, auc
 
 
@@ -202,15 +204,16 @@ def test_metrics_of_another_model_fail(released):
     evaluated = json.loads((root / "metrics/evaluate/steady.json").read_text())
     (root / "metrics/evaluate/steady.json").write_text(json.dumps({**evaluated, "auc": auc - 0.2}))
     with pytest.raises(release.ReleaseError, match="describe another model"):
-        release.run_stage(params, [("faceswap", "fakes")], [], out, data_dir=root / "data",
-                          models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8)
+        release.run_stage(params, [("faceswap", "fakes")], [], out, release.ReleaseOptions(
+            data_dir=root / "data", models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8))
 
 
 def test_shipped_detectors_over_the_size_limit_fail(released):
     _, out, params, root, _ = released
     with pytest.raises(release.ReleaseError, match="MB"):
-        release.run_stage(params, [("faceswap", "fakes")], [], out, max_total_mb=0.001, data_dir=root / "data",
-                          models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8)
+        release.run_stage(params, [("faceswap", "fakes")], [], out, release.ReleaseOptions(
+            data_dir=root / "data", models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8,
+            max_total_mb=0.001))
 
 
 def _lock_outs() -> list[dict]:

@@ -26,13 +26,15 @@ import math
 import subprocess
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import read_checkpoint
 from .config import RUNS
+from .detector import Detector, calibrate  # the one Platt map: what the shipped detector applies
 from .data import LABELS, SPLITS, is_image_file, list_files, read_manifest
 from .errors import UserError
 from .io import save_torch, write_json, write_text
@@ -142,16 +144,6 @@ def logit(p, eps: float = EPS) -> np.ndarray:
 def sigmoid(z) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.exp(-np.logaddexp(0.0, -z))
-
-
-def calibrate(p, calibration: dict | None) -> np.ndarray:
-    """The detector's output p from the model's p(fake): unchanged without calibration, else Platt's map."""
-    p = np.asarray(p, dtype=np.float64)
-    if calibration is None:
-        return p
-    if calibration.get("method") != "platt":
-        raise ReleaseError(f"unknown calibration method {calibration.get('method')!r} (known: platt)")
-    return sigmoid(calibration["a"] * logit(p) + calibration["b"])
 
 
 def log_loss(y, p, eps: float = EPS) -> float:
@@ -399,9 +391,13 @@ def provenance(root: str | Path = ".") -> dict:
     return {"commit": commit, "dirty": None if status is None else bool(status), "command": COMMAND, "lock": LOCK}
 
 
-def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: dict, dataset: dict,
-               val_aucs: dict, threshold: float, calibration: dict | None, calibration_check: dict,
-               reliability_: dict, fpr: dict, prov: dict, num_params: int) -> dict:
+def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: dict, figures: dict) -> dict:
+    """The model card of ``run`` shipped as ``task``. ``figures``: what the release stage measured and chose --
+    ``dataset`` (``dataset_summary``), ``val_aucs``, ``threshold``, ``calibration``, ``calibration_check``,
+    ``reliability``, ``fpr``, ``prov`` and ``num_params``."""
+    dataset, val_aucs, threshold = figures["dataset"], figures["val_aucs"], figures["threshold"]
+    calibration, calibration_check = figures["calibration"], figures["calibration_check"]
+    reliability_, fpr, prov, num_params = figures["reliability"], figures["fpr"], figures["prov"], figures["num_params"]
     m = ckpt.get("metrics") or {}
     panel = ((evaluated.get("robustness") or {}).get("degradations")) or {}
     names = (evaluated.get("cross_dataset") or {}).get("datasets") or {}
@@ -447,11 +443,24 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
-    from .score import score_paths
+@dataclass
+class ReleaseOptions:
+    """Where the release stage reads from and how it scores: the pipeline's folders, the scoring batch size and
+    precision (``detector.PRECISIONS``: the evaluate stage's), the tolerance between the shipped weights' test
+    AUC and the evaluate JSON the card copies, and the most the shipped .pt files may take together."""
+    data_dir: str | Path = "data"
+    models_dir: str | Path = "models"
+    metrics_dir: str | Path = "metrics"
+    batch_size: int = 64
+    precision: str = "fp32"
+    auc_tolerance: float = AUC_TOLERANCE
+    max_total_mb: float = 25.0
 
+
+def _score(det, paths, batch_size, desc) -> np.ndarray:
+    """Raw p(fake) of the shipped weights (calibration is fitted on these, then applied by ``calibrate``)."""
     print(f"release: scoring {len(paths)} image(s): {desc}", flush=True)
-    p, errors = score_paths(model, ckpt, list(paths), None, device, batch_size, progress=False, desc=desc)
+    p, errors = det.score_paths(list(paths), batch_size=batch_size, progress=False, desc=desc)
     if errors:
         raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
                            + "; ".join(list(errors.values())[:3]))
@@ -459,12 +468,12 @@ def _score(model, ckpt, paths, device, batch_size, desc) -> np.ndarray:
 
 
 def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
-                 data_dir: str | Path = "data", models_dir: str | Path = "models",
-                 metrics_dir: str | Path = "metrics", batch_size: int = 64, device: str = "cpu",
-                 prov: dict | None = None, auc_tolerance: float = AUC_TOLERANCE) -> dict:
+                 options: ReleaseOptions | None = None, device: str = "cpu", prov: dict | None = None) -> dict:
     """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
     ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card."""
-    out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
+    o = options or ReleaseOptions()
+    data_dir, models_dir, batch_size, auc_tolerance = o.data_dir, o.models_dir, o.batch_size, o.auc_tolerance
+    out_dir, metrics_dir = Path(out_dir), Path(o.metrics_dir)
     val_aucs = candidates(params[RUNS], dataset, metrics_dir)
     if not val_aucs:
         raise ReleaseError(f"no run of '{RUNS}' was trained on dataset '{dataset}' (task {task})")
@@ -479,20 +488,20 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     num_params = int(train_metrics.get("num_params") or evaluated.get("num_params") or num_params)
     shipped = export_checkpoint(ckpt, task=task)
     with tempfile.TemporaryDirectory() as tmp:  # the shipped weights score everything below
-        model, _ = load_model(save_torch(Path(tmp) / f"{task}.pt", shipped), device)
+        det = Detector.load(save_torch(Path(tmp) / f"{task}.pt", shipped), device, o.precision)
 
     def manifest(name):
         return read_manifest(Path(data_dir) / name / "manifest.csv")
 
     own = manifest(dataset)
     val = [r for r in own if r["split"] == "val"]
-    p_val = _score(model, shipped, [r["path"] for r in val], device, batch_size, f"{run} on {dataset}/val")
+    p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val")
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
     threshold = map_threshold(ckpt["threshold"], calibration)
 
     test = [r for r in own if r["split"] == "test"]
     y_test = np.array([r["label"] for r in test])
-    p_test = _score(model, shipped, [r["path"] for r in test], device, batch_size, f"{run} on {dataset}/test")
+    p_test = _score(det, [r["path"] for r in test], batch_size, f"{run} on {dataset}/test")
     out_test = calibrate(p_test, calibration)
     check["test_auc_shipped"] = float(roc_auc(y_test, p_test))  # fp16 export: beside the card's evaluate figure
     check["test_auc_evaluate"] = float(evaluated["auc"])
@@ -515,14 +524,14 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         else:
             rows = [r for r in manifest(name) if r["split"] == "test" and r["label"] == LABELS["real"]]
             real_sets[label] = [r["path"] for r in rows]
-            scores[label] = calibrate(_score(model, shipped, real_sets[label], device, batch_size,
+            scores[label] = calibrate(_score(det, real_sets[label], batch_size,
                                              f"{run} on {label}"), calibration)
     for folder in reals:
         label = f"{Path(folder).parent.name} reals"
         real_sets[label] = folder_images(folder)
         if not real_sets[label]:
             raise ReleaseError(f"{folder}: no images (the reals of an evaluation set)")
-        scores[label] = calibrate(_score(model, shipped, real_sets[label], device, batch_size, f"{run} on {label}"),
+        scores[label] = calibrate(_score(det, real_sets[label], batch_size, f"{run} on {label}"),
                                   calibration)
     for name in sources:  # where the reals folders came from: the validation reals of a dataset
         if (Path(data_dir) / name / "manifest.csv").is_file():
@@ -534,9 +543,11 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         if k in same:
             fpr[k]["note"] = overlap_note(len(real_sets[k]), same[k], f"{sources[dataset]} val reals")
 
-    card = build_card(task, run, ckpt, evaluated, train_metrics,
-                      dataset_summary(dataset, params["data"][dataset]["source"], own), val_aucs, threshold,
-                      calibration, check, reliability(y_test, out_test), fpr, prov or provenance(), num_params)
+    card = build_card(task, run, ckpt, evaluated, train_metrics, {
+        "dataset": dataset_summary(dataset, params["data"][dataset]["source"], own), "val_aucs": val_aucs,
+        "threshold": threshold, "calibration": calibration, "calibration_check": check,
+        "reliability": reliability(y_test, out_test), "fpr": fpr, "prov": prov or provenance(),
+        "num_params": num_params})
     save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
                                                          output_threshold=threshold))
     write_json(out_dir / f"{task}.json", card)
@@ -546,9 +557,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
 
 
 def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_dir: str | Path,
-              max_total_mb: float = 25.0, batch_size: int = 64, data_dir: str | Path = "data",
-              models_dir: str | Path = "models", metrics_dir: str | Path = "metrics",
-              auc_tolerance: float = AUC_TOLERANCE) -> dict[str, dict]:
+              options: ReleaseOptions | None = None) -> dict[str, dict]:
     """The release stage: every (task, dataset) of ``tasks``; fails when the shipped .pt files exceed
     ``max_total_mb`` together (a package that ships them must stay small)."""
     from .engine import resolve_device
@@ -557,13 +566,13 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
     prov = provenance()  # before anything is written: the commit and whether the tree differed from it
     cards = {}
     for task, dataset in tasks:
-        cards[task] = release_task(task, dataset, params, reals, out_dir, data_dir, models_dir, metrics_dir,
-                                   batch_size, device, prov, auc_tolerance)
+        cards[task] = release_task(task, dataset, params, reals, out_dir, options, device, prov)
         c = cards[task]
         print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC {c['test']['auc']:.3f}"
               f", threshold {c['threshold']:.4f}, calibration {'platt' if c['calibration'] else 'none'}, "
               f"ECE {c['reliability']['ece']:.3f}")
     total = sum((Path(out_dir) / f"{task}.pt").stat().st_size for task, _ in tasks) / 2**20
+    max_total_mb = (options or ReleaseOptions()).max_total_mb
     if total > max_total_mb:
         raise ReleaseError(f"{out_dir}: the shipped detectors take {total:.1f} MB together, over the {max_total_mb:g} "
                            "MB limit (--max-total-mb); pick smaller runs or raise the limit")
