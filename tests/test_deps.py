@@ -113,7 +113,8 @@ READS = {"prepare-splits": ("seed", "demo", "data"),
          "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.fakes.source", "data.synthetic.source"),
          "explain": ("seed", "device", "explain"),
          "summarize": (RUNS,),
-         "release": ("seed", "device", "evaluate-roc-det.precision", RUNS, "data.fakes.source", "data.synthetic.source")}
+         "release": ("seed", "device", "evaluate-roc-det.precision", RUNS, "data.fakes.source",
+                     "data.synthetic.source")}
 
 
 def _train_run(stage: dict) -> str | None:

@@ -14,8 +14,8 @@ import yaml
 
 from deepfake_detect import release
 from deepfake_detect.checkpoint import read_checkpoint
-from deepfake_detect.detector import Detector
 from deepfake_detect.data import read_manifest
+from deepfake_detect.detector import Detector
 from deepfake_detect.metrics import auc as roc_auc
 
 from conftest import REPO, make_tiny, sensitive_checkpoint

@@ -1,8 +1,8 @@
 """The headline metrics rows and the README's generated results tables."""
 from __future__ import annotations
 
-import json
 import io
+import json
 import re
 import shutil
 import subprocess

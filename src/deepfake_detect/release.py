@@ -25,8 +25,8 @@ import json
 import math
 import subprocess
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,8 @@ import torch
 
 from .checkpoint import read_checkpoint
 from .config import RUNS
-from .detector import Detector, calibrate  # the one Platt map: what the shipped detector applies
 from .data import LABELS, SPLITS, is_image_file, list_files, read_manifest
+from .detector import Detector, calibrate  # the one Platt map: what the shipped detector applies
 from .errors import UserError
 from .io import save_torch, write_json, write_text
 from .metrics import auc as roc_auc
