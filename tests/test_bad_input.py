@@ -572,3 +572,127 @@ def test_dvc_error_line_skips_the_sign_off():
     assert dvc_error_line(stderr) == "ERROR: unexpected error - boom"
     assert dvc_error_line("\nHaving any troubles? Hit us up\n", 255) == "exit code 255"
     assert dvc_error_line("warning: x\nsomething broke\n") == "something broke"
+
+
+# ------------------------------------------------------------------------ issue 27: crop-faces loses nothing
+def _centre_face(im):
+    """A stand-in detector: one face, the middle half of the picture."""
+    from deepfake_detect.faces import Face
+
+    w, h = im.size
+    return [Face((w / 4, h / 4, 3 * w / 4, 3 * h / 4), 0.99)]
+
+
+def _no_crop_may_happen(im):
+    raise AssertionError("a photo was read before the checks on DST")
+
+
+def _listed_and_written(dst: Path) -> tuple[set, set]:
+    summary = json.loads((dst / "crop_faces.json").read_text())
+    return ({Path(c["crop"]).relative_to(dst).as_posix() for c in summary["crops"]},
+            {p.relative_to(dst).as_posix() for p in dst.rglob("*.png")})
+
+
+def test_crop_faces_keeps_both_photos_of_one_name(tmp_path):
+    """Issue 27, row 1: a.jpg and a.png both went to DST/real/a.png, one overwritten, three crops listed."""
+    from deepfake_detect.crop import crop_folder
+
+    src = tmp_path / "src"
+    write_image(src / "real" / "a.png", 1, size=64)
+    from PIL import Image
+    Image.open(src / "real" / "a.png").save(src / "real" / "a.jpg", quality=95)
+    write_image(src / "fake" / "b.png", 2, size=64)
+    summary = crop_folder(src, tmp_path / "dst", size=32, detector=_centre_face, progress=False)
+    listed, written = _listed_and_written(tmp_path / "dst")
+    assert listed == written == {"real/a.jpg.png", "real/a.png.png", "fake/b.png.png"}
+    assert summary["n_crops"] == 3 and summary["n_images"] == 3
+    summary = crop_folder(src, tmp_path / "all", size=32, all_faces=True, detector=_centre_face, progress=False)
+    listed, written = _listed_and_written(tmp_path / "all")
+    assert listed == written == {"real/a.jpg.face1.png", "real/a.png.face1.png", "fake/b.png.face1.png"}
+
+
+def test_crop_faces_refuses_a_dst_that_holds_files_and_replace_empties_it(tmp_path, labelled, capsys):
+    """Issue 27, row 2: an older crop left in DST stayed there, unlisted, and prepare-splits would read it."""
+    from deepfake_detect import crop
+
+    dst = tmp_path / "dst"
+    crop.crop_folder(labelled, dst, size=32, detector=_centre_face, progress=False)
+    write_image(dst / "real" / "stale.png", 7)  # an older crop
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(crop, "Detector", lambda: _no_crop_may_happen)
+        assert cli.main(["crop-faces", str(labelled), str(dst), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"deepfake-detect: error: {dst}: already holds 3 entries")
+    assert "--replace" in err and (dst / "real" / "stale.png").exists()
+    crop.crop_folder(labelled, dst, size=32, detector=_centre_face, progress=False, replace=True)
+    listed, written = _listed_and_written(dst)
+    assert listed == written and len(written) == 6 and "real/stale.png" not in written
+    other = tmp_path / "not-crops"
+    write_image(other / "keep.png", 3)
+    with pytest.raises(OutputError, match=r"not-crops: --replace empties only an earlier crop-faces output"):
+        crop.crop_folder(labelled, other, detector=_no_crop_may_happen, progress=False, replace=True)
+    assert (other / "keep.png").exists()
+    with pytest.raises(Exception, match="must not hold"):
+        crop.crop_folder(labelled, labelled.parent, detector=_no_crop_may_happen, progress=False, replace=True)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--size", "100000", "argument --size: must be an integer in [32, 1024], got '100000'"),
+    ("--size", "8", "argument --size: must be an integer in [32, 1024], got '8'"),
+    ("--margin", "9", "argument --margin: must be a number in [-0.5, 3], got '9'"),
+])
+def test_crop_faces_size_and_margin_have_ranges(tmp_path, labelled, capsys, option, value, message):
+    """Issue 27, row 3: --size 100000 had no upper bound and ran out of memory."""
+    from deepfake_detect.config import ParamsError
+    from deepfake_detect.crop import crop_folder
+
+    with pytest.raises(SystemExit):
+        cli.main(["crop-faces", str(labelled), str(tmp_path / "dst"), option, value])
+    assert message in capsys.readouterr().err
+    with pytest.raises(ParamsError, match=r"crop-faces: '--size' must be in \[32, 1024\], got 100000"):
+        crop_folder(labelled, tmp_path / "dst", size=100000, detector=_no_crop_may_happen, progress=False)
+    assert not (tmp_path / "dst").exists()
+
+
+def test_cli_crop_ranges_are_the_modules():
+    from deepfake_detect.crop import MARGIN, SIZE
+
+    assert cli.CROP_SIZE == (SIZE.lo, SIZE.hi) and cli.CROP_MARGIN == (MARGIN.lo, MARGIN.hi)
+
+
+def test_crop_faces_dst_class_folder_that_is_a_file_fails_before_any_crop(tmp_path, labelled, capsys):
+    """Issue 27, row 4: DST/real a file was a clear line only after cropping fake/, leaving DST/fake/... and no
+    crop_faces.json."""
+    from deepfake_detect import crop
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "real").write_text("a file")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(crop, "Detector", lambda: _no_crop_may_happen)
+        assert cli.main(["crop-faces", str(labelled), str(dst), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{dst}: already holds 1 entry (e.g. real)" in err
+    assert sorted(p.name for p in dst.iterdir()) == ["real"]
+    with pytest.raises(OutputError, match=r"dst/real: cannot write crops there \(it is a file, not a folder\)"):
+        crop.crop_folder(labelled, dst / "real", detector=_no_crop_may_happen, progress=False)
+
+
+def test_crop_faces_into_read_only_dst_fails_before_the_first_photo(tmp_path, labelled):
+    """Issue 27, row 4: with a read-only DST and faceless photos the error came only after every image."""
+    prefix = _as_unprivileged(tmp_path)
+    dst = tmp_path / "read-only"
+    dst.mkdir()
+    dst.chmod(0o555)
+    code = ("import sys; from deepfake_detect import crop, cli\n"
+            "def boom(im): raise SystemExit('a photo was read')\n"
+            "crop.Detector = lambda: boom\n"
+            "sys.exit(cli.main(sys.argv[1:]))")
+    try:
+        proc = subprocess.run(prefix + [sys.executable, "-c", code, "crop-faces", str(labelled), str(dst), "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        dst.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"deepfake-detect: error: {dst / 'crop_faces.json'}: cannot write (permission denied)"
+    assert not list(dst.iterdir())

@@ -104,3 +104,26 @@ def test_bad_videos_are_named(tmp_path):
     with pytest.raises(video.BadVideoError, match=r"sound\.mkv: no video stream"):
         video.sample_frames(tmp_path / "sound.mkv")
     assert video.is_video_file("A.MP4") and video.is_video_file("x.webm") and not video.is_video_file("x.png")
+
+
+def test_a_video_cut_short_says_truncated(tmp_path):
+    """Issue 27, row 5: an mp4 cut in half gave 2 of 4 frames with status ok; nothing said truncated."""
+    path = tmp_path / "whole.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:  # the index first: half still opens
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(40):
+            arr = np.full((48, 64, 3), 8 * (k % 32), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    whole = video.sample_frames(path, 4)
+    assert len(whole) == 4 and not whole.truncated and whole.status is None
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    frames = video.sample_frames(cut, 4)
+    assert 0 < len(frames) < 4 and frames.truncated
+    assert frames.status == f"truncated: {len(frames)} of 4 frames decoded"
+    short = video.sample_frames(write_video(tmp_path / "short.mp4", 4), 16)  # fewer frames than asked: not cut
+    assert len(short) == 4 and short.status is None

@@ -19,6 +19,8 @@ CROPS = ("auto", "faces", "whole")  # predict.CROPS
 FORMATS = ("csv", "json")  # predict.FORMATS
 FRAMES = 16  # video.FRAMES
 NOTHING_SCORED = 3  # predict.NOTHING_SCORED
+CROP_SIZE = (32, 1024)  # crop-faces --size: crop.SIZE, the range of the params key image_size
+CROP_MARGIN = (-0.5, 3.0)  # crop-faces --margin: crop.MARGIN
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -40,7 +42,7 @@ def _cmd_crop_faces(args) -> None:
     from .crop import crop_folder
 
     crop_folder(args.src, args.dst, size=args.size, margin=args.margin, all_faces=args.all_faces,
-                progress=not args.quiet)
+                progress=not args.quiet, replace=args.replace)
 
 
 def _cmd_demo(args) -> None:
@@ -132,6 +134,20 @@ def _int_at_least(low: int):
     return parse
 
 
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high]; anything else is a usage error naming the option and the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
+        return value
+
+    return parse
+
+
 def _add_pipeline_commands(sub) -> None:
     """prepare-splits and train: the pipeline's stages, as params.yaml sets them."""
     p = sub.add_parser("prepare-splits", help="write split manifests for the datasets in params.yaml")
@@ -148,10 +164,13 @@ def _add_crop_faces(sub) -> None:
     p = sub.add_parser("crop-faces", help="a dataset of face crops from uncropped photos (then: prepare-splits)")
     p.add_argument("src", help="a folder of photos (course layout train|val|test/real|fake, or real/ + fake/)")
     p.add_argument("dst", help="where the crops go, in the same layout (set data.<name>.source to it)")
-    p.add_argument("--size", type=_int_at_least(32), default=224, help="crop size in px (default: %(default)s)")
-    p.add_argument("--margin", type=_float_in(-0.5, 3.0), default=0.35,
+    p.add_argument("--size", type=_int_in(*CROP_SIZE), default=224,
+                   help=f"crop size in px, {CROP_SIZE[0]} to {CROP_SIZE[1]} (default: %(default)s)")
+    p.add_argument("--margin", type=_float_in(*CROP_MARGIN), default=0.35,
                    help="crop side = (1 + margin) x the face box's longer side (default: %(default)s)")
     p.add_argument("--all-faces", action="store_true", help="one crop per face (default: the largest face only)")
+    p.add_argument("--replace", action="store_true",
+                   help="empty DST first when it holds an earlier crop-faces output (default: DST must be empty)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_crop_faces)
 

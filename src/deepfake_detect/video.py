@@ -23,6 +23,20 @@ class BadVideoError(UserError, ValueError):
     """A video file that cannot be decoded; the message names the file."""
 
 
+class Frames(list):
+    """The frames ``sample_frames`` decoded (a list of ``Frame``), with how many were asked for and whether the
+    video ended before a sample time its header promised (``truncated``: a file cut short)."""
+
+    def __init__(self, frames=(), asked: int = 0, truncated: bool = False):
+        super().__init__(frames)
+        self.asked, self.truncated = int(asked), bool(truncated)
+
+    @property
+    def status(self) -> str | None:
+        """None, or ``"truncated: 2 of 4 frames decoded"`` for a video that ended before its stated length."""
+        return f"truncated: {len(self)} of {self.asked} frames decoded" if self.truncated else None
+
+
 @dataclass(frozen=True)
 class Frame:
     index: int  # frame number from the start (time x frame rate)
@@ -42,8 +56,9 @@ def upright(im: Image.Image, rotation: int) -> Image.Image:
                                            Image.Transpose.ROTATE_270)[r])
 
 
-def sample_frames(path: str | os.PathLike, n: int = FRAMES) -> list[Frame]:
-    """``n`` frames at the middles of ``n`` equal stretches of the video (fewer when it has fewer frames)."""
+def sample_frames(path: str | os.PathLike, n: int = FRAMES) -> Frames:
+    """``n`` frames at the middles of ``n`` equal stretches of the video (fewer when it has fewer frames; fewer
+    and ``truncated`` when it ends before the length its header states: ``Frames.status`` says so)."""
     import av
 
     try:
@@ -60,7 +75,7 @@ def sample_frames(path: str | os.PathLike, n: int = FRAMES) -> list[Frame]:
     return frames
 
 
-def _sample(container, stream, n: int) -> list[Frame]:
+def _sample(container, stream, n: int) -> Frames:
     tb = float(stream.time_base)
     start = stream.start_time * tb if stream.start_time is not None else 0.0
     rate = float(stream.average_rate or stream.guessed_rate or 25)
@@ -73,7 +88,7 @@ def _sample(container, stream, n: int) -> list[Frame]:
         container.seek(0)
     duration = max(duration, 1.0 / rate)
     targets = [start + duration * (i + 0.5) / n for i in range(n)]
-    frames: list[Frame] = []
+    frames, truncated = Frames(asked=n), False
     decoded, now = container.decode(stream), start
     for t in targets:
         if t - now > SEEK_GAP:
@@ -84,6 +99,8 @@ def _sample(container, stream, n: int) -> list[Frame]:
             if now >= t - 0.5 / rate:
                 frames.append(Frame(int(round((now - start) * rate)), now - start, upright(f.to_image(), f.rotation)))
                 break
-        else:
-            break  # the video ended before this time (its duration was overstated)
+        else:  # the video ended before this time: cut short when that is more than a frame past its last frame
+            truncated = t - now > 1.5 / rate  # (a short video's later samples fall on frames already taken)
+            break
+    frames.truncated = truncated
     return frames
