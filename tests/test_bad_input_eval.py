@@ -35,7 +35,7 @@ def _stage(tmp_path: Path, monkeypatch, **changes) -> dict:
     def no_scoring(*args, **kwargs):
         raise AssertionError("scoring started before the inputs were checked")
 
-    monkeypatch.setattr(evaluate, "_test_scores", no_scoring)
+    monkeypatch.setattr(evaluate.Detector, "score_paths", no_scoring)
     monkeypatch.setattr(evaluate, "_scored", no_scoring)
     return params
 
@@ -79,7 +79,8 @@ def test_check_evaluation_inputs_names_key_file_and_fix(tmp_path, tiny_ckpt, mon
     params = _stage(tmp_path, monkeypatch)
     preflight.check_evaluation_inputs(params, "data", "tiny", "models")  # all there: no error
     where = "params.yaml: 'evaluate-roc-det.cross_generator' names "
-    cases = [(str(tmp_path / "nope"), "which does not exist"), (str(_real_only(tmp_path / "gen")), "which has no fake/ folder")]
+    cases = [(str(tmp_path / "nope"), "which does not exist"),
+             (str(_real_only(tmp_path / "gen")), "which has no fake/ folder")]
     (tmp_path / "empty" / "real").mkdir(parents=True)
     (tmp_path / "empty" / "fake").mkdir()
     write_image(tmp_path / "empty" / "real" / "0.png", 0)

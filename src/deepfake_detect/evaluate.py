@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, robustness
+from . import metrics, preflight, robustness
 from .checkpoint import run_checkpoint, trained_on
 from .config import DATASETS, ParamsError, source_of
 from .data import LABELS, BadImageError, DatasetError, is_image_file, list_files, read_manifest
@@ -88,6 +88,8 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     of every other dataset with a manifest (``cross_dataset``: the AUC on each, and FPR/TPR at the threshold;
     a seeded stratified subsample of ``cross_max_images`` of each other split when that is not 0)."""
     cfg = params["evaluate-roc-det"]
+    # every input checked before the first image is scored: a bad folder is one line now, not after minutes
+    preflight.check_evaluation_inputs(params, data_dir, run, models_dir)
     path = run_checkpoint(params, run, models_dir)
     device = resolve_device(params["device"])
     names = dataset_names(params, data_dir)
