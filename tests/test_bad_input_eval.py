@@ -79,7 +79,8 @@ def test_check_evaluation_inputs_names_key_file_and_fix(tmp_path, tiny_ckpt, mon
     params = _stage(tmp_path, monkeypatch)
     preflight.check_evaluation_inputs(params, "data", "tiny", "models")  # all there: no error
     where = "params.yaml: 'evaluate-roc-det.cross_generator' names "
-    cases = [(str(tmp_path / "nope"), "which does not exist"), (str(_real_only(tmp_path / "gen")), "which has no fake/ folder")]
+    cases = [(str(tmp_path / "nope"), "which does not exist"),
+             (str(_real_only(tmp_path / "gen")), "which has no fake/ folder")]
     (tmp_path / "empty" / "real").mkdir(parents=True)
     (tmp_path / "empty" / "fake").mkdir()
     write_image(tmp_path / "empty" / "real" / "0.png", 0)
