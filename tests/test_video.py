@@ -106,7 +106,7 @@ def test_bad_videos_are_named(tmp_path):
     assert video.is_video_file("A.MP4") and video.is_video_file("x.webm") and not video.is_video_file("x.png")
 
 
-def test_a_video_cut_short_says_truncated(tmp_path):
+def test_a_video_cut_short_says_truncated(tmp_path, tiny_ckpt):
     """Issue 27, row 5: an mp4 cut in half gave 2 of 4 frames with status ok; nothing said truncated."""
     path = tmp_path / "whole.mp4"
     with av.open(str(path), "w", options={"movflags": "faststart"}) as out:  # the index first: half still opens
@@ -127,3 +127,9 @@ def test_a_video_cut_short_says_truncated(tmp_path):
     assert frames.status == f"truncated: {len(frames)} of 4 frames decoded"
     short = video.sample_frames(write_video(tmp_path / "short.mp4", 4), 16)  # fewer frames than asked: not cut
     assert len(short) == 4 and short.status is None
+    from deepfake_detect.predict import PredictOptions, predict_files
+
+    rows = predict_files(tiny_ckpt, [str(cut)], options=PredictOptions(device="cpu", precision="fp32", crop="whole",
+                                                                      frames=4, progress=False))
+    assert [r["status"] for r in rows] == [f"truncated: {len(frames)} of 4 frames decoded (the file is cut short; "
+                                           "re-export it)"] and rows[0]["p_fake"] in ("", None)

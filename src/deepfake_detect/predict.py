@@ -137,7 +137,10 @@ class _Inputs(Dataset):
 
     def pictures(self, i: int) -> list[tuple[int | None, Image.Image]]:
         if self.kinds[i] == "video":
-            return [(f.index, f.image) for f in sample_frames(self.paths[i], self.frames)]
+            frames = sample_frames(self.paths[i], self.frames)
+            if frames.truncated:  # a verdict from the frames before the cut would pass for the whole video's
+                raise BadVideoError(f"{self.paths[i]}: {frames.status} (the file is cut short; re-export it)")
+            return [(f.index, f.image) for f in frames]
         return [(None, load_rgb(self.paths[i]))]
 
     def regions(self, im: Image.Image) -> list[Region]:
