@@ -517,6 +517,13 @@ def _detectors(model: str | Path | Detector | list[Detector] | None, o: PredictO
     return [_detector(model, o)]
 
 
+def _short_source(det: Detector) -> str:
+    """Where a threshold comes from, for the one-line summary: a model card states its rule in full (its .md)."""
+    if "threshold" in det.card:
+        return "model card" + (", on calibrated p" if det.calibration else "")
+    return det.threshold_source
+
+
 def predict_files(model: str | Path | Detector | list[Detector] | None, paths: list[str],
                   out: str | Path | None = None, cam_dir: str | Path | None = None, fmt: str | None = None,
                   options: PredictOptions | None = None) -> list[dict]:
@@ -545,7 +552,7 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
             print(warning, file=sys.stderr)
     rows = _rows(scored, unreadable, dets, label, o.per_frame)
     write_rows(rows, out, fmt, fields(dets))
-    how = "; ".join(f"{'' if len(dets) == 1 else d.name + ' '}{d.threshold:g} from the {d.threshold_source}; "
+    how = "; ".join(f"{'' if len(dets) == 1 else d.name + ' '}{d.threshold:g} from the {_short_source(d)}; "
                     f"tta {d.tta}" for d in dets)
     _summary(rows, scored, how, "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""),
              out, listed=fmt is None)
