@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 # what the generated tables are made from, and the documents that hold them
 REPORT_INPUTS = ("README.md", "docs", *(f"bench/results-{m}.json" for m in ("cpu-quiet", "cpu", "h100")),
                  *(f"{p}/{f}" for p in (".", "real") for f in ("dvc.lock", "metrics/runs", "metrics/summary",
-                                                              "metrics/evaluate", "metrics/train")))
+                                                              "metrics/evaluate", "metrics/train")),
+                 "src/deepfake_detect/detectors")
 
 
 def committed(dst: Path) -> Path:
