@@ -149,16 +149,19 @@ def read_pipeline(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """From every dvc.yaml: {output path: stage} and {plot id as DVC names it: its data files}.
 
     DVC's JSON omits plots it could not load without a word, so the page needs the declared list to
-    say what is missing, and the stage map to say which stage makes it. With several dvc.yaml files DVC
-    names a top-level plot ``<dvc.yaml path>::<id>`` and a stage ``<dvc.yaml path>:<stage>``; paths are
+    say what is missing, and the stage map to say which stage makes it. DVC names a top-level plot that
+    several dvc.yaml files declare ``<dvc.yaml path>::<id>`` (an id only one declares keeps its name), a stage
+    ``<dvc.yaml path>:<stage>``; paths are
     from the repository root. Parametrised (foreach) stages are not expanded: their outputs simply have
     no stage on the page.
     """
     files = pipeline_files(root)
     outputs, declared = {}, {}
-    for path in files:
-        doc = yaml.safe_load(path.read_text())
-        doc = doc if isinstance(doc, dict) else {}
+    docs = {path: yaml.safe_load(path.read_text()) for path in files}
+    docs = {path: doc if isinstance(doc, dict) else {} for path, doc in docs.items()}
+    # DVC prefixes a top-level plot id with its dvc.yaml only where another dvc.yaml declares the same id
+    ids = [next(iter(e)) if isinstance(e, dict) else e for doc in docs.values() for e in doc.get("plots") or []]
+    for path, doc in docs.items():
         rel = path.relative_to(root).as_posix()
         folder = posixpath.dirname(rel) or "."
         for name, stage in (doc.get("stages") or {}).items():
@@ -173,7 +176,7 @@ def read_pipeline(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
         for entry in doc.get("plots") or []:
             plot_id, props = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
             y = (props or {}).get("y")
-            key = plot_id if len(files) == 1 else f"{rel}::{plot_id}"
+            key = plot_id if ids.count(plot_id) == 1 else f"{rel}::{plot_id}"
             declared[key] = ([posixpath.normpath(posixpath.join(folder, f)) for f in y] if isinstance(y, dict)
                              else [posixpath.normpath(posixpath.join(folder, plot_id))])
     return outputs, declared
