@@ -134,18 +134,22 @@ def _int_at_least(low: int):
     return parse
 
 
-def _int_in(low: int, high: int):
-    """An argparse type: an integer in [low, high]; anything else is a usage error naming the option and the range."""
-    def parse(text: str) -> int:
+def _number_in(kind: type, what: str, low: float, high: float):
+    """An argparse type: a ``kind`` (int or float) in [low, high]; anything else is a usage error naming the range."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {what} in [{low:g}, {high:g}], got {text!r}")
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int):
+    return _number_in(int, "an integer", low, high)
 
 
 def _add_pipeline_commands(sub) -> None:
@@ -217,17 +221,7 @@ def _add_scoring_options(p, model_required: bool = True) -> None:
 
 
 def _float_in(low: float, high: float):
-    """An argparse type: a number in [low, high]."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text!r}")
-        return value
-
-    return parse
+    return _number_in(float, "a number", low, high)
 
 
 def _add_picture_options(p) -> None:
