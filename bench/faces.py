@@ -95,7 +95,7 @@ def _stats(v) -> dict:
 
 
 def detection(rows: list[dict], framing: faces.Framing) -> dict:
-    det, loose = faces.Detector(), faces.Detector(min_confidence=0.7)
+    det, loose = faces.FaceFinder(), faces.FaceFinder(min_confidence=0.7)
     t0, counts, n_loose, as_is = time.perf_counter(), [], 0, 0
     images = [load_rgb(r["path"]) for r in rows]
     for im in images:
@@ -122,7 +122,7 @@ def _score(model, ckpt, paths, crop, framing) -> list:
 def padded(rows: list[dict], model, ckpt, framing: faces.Framing, work: Path, seed: int = 0) -> dict:
     """Faces pasted into 800x600 pictures; the other sections' pictures are made here too."""
     rng = np.random.default_rng(seed)
-    det = faces.Detector()
+    det = faces.FaceFinder()
     crops = [load_rgb(r["path"]) for r in rows]
     box_iou, crop_iou, no_face_fp = [], [], 0
     pics, bgs = [], []
@@ -208,7 +208,8 @@ def tight_auc(rows: list[dict], model, ckpt, framing: faces.Framing) -> dict:
         p = np.array([x.p_fake if x.status == OK else np.nan for x in s])
         out[crop] = {"auc_scored": _auc(y[ok], p[ok]), "n_not_scored": int((~ok).sum())}
         if crop == "faces":
-            out[crop]["scored_as_is"] = int(sum(x.status == OK and x.views[0][1] is not None and x.views[0][1].whole
+            out[crop]["scored_as_is"] = int(sum(x.status == OK and x.views[0][1] is not None
+                                                and x.views[0][1][0].whole
                                                 for x in s))
             # the images without a face scored whole: the AUC a user gets with --crop faces, falling back
             p_fallback = np.where(ok, p, out["p_whole"])

@@ -31,11 +31,18 @@ def main(argv=None):
     ap.add_argument("--auc-tolerance", type=float, default=AUC_TOLERANCE,
                     help="how far the shipped weights' test AUC may be from the evaluate JSON's, which the card "
                          "copies (default: %(default)s)")
+    ap.add_argument("--max-source-fpr", type=float, default=None,
+                    help="the threshold: the most any kind of real photo of validation may be called fake (the "
+                         "worst sets it; default: the checkpoint's own threshold)")
+    ap.add_argument("--threshold-reals", action="append", default=[],
+                    help="a dataset whose validation reals, per source, also bound --max-source-fpr (repeatable)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    # fp32: the precision predict and the API score in by default, so the threshold is set on the scores users get
     run_stage(params, args.task, args.reals, args.out, ReleaseOptions(
-        batch_size=args.batch_size, precision=params["evaluate-roc-det"]["precision"],
-        auc_tolerance=args.auc_tolerance, max_total_mb=args.max_total_mb))
+        batch_size=args.batch_size, precision="fp32", auc_tolerance=args.auc_tolerance,
+        max_total_mb=args.max_total_mb, max_source_fpr=args.max_source_fpr,
+        threshold_reals=tuple(args.threshold_reals)))
 
 
 if __name__ == "__main__":

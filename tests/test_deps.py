@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_detect.config import RUNS, load_params, read_layers
+from deepfake_detect.config import RUNS, datasets_of, load_params, read_layers
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "deepfake_detect"
@@ -108,13 +108,14 @@ def test_prepare_splits_does_not_depend_on_training_code():
 
 
 # The params each stage's code reads (a training stage: see _reads); prepare-splits reads demo and data, and
-# evaluate-roc-det names each dataset by its source (figures, cross-dataset table).
+# evaluate-roc-det and release read each dataset's source ("data.*.source": every dataset of the pipeline's params:
+# the names in figures and tables, and where a sources.csv is); frame-faces takes its arguments on its command line.
 READS = {"prepare-splits": ("seed", "demo", "data"),
-         "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.fakes.source", "data.synthetic.source"),
+         "frame-faces": (),
+         "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.*.source"),
          "explain": ("seed", "device", "explain"),
          "summarize": (RUNS,),
-         "release": ("seed", "device", "evaluate-roc-det.precision", RUNS, "data.fakes.source",
-                     "data.synthetic.source")}
+         "release": ("seed", "device", RUNS, "data.*.source")}
 
 
 def _train_run(stage: dict) -> str | None:
@@ -123,9 +124,13 @@ def _train_run(stage: dict) -> str | None:
     return args[args.index(next(a for a in args if a.endswith("train.py"))) + 1] if "train.py" in str(args) else None
 
 
-def _reads(name: str, stage: dict) -> tuple[str, ...]:
+def _reads(name: str, stage: dict, wdir: Path) -> tuple[str, ...]:
     run = _train_run(stage)
-    return READS[name] if run is None else ("seed", "device", f"{RUNS}.{run}", "train-defaults", name)
+    if run is not None:
+        return ("seed", "device", f"{RUNS}.{run}", "train-defaults", name)
+    datasets = datasets_of(load_params(wdir / "params.yaml"))
+    return tuple(k for key in READS[name]
+                 for k in ([f"data.{d}.source" for d in datasets] if key == "data.*.source" else [key]))
 
 
 def _declared(stage: dict, wdir: Path) -> dict[Path, list[str]]:
@@ -176,7 +181,7 @@ def test_stage_declares_every_key_it_reads_from_the_file_that_sets_it(dvcfile, n
         assert not missing, f"{where}: stage '{name}' lists {missing}, not set in {file.relative_to(REPO)}"
     # a layer that sets `runs` replaces the runs below it (config.load_params), other sections merge
     top_runs = next(i for i, (_, tree) in enumerate(layers) if RUNS in tree)
-    for key in _reads(name, stage):
+    for key in _reads(name, stage, wdir):
         seen = layers[top_runs:top_runs + 1] if _under(key, RUNS) else layers
         leaves = {leaf for _, tree in seen if _get(tree, key) is not UNSET for leaf in _leaves(_get(tree, key), key)}
         assert leaves, f"{name}: reads '{key}', which no params file sets"

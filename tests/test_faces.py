@@ -57,7 +57,7 @@ def test_clipped_box():
 
 @pytest.fixture(scope="module")
 def detector():
-    return faces.Detector()
+    return faces.FaceFinder()
 
 
 def test_detector_finds_demo_faces_and_measures_their_framing(demo_faces, detector):
@@ -100,4 +100,4 @@ def test_detector_needs_facenet_pytorch(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_facenet)
     with pytest.raises(faces.FaceDetectorError, match=r"pip install facenet-pytorch==2.5.3.*--crop whole"):
-        faces.Detector()(Image.fromarray(np.zeros((64, 64, 3), np.uint8)))
+        faces.FaceFinder()(Image.fromarray(np.zeros((64, 64, 3), np.uint8)))

@@ -243,8 +243,8 @@ def test_face_in_a_larger_picture_is_scored_like_the_crop(tmp_path, face_ckpt, d
         pic.save(tmp_path / f"pic{i}.png")
         own, inside = predict.score_inputs(_det(face_ckpt), [str(path), str(tmp_path / f"pic{i}.png")], "faces",
                                            faces.Framing(**measured["framing"]), OPTS)
-        assert own.views[0][1].whole and own.p_fake == pytest.approx(_p_fake(face_ckpt, path), abs=1e-5)
-        (_, region, _), = inside.views
+        assert own.views[0][1][0].whole and own.p_fake == pytest.approx(_p_fake(face_ckpt, path), abs=1e-5)
+        (_, (region,), _), = inside.views
         assert all(abs(a - b) <= 8 for a, b in zip(region.crop, (x, y, x + 128, y + 128))), region.crop
         shifts_crop.append(abs(inside.p_fake - own.p_fake))
         (whole,) = predict.score_inputs(_det(face_ckpt), [str(tmp_path / f"pic{i}.png")], "whole", faces.Framing(),

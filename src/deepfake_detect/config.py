@@ -31,7 +31,8 @@ RUNS = "runs"  # run name -> the training stage (and params section) that trains
 DEFAULTS = "train-defaults"  # every training key a run's section does not set
 RUN_KEYS = ("dataset", "model")  # set by each run's own section, never defaulted
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name, a DVC stage key and a dotted params path alike
-DATASETS = ("fakes", "synthetic")
+DATASETS = ("fakes", "synthetic")  # the course's two: every params file has them (the demo generates both kinds)
+DATA_OPTIONS = ("on_bad_image", "on_leak")  # the keys of `data` that are not datasets
 TTA_MODES = ("none", "flip", "flip_shift")  # test-time views averaged by engine.predict (recorded in checkpoints)
 THRESHOLD_RULES = ("fixed", "eer", "balanced")  # how training picks the operating threshold on validation
 PSEUDO_FAKES = ("none", "sbi")  # training fakes made from the split's reals (pseudofakes.py), or none
@@ -76,7 +77,7 @@ BOOL, STR, LIST, MAPPING = Key((bool,)), Key((str,)), Key((list,)), Key((dict,))
 NULLABLE_STR = Key((str,), nullable=True)
 
 TRAIN_SCHEMA: dict[str, Key] = {
-    "dataset": Choice(*DATASETS),
+    "dataset": STR,  # a dataset of `data` (checked against them where a run's config is built)
     "model": STR,  # a registry name or any timm architecture (checked by the training stage)
     "model_params": MAPPING,  # passed to the model builder, checked against its signature
     "image_size": Int(32, 1024),
@@ -334,6 +335,20 @@ def check_runs(runs: Any, where: str) -> dict[str, str]:
     return dict(runs)
 
 
+def datasets_of(params: dict) -> tuple[str, ...]:
+    """Every dataset of ``params['data']``: the course's two (``DATASETS``), then any other a params file adds (e.g.
+    real/params.yaml's larger face-swap set): a mapping with the keys of a dataset, never ``demo``."""
+    data = params.get("data") if isinstance(params.get("data"), dict) else {}
+    return DATASETS + tuple(k for k in data if k not in DATASETS and k not in DATA_OPTIONS)
+
+
+def _schema(given: dict) -> dict:
+    """SCHEMA with ``data`` holding every dataset ``given`` names (``datasets_of``)."""
+    data = {**{name: DATASET_SCHEMA for name in datasets_of(given)},
+            **{k: v for k, v in SCHEMA["data"].items() if k in DATA_OPTIONS}}
+    return {**SCHEMA, "data": data}
+
+
 def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
     """One params file on its own: known keys of the right types and ranges; any subset may be set."""
     if isinstance(given.get(DEFAULTS), dict):
@@ -345,7 +360,7 @@ def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
     if unknown:
         raise ParamsError(f"{where}: unknown key '{unknown[0]}' (sections: {', '.join(SCHEMA)}, and the training "
                           f"section of each entry of '{RUNS}': {', '.join(sections)})")
-    return validate(given, {**SCHEMA, **{s: TRAIN_SCHEMA for s in sections}}, where, partial=True)
+    return validate(given, {**_schema(given), **{s: TRAIN_SCHEMA for s in sections}}, where, partial=True)
 
 
 def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
@@ -359,6 +374,9 @@ def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
         raise ParamsError(f"{where}: missing key '{section}.{missing[0]}' (each run's section sets "
                           f"{' and '.join(RUN_KEYS)})")
     cfg = merge_run(merged, section)
+    if cfg["dataset"] not in datasets_of(merged):
+        raise ParamsError(f"{where}: '{section}.dataset' must be one of the datasets of 'data' "
+                          f"({', '.join(datasets_of(merged))}); got {cfg['dataset']!r}")
     return Params({"run": run, **{k: cfg[k] for k in TRAIN_SCHEMA}}, where)
 
 
@@ -383,7 +401,11 @@ def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> 
     merged: dict = {}
     for where, given in layers:
         merged = override(merged, _check_layer(where, given, sections))
-    fixed = validate({k: v for k, v in merged.items() if k in SCHEMA}, SCHEMA, top)
+    fixed = validate({k: v for k, v in merged.items() if k in SCHEMA}, _schema(merged), top)
+    demo_extra = [d for d in datasets_of(fixed)[len(DATASETS):] if fixed["data"][d]["source"] == "demo"]
+    if demo_extra:
+        raise ParamsError(f"{top}: 'data.{demo_extra[0]}.source' cannot be demo (the demo generates "
+                          f"{' and '.join(DATASETS)} only); give a folder")
     return Params({**fixed, RUNS: runs, **{s: _merge_run(top, merged, r, s) for r, s in runs.items()}}, top)
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .config import TRAIN_SCHEMA, Num, check_value
 from .data import BadImageError, is_image_file, list_files, load_rgb
 from .errors import UserError
-from .faces import DETECTOR, Detector, Face, Framing, crop_square
+from .faces import DETECTOR, Face, FaceFinder, Framing, crop_square
 from .io import OutputError, atomic_path, check_writable, output_errors, path_text, write_json
 
 REPORT = "crop_faces.json"  # in DST: what was cropped, and every photo that gave no crop, with its reason
@@ -70,7 +70,7 @@ def _save(im, path: Path) -> None:
 
 
 def crop_folder(src: str | Path, dst: str | Path, size: int = 224, margin: float = 0.35, all_faces: bool = False,
-                detector: Detector | None = None, progress: bool = True, replace: bool = False) -> dict:
+                detector: FaceFinder | None = None, progress: bool = True, replace: bool = False) -> dict:
     """Face crops of every image under ``src`` written to ``dst`` at the same relative paths (``crop_name``):
     side = (1 + ``margin``) x the detected box's longer side, resized to ``size`` px. Returns (and writes to
     dst/crop_faces.json) the counts, each crop's source box and every image that gave no crop. ``dst`` must be
@@ -85,7 +85,7 @@ def crop_folder(src: str | Path, dst: str | Path, size: int = 224, margin: float
     if dst.resolve() in src.resolve().parents:
         raise UserError(f"{dst}: the output folder must not hold {src} (--replace would empty it)")
     check_destination(dst, replace)
-    detector, framing = detector or Detector(), Framing(scale=1.0 + margin, ox=0.0, oy=0.0)
+    detector, framing = detector or FaceFinder(), Framing(scale=1.0 + margin, ox=0.0, oy=0.0)
     files, problems = list_files(src)
     skipped = [f"{path_text(p)}: {why}" for p, why in problems]
     skipped += [f"{path_text(f)}: not an image file" for f in files if not is_image_file(f)]

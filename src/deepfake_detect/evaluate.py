@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, preflight, robustness
+from . import metrics, preflight, robustness, sources
 from .checkpoint import run_checkpoint, trained_on
-from .config import DATASETS, ParamsError, source_of
+from .config import ParamsError, datasets_of, source_of
 from .data import LABELS, BadImageError, DatasetError, is_image_file, list_files, read_manifest
 from .degrade import worst
 from .detector import Detector
@@ -73,7 +73,7 @@ def _subsampled(rows: list[dict], cfg: dict, params: dict) -> list[dict]:
 def dataset_names(params: dict, data_dir: str | Path) -> dict[str, str]:
     """{dataset: what to call it} for every dataset with a manifest: the source folder's name, or 'demo <name>'."""
     names = {}
-    for name in DATASETS:
+    for name in datasets_of(params):
         if (Path(data_dir) / name / "manifest.csv").is_file():
             source = params["data"][name]["source"]
             names[name] = f"demo {name}" if source == "demo" else Path(source).name
@@ -104,18 +104,28 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
     m["val_auc"] = trained.get("best_val_auc")  # validation AUC of the kept epoch: the val-test gap beside auc
     m["precision"] = det.precision
-    auc, at = {}, {}
+    auc, at, by_source = {}, {}, {}
     for d in names:
         if d == dataset:
-            yd, pd, n_of = y, p, len(y)
+            yd, pd, rows_d, n_of = y, p, rows, len(y)
         else:
             other, all_rows = _test_rows(d, data_dir)
-            yd, pd = _scored(det, _subsampled(all_rows, cfg, params), f"test image(s) of {other}",
-                             cfg["batch_size"], progress, f"evaluate {run} on {d}")
+            rows_d = _subsampled(all_rows, cfg, params)
+            yd, pd = _scored(det, rows_d, f"test image(s) of {other}", cfg["batch_size"], progress,
+                             f"evaluate {run} on {d}")
             n_of = len(all_rows)
         auc[d] = metrics.auc(yd, pd)
         at[d] = _at_threshold(yd, pd, det.threshold, n_of)
+        srcs = sources.sources_of_rows(rows_d, params["data"][d]["source"])
+        if any(srcs):  # a dataset of many generators and kinds of real photo: each one's AUC / FPR (sources.py)
+            by_source[d] = sources.per_source(yd, pd, srcs, det.threshold)
     m["cross_dataset"] = {"trained_on": dataset, "auc": auc, "datasets": names, "at_threshold": at}
+    if by_source:
+        m["per_source"] = by_source
+        for d, ps in by_source.items():
+            print(f"  {d} per source: " + ", ".join(f"{k} AUC {v['auc']:.3f}" for k, v in ps["fake"].items()
+                                                   if v["auc"] is not None)
+                  + "; FPR " + ", ".join(f"{k} {v['fpr']:.1%}" for k, v in ps["real"].items()))
     if cfg["robustness"]:  # the test split again under each fixed degradation of a shared or uploaded image
         unknown = sorted(set(cfg["robustness"]) - set(robustness.PANEL))
         if unknown:

@@ -34,6 +34,10 @@ DETECT_MAX_SIDE = 1024  # larger pictures are detected on a copy this size: face
 #                         small for a 128-256 px model anyway, and the pyramid of a 12-megapixel photo is slow
 WHOLE_FRACTION = 0.5  # an image whose largest face's crop covers this much of it is a face crop already
 WHOLE_MAX_ASPECT = 1.2  # ... if it is near-square: squashing a portrait photo would distort the face
+MAX_UPSCALE = 4.0  # a face whose crop a detector would have to enlarge more than this to its input size is "too
+#                   small to judge": listed, not scored (40 px faces in 2000 px photos, cut to ~20-30 px and blown up
+#                   to 224, were called fake 14 times in 20; the same faces at 256 px 3 times). For a 224 px detector:
+#                   crops under 56 px; the training crops here are scored at 0.5-1.3x
 FRAMING_SAMPLE = 32  # training images measure_framing looks at
 FACE_CROPS_MIN = 0.8  # a training set is one of face crops when a face is found in this share of the sample
 
@@ -83,7 +87,7 @@ class Region:
     whole: bool
 
 
-class Detector:
+class FaceFinder:
     """MTCNN, built on first use (so a Dataset holding one can be sent to loader workers): faces with
     confidence >= ``min_confidence``, largest first."""
 
@@ -153,6 +157,27 @@ def regions(size: tuple[int, int], found: list[Face], framing: Framing) -> list[
     return [Region(i + 1, f.box, crop_square(f, size, framing), False) for i, f in enumerate(found)]
 
 
+def regions_per_detector(size: tuple[int, int], found: list[Face], framings: list[Framing]) -> list[list[Region]]:
+    """What each of several detectors scores in a picture of ``size``, face by face: one list per face (largest
+    first) of one ``Region`` per framing, so that every detector sees a face framed as its own training images
+    were (``regions`` per framing), the faces found once. When the picture is a face crop already for any of them,
+    it is one face (the largest), whole for those and cropped for the others; [] when no face was found."""
+    per = [regions(size, found, f) for f in framings]
+    if not found:
+        return []
+    if any(r[0].whole for r in per):
+        return [[r[0] if r[0].whole else Region(1, found[0].box, crop_square(found[0], size, f), False)
+                 for r, f in zip(per, framings)]]
+    return [[r[i] for r in per] for i in range(len(found))]
+
+
+def too_small(region: Region, image_size: int) -> bool:
+    """A region too small to judge for a detector of ``image_size`` px: its crop (or whole picture) would be enlarged
+    more than ``MAX_UPSCALE`` times."""
+    left, top, right, bottom = region.crop
+    return min(right - left, bottom - top) * MAX_UPSCALE < image_size
+
+
 def clipped_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> list[int]:
     """A detected box as integer pixels inside the picture (for reports)."""
     w, h = size
@@ -160,11 +185,11 @@ def clipped_box(box: tuple[float, float, float, float], size: tuple[int, int]) -
     return [int(round(min(max(v, 0), lim))) for v, lim in ((x0, w), (y0, h), (x1, w), (y1, h))]
 
 
-def measure_framing(images: Iterable[Image.Image], detector: Detector | None = None) -> dict:
+def measure_framing(images: Iterable[Image.Image], detector: FaceFinder | None = None) -> dict:
     """How a set of training images frames its faces: ``n_checked``, ``n_with_face``, ``face_crops`` (a face in
     at least ``FACE_CROPS_MIN`` of them) and, when so, ``framing`` (median scale and offsets of the largest
     face, in the image squashed to a square as the model sees it)."""
-    detector = detector or Detector()
+    detector = detector or FaceFinder()
     scales, oxs, oys, n = [], [], [], 0
     for im in images:
         n += 1

@@ -3,12 +3,16 @@ and videos, as one line per face, CSV or JSON, optionally with Grad-CAM overlays
 evaluate`` (metrics of a checkpoint on any labelled folder: cross-dataset evaluation). Both score with the
 checkpoint's test-time augmentation unless ``tta`` (``--tta``) says otherwise, as the evaluate-roc-det stage does.
 
-What is scored (``crop``, ``--crop``): ``faces`` finds every face (``faces.Detector``) and scores a square crop
-of each, framed like the checkpoint's training images; a picture that already is a face crop (the training
-and test images of every dataset here) is scored as it is. ``whole`` scores each picture unchanged, squashed to
-the model's size, exactly as the evaluate-roc-det stage does. ``auto`` (default): ``faces`` when the checkpoint
-records that it was trained on face crops, else ``whole``. A video (``video.VIDEO_EXTENSIONS``) is scored on
-``frames`` evenly spaced frames; its p(fake) is the mean of its face scores, as the DFDC winners aggregated.
+What is scored (``crop``, ``--crop``): ``faces`` finds every face once (``faces.FaceFinder``) and hands each
+detector a square crop of it framed like that detector's own training images (``faces.regions_per_detector``:
+the face-swap detector's tight crop, the generated-face detector's looser one); a picture that already is a face
+crop for a detector (the training and test images of every dataset here) is scored as it is. A face whose crop a
+detector would enlarge more than ``faces.MAX_UPSCALE`` times (under 56 px for a 224 px detector) is "too small
+to judge": listed with that status, never scored, counted neither real nor fake. ``whole`` scores each picture
+unchanged, squashed to the model's size, exactly as the evaluate-roc-det stage does. ``auto`` (default):
+``faces`` when the checkpoint records that it was trained on face crops, else ``whole``. A video
+(``video.VIDEO_EXTENSIONS``) is scored on ``frames`` evenly spaced frames; its p(fake) is the mean of its face
+scores, as the DFDC winners aggregated.
 
 Nothing is dropped without a word: files that are neither images nor videos, files that do not decode,
 pictures without a face and entries that cannot be read (symlink loops, unreadable folders) get a row whose
@@ -37,8 +41,7 @@ from .data import BadImageError, DatasetError, Preprocess, is_image_file, list_f
 from .detector import Detector, load_shipped
 from .engine import default_num_workers
 from .errors import UserError
-from .faces import Detector as FaceDetector
-from .faces import Framing, Region, clipped_box, regions
+from .faces import MAX_UPSCALE, FaceFinder, Framing, Region, clipped_box, regions_per_detector, too_small
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
 from .score import threshold_metrics
 from .splits import scan_source
@@ -49,6 +52,7 @@ PLACE = ["path", "frame", "face", "box", "region"]  # the columns every row star
 CROPS = ("auto", "faces", "whole")
 FORMATS = ("csv", "json")
 OK = "ok"
+TOO_SMALL = f"too small to judge (a detector would enlarge the face more than {MAX_UPSCALE:g}x)"
 NOTHING_SCORED = 3  # exit code of `predict` when no input could be scored (rows and reasons are still written)
 ROW_BYTES, CAM_BYTES = 512, 600_000  # generous sizes of a CSV/JSON row and a Grad-CAM PNG: the free-space check
 
@@ -79,21 +83,21 @@ class PredictOptions:
 
 @dataclass
 class Scored:
-    """One input file and what came of it: ``views`` (frame or None, Region or None for a whole picture,
-    p_fake: one float per detector, in the order of the detectors), or the ``status`` saying why it was not
-    scored."""
+    """One input file and what came of it: ``views`` (frame or None, one Region per detector or None for a whole
+    picture, p_fake: one float per detector in the order of the detectors, or None for a face too small to judge),
+    or the ``status`` saying why it was not scored."""
 
     path: str
     kind: str  # image | video | other
     status: str = OK
-    views: list[tuple[int | None, Region | None, tuple[float, ...]]] = field(default_factory=list)
+    views: list[tuple[int | None, list[Region] | None, tuple[float, ...] | None]] = field(default_factory=list)
     n_frames: int = 0
     size: tuple[int, int] | None = None
 
     def p_of(self, k: int = 0) -> float:
         """The input's one score by detector ``k``: a video's mean face score, a picture's highest (any fake face
         makes it fake)."""
-        p = [v[2][k] for v in self.views]
+        p = [v[2][k] for v in self.views if v[2] is not None]
         return float(np.mean(p) if self.kind == "video" else np.max(p))
 
     @property
@@ -121,16 +125,16 @@ def _identity(item):
 
 
 class _Inputs(Dataset):
-    """Per input: the pictures (an image, or a video's sampled frames), what to score in each (whole, or one
-    crop per face: found once, whatever the number of detectors) as model-size uint8 views for each of
-    ``preps`` (one per detector), or the reason it cannot be scored. Loader workers each build their own face
-    detector."""
+    """Per input: the pictures (an image, or a video's sampled frames), what to score in each (whole, or each
+    face found once, cropped for each detector by its own framing) as model-size uint8 views for each of
+    ``preps`` (one per detector, with ``framings``), or the reason it cannot be scored. Loader workers each build
+    their own face finder."""
 
-    def __init__(self, paths: list[str], kinds: list[str], preps: list[Preprocess], crop: str, framing: Framing,
-                 frames: int):
-        self.paths, self.kinds, self.preps, self.crop, self.framing, self.frames = paths, kinds, preps, crop, \
-            framing, frames
-        self.detector = FaceDetector()
+    def __init__(self, paths: list[str], kinds: list[str], preps: list[Preprocess], crop: str,
+                 framings: list[Framing], frames: int):
+        self.paths, self.kinds, self.preps, self.crop, self.framings, self.frames = paths, kinds, preps, crop, \
+            framings, frames
+        self.detector = FaceFinder()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -143,10 +147,13 @@ class _Inputs(Dataset):
             return [(f.index, f.image) for f in frames]
         return [(None, load_rgb(self.paths[i]))]
 
-    def regions(self, im: Image.Image) -> list[Region]:
+    def regions(self, im: Image.Image) -> list[tuple[list[Region], bool]]:
+        """Per face: one Region per detector, and whether the face is large enough to judge."""
         if self.crop == "whole":
-            return [Region(0, None, (0, 0, *im.size), True)]
-        return regions(im.size, self.detector(im), self.framing)
+            return [([Region(0, None, (0, 0, *im.size), True)] * len(self.preps), True)]
+        found = self.detector(im)
+        return [(rs, not any(too_small(r, prep.image_size) for r, prep in zip(rs, self.preps)))
+                for rs in regions_per_detector(im.size, found, self.framings)]
 
     def __getitem__(self, i: int) -> dict:
         try:
@@ -155,14 +162,16 @@ class _Inputs(Dataset):
             return {"i": i, "status": str(e).removeprefix(f"{self.paths[i]}: "), "views": None, "meta": []}
         views, meta = [[] for _ in self.preps], []
         for frame, im in pictures:
-            for r in self.regions(im):
-                part = im if r.whole else im.crop(r.crop)
-                for k, prep in enumerate(self.preps):
-                    views[k].append(prep.to_hwc(part))
-                meta.append((frame, r))
-        status = OK if meta else ("no face found" if self.kinds[i] == "image"
-                                  else f"no face found in {len(pictures)} frame(s)")
-        return {"i": i, "status": status, "views": [np.stack(v) for v in views] if meta else None, "meta": meta,
+            for rs, judged in self.regions(im):
+                if judged:
+                    for k, (prep, r) in enumerate(zip(self.preps, rs)):
+                        views[k].append(prep.to_hwc(im if r.whole else im.crop(r.crop)))
+                meta.append((frame, rs, judged))
+        n_judged = sum(j for _, _, j in meta)
+        status = (OK if n_judged else
+                  f"{len(meta)} face(s) found, all {TOO_SMALL}" if meta else
+                  "no face found" if self.kinds[i] == "image" else f"no face found in {len(pictures)} frame(s)")
+        return {"i": i, "status": status, "views": [np.stack(v) for v in views] if n_judged else None, "meta": meta,
                 "n_frames": len(pictures), "size": pictures[0][1].size}
 
 
@@ -181,14 +190,18 @@ def _score_whole_images(detectors: list[Detector], paths: Sequence[str], out: li
             out[i].views = [(None, None, tuple(float(p[j]) for p in ps))]
 
 
-def score_inputs(detectors: Detector | list[Detector], paths: Sequence[str], crop: str, framing: Framing,
-                 options: PredictOptions | None = None, desc: str = "score") -> list[Scored]:
+def score_inputs(detectors: Detector | list[Detector], paths: Sequence[str], crop: str,
+                 framing: Framing | list[Framing] | None = None, options: PredictOptions | None = None,
+                 desc: str = "score") -> list[Scored]:
     """Every input scored by every detector as ``crop`` (``faces`` or ``whole``) says; videos on
     ``options.frames`` frames. Whole images go through ``Detector.score_paths``; the rest through ``_Inputs``
     (decoding and face detection once, in loader workers) and ``Detector.score_views`` in batches of
-    ``options.batch_size``. Each view's p_fake is a tuple, one per detector."""
+    ``options.batch_size``. ``framing``: one per detector (None: each detector's own, ``framings``; one Framing:
+    all alike). Each view's p_fake is a tuple, one per detector (None: a face too small to judge)."""
     dets = [detectors] if isinstance(detectors, Detector) else list(detectors)
     o = options or PredictOptions()
+    framings = (framings_of(dets, o.face_margin) if framing is None else
+                [framing] * len(dets) if isinstance(framing, Framing) else list(framing))
     kinds = ["image" if is_image_file(p) else "video" if is_video_file(p) else "other" for p in paths]
     out = [Scored(str(p), k, status=OK if k != "other" else "not an image or video file")
            for p, k in zip(paths, kinds)]
@@ -199,7 +212,7 @@ def score_inputs(detectors: Detector | list[Detector], paths: Sequence[str], cro
     if not todo:
         return out
     ds = _Inputs([str(paths[i]) for i in todo], [kinds[i] for i in todo], [d.preprocess for d in dets], crop,
-                 framing, o.frames)
+                 framings, o.frames)
     if crop == "faces":
         ds.detector.load()  # here: a detector that cannot load is one line, not a loader worker's traceback
     loader = DataLoader(ds, batch_size=None, shuffle=False, collate_fn=_identity,
@@ -222,10 +235,11 @@ def score_inputs(detectors: Detector | list[Detector], paths: Sequence[str], cro
         out[i].status, out[i].n_frames, out[i].size = item["status"], item.get("n_frames", 0), item.get("size")
         if item["views"] is None:
             continue
-        for frame, region in item["meta"]:
-            out[i].views.append((frame, None if region.whole and region.box is None else region,
-                                 (float("nan"),) * len(dets)))
-            owners.append((i, len(out[i].views) - 1))
+        for frame, rs, judged in item["meta"]:
+            out[i].views.append((frame, None if rs[0].whole and rs[0].box is None else rs,
+                                 (float("nan"),) * len(dets) if judged else None))
+            if judged:
+                owners.append((i, len(out[i].views) - 1))
         for k, views in enumerate(item["views"]):
             pending[k] += list(views)
         while len(owners) >= o.batch_size:
@@ -286,6 +300,12 @@ def labelled_images(data: str | Path, split: str = "test") -> tuple[list[dict], 
     return rows, skipped
 
 
+def framings_of(dets: list[Detector], margin: float | None = None) -> list[Framing]:
+    """Each detector's framing of a face: its training images' (``Framing.of_checkpoint``; ``margin``:
+    ``--face-margin``, for all)."""
+    return [Framing.of_checkpoint(d.ckpt, margin) for d in dets]
+
+
 def _detector(model: str | Path | Detector, o: PredictOptions) -> Detector:
     return model if isinstance(model, Detector) else Detector.load(model, o.device, o.precision, o.tta)
 
@@ -301,8 +321,7 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
     det = _detector(model, o)
     crop, _ = resolve_crop([det.domain], o.crop)
     rows, skipped = labelled_images(data, split)
-    scored = score_inputs(det, [r["path"] for r in rows], crop, Framing.of_checkpoint(det.ckpt, o.face_margin), o,
-                          desc=f"evaluate {det.name}")
+    scored = score_inputs(det, [r["path"] for r in rows], crop, None, o, desc=f"evaluate {det.name}")
     warning = domain_warning(det, scored)
     if warning:
         print(warning, file=sys.stderr)
@@ -399,7 +418,7 @@ def fields(detectors: list[Detector]) -> list[str]:
         return FIELDS
     names = [d.name for d in detectors]
     return (PLACE + [f"p_fake_{n}" for n in names] + ["fired", "verdict"] + [f"threshold_{n}" for n in names]
-            + ["detectors", "status"])
+            + [f"region_{n}" for n in names] + ["detectors", "status"])
 
 
 def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: list[Detector], model: str,
@@ -424,9 +443,11 @@ def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: l
             return {**{f"p_fake_{n}": p for n, p in zip(names, ps)}, "fired": ";".join(fired),
                     "verdict": "fake" if fired else "real"}
 
-    def row(s: Scored, frame=None, face=None, box=None, region=None, ps=None, status=OK) -> dict:
-        return {"path": s.path, "frame": frame, "face": face, "box": box, "region": region, **scores(ps), **base,
-                "status": status}
+    def row(s: Scored, frame=None, face=None, box=None, rs=None, ps=None, status=OK) -> dict:
+        """``rs``: the region each detector scored (the first one's is ``region``)."""
+        regions = {} if len(detectors) == 1 else {f"region_{n}": r for n, r in zip(names, rs or [None] * len(names))}
+        return {"path": s.path, "frame": frame, "face": face, "box": box, "region": rs[0] if rs else None,
+                **scores(ps), **base, **regions, "status": status}
 
     rows = []
     for s in scored:
@@ -434,11 +455,12 @@ def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: l
             rows.append(row(s, status=s.status))
             continue
         faces = []
-        for frame, region, ps in s.views:
-            if region is None:
-                faces.append(row(s, frame, "whole", None, [0, 0, *s.size] if s.size else None, ps))
+        for frame, rs, ps in s.views:
+            if rs is None:
+                faces.append(row(s, frame, "whole", None, [[0, 0, *s.size] if s.size else None] * len(detectors), ps))
             else:
-                faces.append(row(s, frame, region.face, clipped_box(region.box, s.size), list(region.crop), ps))
+                faces.append(row(s, frame, rs[0].face, clipped_box(rs[0].box, s.size), [list(r.crop) for r in rs],
+                                 ps, OK if ps is not None else TOO_SMALL))
         if s.kind == "video":
             rows += faces if per_frame else []
             rows.append(row(s, None, "mean", None, None, tuple(s.p_of(k) for k in range(len(detectors)))))
@@ -451,7 +473,7 @@ def _cell(key: str, value):
     """A row's value as CSV text: boxes as "x0 y0 x1 y1", scores with 6 decimals, thresholds short."""
     if value is None:
         return None
-    if key in ("box", "region", "detectors"):
+    if key in ("box", "region", "detectors") or key.startswith("region_"):
         return (";" if key == "detectors" else " ").join(map(str, value)) or None
     if key.startswith("p_fake"):
         return f"{value:.6f}"
@@ -542,9 +564,8 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
     crop, why = resolve_crop([d.domain for d in dets], o.crop)
     files, unreadable = expand_paths(paths)
     check_outputs(out, cam_dir, len(files))
-    framing = Framing.of_checkpoint(dets[0].ckpt, o.face_margin)  # faces are framed as the first one's training
     label = str(dets[0].path) if len(dets) == 1 and dets[0].path is not None else "+".join(d.name for d in dets)
-    scored = score_inputs(dets, [str(f) for f in files], crop, framing, o,
+    scored = score_inputs(dets, [str(f) for f in files], crop, None, o,
                           desc=f"predict {Path(label).name if len(dets) == 1 else label}")
     for det in dets:
         warning = domain_warning(det, scored)
@@ -607,9 +628,12 @@ def write_cam_overlays(det: Detector, scored: list[Scored], out_dir: str | Path,
         pictures = dict([(f.index, f.image) for f in sample_frames(s.path, frames)] if s.kind == "video"
                         else [(None, load_rgb(s.path))])
         parts = []
-        for frame, region, ps in s.views:
+        for frame, rs, ps in s.views:
+            if ps is None:  # too small to judge: not scored, no map
+                continue
             p = ps[k]
             im = pictures[frame]
+            region = None if rs is None else rs[k]
             if region is not None and not region.whole:
                 im = im.crop(region.crop)
             name = stem + (f"_f{frame}" if frame is not None else "") + (

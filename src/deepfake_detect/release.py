@@ -39,6 +39,7 @@ from .detector import Detector, calibrate  # the one Platt map: what the shipped
 from .errors import UserError
 from .io import save_torch, write_json, write_text
 from .metrics import auc as roc_auc
+from .sources import sources_of_rows, threshold_for_sources
 
 CARD_FORMAT = "deepfake-detect-card"
 EPS = 1e-6  # logit clipping of the calibration: p in [EPS, 1 - EPS]
@@ -46,8 +47,9 @@ N_BINS = 10  # reliability: equal-width bins of the output p
 COMMAND = "dvc repro real/dvc.yaml:release"
 LOCK = "real/dvc.lock"
 CARD_KEYS = ("format", "name", "task", "run", "arch", "num_params", "dataset", "training", "chosen_on", "threshold",
-             "threshold_rule", "calibration", "test", "reliability", "robustness", "cross_dataset", "cross_generator",
-             "false_positive_rate", "not_for", "licence", "provenance")
+             "threshold_rule", "operating_point", "calibration", "test", "reliability", "robustness", "cross_dataset",
+             "cross_generator", "per_source", "false_positive_rate", "verdict_false_positive_rate", "not_for",
+             "licence", "provenance")
 # what each task detects, for people (the card's ``task``)
 TASK_TITLES = {"faceswap": "face swaps (DFDC-style)", "generated": "GAN-generated faces (StyleGAN-style)"}
 WEIGHTS_LICENCE = "weights: research use, non-commercial, inherits the training data's terms"
@@ -333,6 +335,22 @@ def card_markdown(card: dict) -> str:
               "|---|---|---|---|"]
     lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {v.get('note', '')} |"
               for k, v in card["false_positive_rate"].items()]
+    op, ps, verdict = card.get("operating_point"), card.get("per_source"), card.get("verdict_false_positive_rate")
+    if op:
+        lines += ["", "## Operating point: each kind of real photo", "", op["rule"] + ".", "",
+                  "| real photos | val FPR | n | test FPR | n |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {_fmt(op['test'].get(k, {}).get('fpr'), '.1%')} | "
+                  f"{op['test'].get(k, {}).get('n', '–')} |" for k, v in op["val"].items()]
+    if ps and ps.get("fake"):
+        lines += ["", "## Per generator (test split; AUC of its fakes against every real)", "",
+                  "| source | generator | AUC | caught at the threshold | n |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['generator']} | {_fmt(v['auc'])} | {_fmt(v['tpr'], '.1%')} | {v['n']} |"
+                  for k, v in ps["fake"].items()]
+    if verdict:
+        lines += ["", "## With every shipped detector (`deepfake-detect predict`, no --model)", "",
+                  verdict["how"], "", "| real photos (test) | called fake | scored | not judged |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {v['not_judged']} |"
+                  for k, v in verdict["sets"].items()]
     lines += ["", "## Not for", ""] + [f"- {s}" for s in card["not_for"]]
     lines += ["", "## Licence", "", f"- {card['licence']}", f"- training data: {ds['licence']}", ""]
     return "\n".join(lines)
@@ -409,7 +427,7 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
     training["arch_params"] = ckpt.get("arch_params", {})
     if ckpt.get("domain"):
         training["domain"] = ckpt["domain"]
-    rule = m.get("threshold_rule")
+    rule, op = m.get("threshold_rule"), figures.get("operating_point")
     card = {
         "format": CARD_FORMAT,
         "name": task,
@@ -421,10 +439,12 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
         "training": training,
         "chosen_on": {"criterion": "validation AUC", "val_auc": {r: _round(v, 6) for r, v in val_aucs.items()}},
         "threshold": float(threshold),
-        "threshold_rule": (f"the checkpoint's threshold {float(ckpt['threshold']):.6g}"
-                           + (f" (training's rule '{rule}' on the validation split)" if rule else "")
-                           + (", mapped through the calibration (the same decisions)" if calibration else "")
+        "threshold_rule": ((op["rule"] + ", on the calibrated output" if op else
+                            f"the checkpoint's threshold {float(ckpt['threshold']):.6g}"
+                            + (f" (training's rule '{rule}' on the validation split)" if rule else "")
+                            + (", mapped through the calibration (the same decisions)" if calibration else ""))
                            + "; fake when p > threshold"),
+        "operating_point": op,
         "calibration": calibration,
         "calibration_check": calibration_check,
         "test": {k: evaluated[k] for k in ("auc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake")},
@@ -433,7 +453,9 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
         "cross_dataset": {names.get(d, d): a for d, a in cross.items()},
         "cross_generator": {k: {x: v.get(x) for x in ("auc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake")}
                             for k, v in (evaluated.get("cross_generator") or {}).items()},
+        "per_source": (evaluated.get("per_source") or {}).get(ckpt.get("dataset")),
         "false_positive_rate": fpr,
+        "verdict_false_positive_rate": None,  # set by run_stage once every task's detector is out (verdict_rates)
         "licence": WEIGHTS_LICENCE,
         "provenance": prov,
     }
@@ -455,6 +477,11 @@ class ReleaseOptions:
     precision: str = "fp32"
     auc_tolerance: float = AUC_TOLERANCE
     max_total_mb: float = 25.0
+    # the operating point: None keeps the checkpoint's threshold (training's rule); a number is the most any kind of
+    # real photo may be called fake on validation -- the reals of the task's dataset and of ``threshold_reals``
+    # (datasets), per source (sources.csv) -- the worst source sets the threshold
+    max_source_fpr: float | None = None
+    threshold_reals: tuple[str, ...] = ()
 
 
 def _score(det, paths, batch_size, desc) -> np.ndarray:
@@ -465,6 +492,42 @@ def _score(det, paths, batch_size, desc) -> np.ndarray:
         raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
                            + "; ".join(list(errors.values())[:3]))
     return p
+
+
+def reals_by_source(params: dict, name: str, rows: list[dict], split: str) -> dict[str, list[str]]:
+    """{kind of real photo: paths} of the reals of ``split`` of dataset ``name`` (its manifest ``rows``): by the
+    source column of the dataset folder's sources.csv, else one group named after the folder."""
+    reals = [r for r in rows if r["split"] == split and r["label"] == LABELS["real"]]
+    folder = Path(params["data"][name]["source"]).name
+    out: dict[str, list[str]] = {}
+    for r, src in zip(reals, sources_of_rows(reals, params["data"][name]["source"])):
+        out.setdefault(src["source"] if src else folder, []).append(r["path"])
+    return out
+
+
+def operating_point(det: Detector, groups: dict[str, dict[str, list[str]]], max_fpr: float, calibration,
+                    batch_size: int, known: dict[str, np.ndarray]) -> dict:
+    """The threshold at which no kind of real photo of ``groups["val"]`` ({source: paths}) is called fake more
+    than ``max_fpr`` of the time (sources.threshold_for_sources: the worst sets it), on the calibrated output, and
+    the rate of each source of ``groups["val"]`` and ``groups["test"]`` at it. ``known``: raw scores already made
+    ({path: p})."""
+    def scores(paths, desc):
+        todo = [q for q in paths if q not in known]
+        if todo:
+            known.update(zip(todo, _score(det, todo, batch_size, desc)))
+        return calibrate(np.array([known[q] for q in paths]), calibration)
+
+    p = {split: {src: scores(paths, f"{split} reals of {src}") for src, paths in g.items()}
+         for split, g in groups.items()}
+    flat = [(src, x) for src, xs in p["val"].items() for x in xs]
+    threshold, own = threshold_for_sources(np.array([x for _, x in flat]), [s for s, _ in flat], max_fpr)
+    worst = max(own, key=own.get)
+    return {"threshold": threshold, "max_fpr": max_fpr, "set_by": worst,
+            "rule": (f"the lowest threshold at which at most {max_fpr:.0%} of the validation reals of each kind of "
+                     f"real photo ({', '.join(sorted(own))}) score above it; set by {worst}"),
+            **{split: {src: {"fpr": float(np.mean(xs > threshold)), "n": int(len(xs)),
+                             **({"threshold_alone": _round(own[src], 6)} if split == "val" else {})}
+                       for src, xs in p[split].items()} for split in p}}
 
 
 def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
@@ -498,6 +561,15 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val")
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
     threshold = map_threshold(ckpt["threshold"], calibration)
+    op = None
+    if o.max_source_fpr is not None:
+        groups = {split: {k: v for d in (dataset, *[t for t in o.threshold_reals if t != dataset])
+                          for k, v in reals_by_source(params, d, own if d == dataset else manifest(d), split).items()}
+                  for split in ("val", "test")}
+        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size,
+                             dict(zip([r["path"] for r in val], p_val)))
+        threshold = op["threshold"]
+        print(f"release: {task} threshold {threshold:.4f} ({op['rule']})")
 
     test = [r for r in own if r["split"] == "test"]
     y_test = np.array([r["label"] for r in test])
@@ -547,13 +619,40 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         "dataset": dataset_summary(dataset, params["data"][dataset]["source"], own), "val_aucs": val_aucs,
         "threshold": threshold, "calibration": calibration, "calibration_check": check,
         "reliability": reliability(y_test, out_test), "fpr": fpr, "prov": prov or provenance(),
-        "num_params": num_params})
+        "num_params": num_params, "operating_point": op})
     save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
                                                          output_threshold=threshold))
     write_json(out_dir / f"{task}.json", card)
     save_reliability_figure(out_dir / f"{task}_reliability.png", card)
     write_text(out_dir / f"{task}.md", card_markdown(card))
     return card
+
+
+def verdict_rates(params: dict, datasets: list[str], out_dir: str | Path, tasks: list[str], device: str = "cpu",
+                  data_dir: str | Path = "data") -> dict:
+    """How often ``deepfake-detect predict`` with every shipped detector (``tasks``, from ``out_dir``; fp32, faces
+    found once and framed per detector) calls the test reals of ``datasets`` fake, per kind of real photo: a
+    picture is fake when any detector fires on any face; pictures with no face large enough to judge are counted
+    apart (``not_judged``)."""
+    from .predict import OK, PredictOptions, score_inputs  # lazy: only the release stage's last step needs faces
+
+    dets = [Detector.load(Path(out_dir) / f"{t}.pt", device, "fp32") for t in tasks]
+    sets: dict[str, dict] = {}
+    for d in datasets:
+        rows = read_manifest(Path(data_dir) / d / "manifest.csv")
+        for src, paths in reals_by_source(params, d, rows, "test").items():
+            if src in sets:
+                continue  # the same kind of photo from another dataset (dfdc_faces_xl's test is dfdc_faces')
+            print(f"release: predict with {'+'.join(tasks)} on {len(paths)} test reals of {src}", flush=True)
+            scored = score_inputs(dets, paths, "faces", None, PredictOptions(device=str(device), precision="fp32",
+                                                                             progress=False))
+            judged = [x for x in scored if x.status == OK]
+            fake = [any(x.p_of(k) > det.threshold for k, det in enumerate(dets)) for x in judged]
+            sets[src] = {"fpr": float(np.mean(fake)) if fake else None, "n": len(judged),
+                         "not_judged": len(scored) - len(judged)}
+    return {"how": (f"`deepfake-detect predict` with {' and '.join(tasks)} (fp32) on the test reals of each kind of "
+                    "photo: a picture counts as called fake when any detector fires on any face; 'not judged': no "
+                    "face found, or every face too small to judge"), "sets": sets}
 
 
 def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_dir: str | Path,
@@ -571,6 +670,16 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
         print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC {c['test']['auc']:.3f}"
               f", threshold {c['threshold']:.4f}, calibration {'platt' if c['calibration'] else 'none'}, "
               f"ECE {c['reliability']['ece']:.3f}")
+    o = options or ReleaseOptions()
+    if len(tasks) > 1 and o.max_source_fpr is not None:  # the user's path: every detector at once
+        datasets = list(dict.fromkeys([d for _, d in tasks] + list(o.threshold_reals)))
+        verdict = verdict_rates(params, datasets, out_dir, [t for t, _ in tasks], device, o.data_dir)
+        for task, _ in tasks:
+            cards[task]["verdict_false_positive_rate"] = verdict
+            write_json(Path(out_dir) / f"{task}.json", cards[task])
+            write_text(Path(out_dir) / f"{task}.md", card_markdown(cards[task]))
+        print("release: both detectors call fake " + ", ".join(
+            f"{k} {_fmt(v['fpr'], '.1%')}" for k, v in verdict["sets"].items()) + " of the test reals")
     total = sum((Path(out_dir) / f"{task}.pt").stat().st_size for task, _ in tasks) / 2**20
     max_total_mb = (options or ReleaseOptions()).max_total_mb
     if total > max_total_mb:

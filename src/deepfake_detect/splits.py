@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import DATASETS, source_of
+from .config import datasets_of, source_of
 from .data import (
     LABELS,
     MANIFEST_FIELDS,
@@ -398,13 +398,13 @@ def run_stage(params: dict, data_dir: str | Path = "data", metrics_dir: str | Pa
     metrics file is written, so a failing check leaves the previous files as they were; errors name the params
     file ``params`` were read from."""
     params_file = source_of(params)
-    for name in DATASETS:  # every folder there before the demo data takes its minute
+    for name in datasets_of(params):  # every folder there before the demo data takes its minute
         if params["data"][name]["source"] != "demo":
             _check_source(name, params["data"][name], params_file)
     checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
                                    demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
                                    on_leak=params["data"]["on_leak"], progress=progress, params_file=params_file)
-               for name in DATASETS}
+               for name in datasets_of(params)}
     for name, (summary, rows) in checked.items():
         write_manifest(Path(data_dir) / name, rows)
         write_json(Path(metrics_dir) / f"{name}.json", summary)
