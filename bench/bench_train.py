@@ -21,6 +21,7 @@ small and on the full manifest (memory flat as the dataset grows), and the time 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
 from deepfake_detect.engine import cpu_cores, grad_scaler, resolve_device, seed_everything
 from deepfake_detect.models import get_model
 from deepfake_detect.splits import scan_source
-from deepfake_detect.train import evaluate, make_loaders, make_optimizer, train_one_epoch
+from deepfake_detect.train import Trainer, evaluate, make_loaders, make_optimizer, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,14 +143,13 @@ def bench_ours(cfg, params, device, rows_train, rows_val, cache_dir, steps) -> d
         + [dict(r, split="test") for r in rows_val[:1]]
     loaders = make_loaders(cfg, rows, model, params["seed"], device, cache_dir, progress=False)
     opt, scaler = make_optimizer(model, cfg), grad_scaler(device, cfg["amp"])
-    warm = dict(cfg, max_steps_per_epoch=1)
-    train_one_epoch(run_model, loaders["train"], opt, scaler, device, warm, 1, progress=False)
-    with Timer(device) as t:
-        train_one_epoch(run_model, loaders["train"], opt, scaler, device, dict(cfg, max_steps_per_epoch=steps), 2,
-                        progress=False)
-    evaluate(run_model, loaders["val"], device, cfg, "val", progress=False)  # warm-up, as (a) and (c) have
+    t = Trainer(cfg, model, loaders, opt, scaler, device, run_model, progress=False).with_scorer(run_model)
+    train_one_epoch(dataclasses.replace(t, cfg=dict(cfg, max_steps_per_epoch=1)), 1)  # warm-up
+    with Timer(device) as tt:
+        train_one_epoch(dataclasses.replace(t, cfg=dict(cfg, max_steps_per_epoch=steps)), 2)
+    evaluate(t, "val", "val")  # warm-up, as (a) and (c) have
     with Timer(device) as te:
-        evaluate(run_model, loaders["val"], device, cfg, "val", progress=False)
+        evaluate(t, "val", "val")
     n_train = min(steps, len(loaders["train"])) * cfg["batch_size"]
     # profile: the data path alone (read, stack, to the device, normalise) for the same training batches
     from deepfake_detect.engine import InputBuffer, to_device
@@ -161,9 +161,9 @@ def bench_ours(cfg, params, device, rows_train, rows_val, cache_dir, steps) -> d
                 break
             to_device(x, device, cfg["channels_last"], loader.dataset.transform.normalise, buffer)
     del loaders
-    return {"train_img_s": n_train / t.s, "eval_img_s": len(rows_val) / te.s,
+    return {"train_img_s": n_train / tt.s, "eval_img_s": len(rows_val) / te.s,
             "data_ms_per_batch": 1000 * td.s / min(steps, len(loader)),
-            "step_ms": 1000 * t.s / min(steps, len(loader))}
+            "step_ms": 1000 * tt.s / min(steps, len(loader))}
 
 
 # ------------------------------------------------------------------ (c) course loop

@@ -60,10 +60,10 @@ def _fit(root: Path, data: Path, kill_at: int | None = None, code: str | None = 
     params = tiny_params(epochs=2, hflip=True, lr_scheduler="cosine")
     one_epoch = train.train_one_epoch
 
-    def dies(model, loader, optimizer, scaler, device, cfg, epoch, progress=True, ema=None):
+    def dies(t, epoch):
         if epoch == kill_at:
             raise Killed
-        return one_epoch(model, loader, optimizer, scaler, device, cfg, epoch, progress, ema)
+        return one_epoch(t, epoch)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train, "train_one_epoch", dies)

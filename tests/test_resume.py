@@ -15,7 +15,7 @@ from deepfake_detect.train import state_path
 from conftest import PARAMS_YAML, make_tiny, tiny_params
 
 SCRIPT = textwrap.dedent('''
-    import sys, time
+    import dataclasses, sys, time
     from pathlib import Path
     from deepfake_detect import train
     from deepfake_detect.config import load_params, rename_run
@@ -26,13 +26,12 @@ SCRIPT = textwrap.dedent('''
             "lr_scheduler": "cosine", "ema_decay": 0.9, "select_metric": "auc"}}), "simplenet-fakes", "tiny")
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
             one_epoch = train.train_one_epoch
-            def slow(model, loader, optimizer, scaler, device, cfg, epoch, progress=True, ema=None):
+            def slow(t, epoch):
                 if epoch == 2:
-                    one_epoch(model, loader, optimizer, scaler, device, {**cfg, "max_steps_per_epoch": 1}, epoch,
-                              progress, ema)
+                    one_epoch(dataclasses.replace(t, cfg={**t.cfg, "max_steps_per_epoch": 1}), epoch)
                     (root / "in-epoch-2").touch()
                     time.sleep(600)
-                return one_epoch(model, loader, optimizer, scaler, device, cfg, epoch, progress, ema)
+                return one_epoch(t, epoch)
             train.train_one_epoch = slow
         train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
                   metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)

@@ -127,6 +127,7 @@ def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
     from deepfake_detect.engine import grad_scaler
     from deepfake_detect.models import get_model
     from deepfake_detect.train import (
+        Trainer,
         freeze_batchnorm_stats,
         make_loaders,
         make_optimizer,
@@ -158,8 +159,8 @@ def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
                            tmp_path / "cache", progress=False)
     opt = make_optimizer(model, cfg)
     set_trainable(model, cfg, epoch=1)
-    train_one_epoch(model, loaders["train"], opt, grad_scaler(torch.device("cpu")), torch.device("cpu"), cfg, 1,
-                    progress=False)
+    train_one_epoch(Trainer(cfg, model, loaders, opt, grad_scaler(torch.device("cpu")), torch.device("cpu"),
+                            progress=False), 1)
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
     assert not torch.equal(before["head.8.weight"], after["head.8.weight"])
@@ -185,7 +186,7 @@ def test_fp16_autocast_gets_loss_scaling(tmp_path, monkeypatch):
     The scaler's wiring is tested on CPU with a CPU scaler standing in for the CUDA one."""
     from deepfake_detect import engine
     from deepfake_detect.models import get_model
-    from deepfake_detect.train import make_loaders, make_optimizer, train_one_epoch
+    from deepfake_detect.train import Trainer, make_loaders, make_optimizer, train_one_epoch
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert engine.amp_dtype(torch.device("cuda")) == torch.float16
@@ -202,7 +203,7 @@ def test_fp16_autocast_gets_loss_scaling(tmp_path, monkeypatch):
         loaders = make_loaders(cfg, read_manifest(data / "fakes/manifest.csv"), model, 0, cpu, tmp_path / "cache",
                                progress=False)
         before = _state(model)
-        train_one_epoch(model, loaders["train"], make_optimizer(model, cfg), scaler, cpu, cfg, 1, progress=False)
+        train_one_epoch(Trainer(cfg, model, loaders, make_optimizer(model, cfg), scaler, cpu, progress=False), 1)
         return before, _state(model)
 
     monkeypatch.setattr(engine, "amp_dtype", lambda device, enabled=True: torch.float16)

@@ -38,7 +38,7 @@ from PIL import Image
 from . import score as _score
 from .checkpoint import load_model
 from .data import Preprocess
-from .engine import resolve_device
+from .engine import predict, resolve_device
 from .errors import UserError
 
 SHIPPED = ("faceswap", "generated")  # the detectors `deepfake-detect predict` runs when no --model is given
@@ -177,6 +177,7 @@ class Detector:
     device: torch.device
     card: dict = field(default_factory=dict)
     num_workers: int = -1
+    channels_last: bool = False  # feed the model NHWC batches (training's validation: as it trained)
 
     # ------------------------------------------------------------------------- building
     @classmethod
@@ -194,9 +195,11 @@ class Detector:
 
     @classmethod
     def from_model(cls, model: nn.Module, ckpt: dict, path: str | Path | None = None, name: str | None = None,
-                   precision: str = "fp32", tta: str = "checkpoint", card: dict | None = None) -> "Detector":
-        """A detector of a model already built (``checkpoint.load_model``, or any module in tests) and its
-        checkpoint dict; the device is the model's. ``card``'s threshold, rule and calibration win."""
+                   precision: str = "fp32", tta: str = "checkpoint", card: dict | None = None,
+                   channels_last: bool = False) -> "Detector":
+        """A detector of a model already built (``checkpoint.load_model``, a model in training, or any module in
+        tests) and its checkpoint dict (at least image_size, mean, std, threshold); the device is the model's.
+        ``card``'s threshold, rule and calibration win."""
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         card = dict(card or {})
@@ -214,7 +217,8 @@ class Detector:
                    tta=_score.resolve_tta(ckpt, tta, source), threshold=threshold, threshold_rule=rule,
                    calibration=cal, domain=ckpt.get("domain"), dataset=ckpt.get("dataset"),
                    cam_layer=ckpt.get("cam_layer", getattr(model, "cam_layer", "")),
-                   precision=resolve_precision(precision, device), device=device, card=card)
+                   precision=resolve_precision(precision, device), device=device, card=card,
+                   channels_last=channels_last)
 
     def with_options(self, tta: str | None = None, precision: str | None = None,
                      num_workers: int | None = None) -> "Detector":
@@ -244,6 +248,16 @@ class Detector:
         if not views:
             return np.zeros(0)
         return self.score_views(np.stack(views), [f"image {i}" for i in range(len(views))], batch_size)
+
+    def score_batches(self, loader, desc: str = "score", progress: bool = True,
+                      normalise=None) -> tuple[np.ndarray, np.ndarray, float]:
+        """The model's own softmax (N, 2), the labels and the mean cross-entropy over a loader of (x, y) batches
+        (``normalise``: applied to each batch on the device), under the detector's precision and TTA, NOT
+        calibrated: training's validation, on which the kept epoch and the threshold are chosen, and the loop
+        under ``score_paths`` and ``score_views``."""
+        with self.autocast():  # engine.predict's own autocast is off (amp=False): this one decides the precision
+            return predict(self.model, loader, self.device, amp=False, channels_last=self.channels_last, desc=desc,
+                           progress=progress, normalise=normalise, tta=self.tta)
 
     def score_views(self, views: np.ndarray, names: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """p(fake) (calibrated) of views already at the model's size: uint8 (N, S, S, 3) from

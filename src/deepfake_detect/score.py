@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import BadImageError, ManifestDataset, Preprocess
-from .engine import check_tta, default_num_workers, predict
+from .engine import check_tta, default_num_workers
 from .errors import UserError
 from .io import path_text
 
@@ -68,9 +68,7 @@ def threshold_metrics(y, p: np.ndarray, threshold: float) -> dict:
 
 def _run(det, loader, desc: str, progress: bool, normalise=None) -> np.ndarray:
     """p(fake) of every batch of ``loader`` under ``det``'s model, device, precision and TTA (float64)."""
-    with det.autocast():  # engine.predict's own autocast is off (amp=False): this one decides the precision
-        probs, _, _ = predict(det.model, loader, det.device, amp=False, desc=desc, progress=progress,
-                              normalise=normalise, tta=det.tta)
+    probs, _, _ = det.score_batches(loader, desc, progress, normalise)
     return probs[:, 1].astype(np.float64)
 
 

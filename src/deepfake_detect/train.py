@@ -52,9 +52,11 @@ from .data import (
     read_manifest,
 )
 from .degrade import RandomDegrade
+from .detector import Detector
 from .engine import (
     InputBuffer,
     all_reduce_sum,
+    amp_dtype,
     autocast,
     barrier,
     default_num_workers,
@@ -62,7 +64,6 @@ from .engine import (
     gather_predictions,
     grad_scaler,
     init_distributed,
-    predict,
     resolve_device,
     seed_everything,
     to_device,
@@ -144,12 +145,47 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
     return loaders
 
 
-def evaluate(model, loader, device, cfg, desc: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """``engine.predict`` over a whole split (with the run's test-time augmentation); under DDP each process
-    scores its shard and the predictions are gathered, so every process gets the full split in order."""
-    probs, labels, loss = predict(model, loader, device, amp=cfg["amp"], channels_last=cfg["channels_last"],
-                                  desc=desc, progress=progress, normalise=loader.dataset.transform.normalise,
-                                  tta=cfg["tta"])
+@dataclass
+class Trainer:
+    """One run's moving parts, built once by ``fit`` and handed to each epoch: the config, the module trained
+    (``model``) and the one its forward pass goes through (``run_model``: compiled, or in DDP), the loaders,
+    optimizer and loss scaler, the EMA (or None), and ``scorer``: the module kept and validated (the EMA's when
+    there is one) as a ``detector.Detector``, the object every other scoring path uses."""
+
+    cfg: dict
+    model: nn.Module
+    loaders: dict[str, DataLoader]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    run_model: nn.Module | None = None  # None: ``model``
+    ema: object | None = None  # timm.utils.ModelEmaV3
+    progress: bool = True
+    scorer: Detector | None = None  # set by ``with_scorer``
+
+    @property
+    def kept(self) -> nn.Module:
+        """The module validated and checkpointed: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def with_scorer(self, eval_model: nn.Module | None = None) -> "Trainer":
+        """``scorer``: ``eval_model`` (default: ``kept``; compiled when the run compiles) wrapped as a Detector
+        with the run's preprocessing, TTA and precision (bf16 under AMP on CUDA, else fp32: as training ran)."""
+        base = _unwrap(self.kept)
+        stub = {"run": self.cfg["run"], "image_size": self.cfg["image_size"], "mean": list(base.mean),
+                "std": list(base.std), "threshold": 0.5, "tta": self.cfg["tta"], "cam_layer": base.cam_layer}
+        precision = "bf16" if self.cfg["amp"] and amp_dtype(self.device) == torch.bfloat16 else "fp32"
+        self.scorer = Detector.from_model(eval_model or self.kept, stub, precision=precision,
+                                          channels_last=self.cfg["channels_last"])
+        return self
+
+
+def evaluate(t: Trainer, split: str, desc: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """The softmax (N, 2), labels and mean loss of the kept module on a whole split, through ``t.scorer``
+    (``Detector.score_batches``: the run's TTA and precision); under DDP each process scores its shard and the
+    predictions are gathered, so every process gets the full split in order."""
+    loader = t.loaders[split]
+    probs, labels, loss = t.scorer.score_batches(loader, desc, t.progress, loader.dataset.transform.normalise)
     return gather_predictions(probs, labels, loss)
 
 
@@ -198,11 +234,12 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
                 m.eval()
 
 
-def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
-                    progress: bool = True, ema=None) -> tuple[float, float, int]:
+def train_one_epoch(t: Trainer, epoch: int) -> tuple[float, float, int]:
     """One pass over the training loader; returns (mean loss, accuracy, images seen), summed over processes.
-    ``scaler``: ``engine.grad_scaler`` (loss scaling under fp16 autocast; a pass-through otherwise).
-    ``ema``: a ``timm.utils.ModelEmaV3`` updated after every step (its warm-up counts global steps)."""
+    ``t.scaler``: ``engine.grad_scaler`` (loss scaling under fp16 autocast; a pass-through otherwise).
+    ``t.ema``: a ``timm.utils.ModelEmaV3`` updated after every step (its warm-up counts global steps)."""
+    model, loader, optimizer, scaler, device, cfg, ema = (t.run_model or t.model), t.loaders["train"], t.optimizer, \
+        t.scaler, t.device, t.cfg, t.ema
     model.train()
     freeze_batchnorm_stats(model)
     # running sums stay on the device; the host syncs every ``check_every`` steps (progress, NaN check)
@@ -211,7 +248,7 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg, epoch: int,
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # first batch with a non-finite loss
     n, check_every = 0, 1 if device.type == "cpu" else 25
     steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
-    bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not t.progress)
     normalise = loader.dataset.transform.normalise
     buffer = InputBuffer() if device.type == "cpu" else None  # CUDA: the caching allocator already reuses
     for step, (x, y) in enumerate(bar, 1):
@@ -481,20 +518,17 @@ def wrap_model(model: nn.Module, cfg: dict, device: torch.device) -> tuple[nn.Mo
     return eval_model, eval_model
 
 
-def run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device, cfg, epoch: int,
-              progress: bool, ema=None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Train one epoch (``run_model``: the model, compiled or in DDP), then score validation (and test, with
-    ``eval_test_every_epoch``) with ``eval_model`` (the EMA when there is one): the epoch's row, and the
-    validation p(fake) and labels."""
-    set_trainable(model, cfg, epoch)
-    loaders["train"].sampler.set_epoch(epoch)
-    tr_loss, tr_acc, seen = train_one_epoch(run_model, loaders["train"], optimizer, scaler, device, cfg, epoch,
-                                            progress, ema)
-    vp, vy, va_loss = evaluate(eval_model, loaders["val"], device, cfg, f"epoch {epoch} val", progress)
+def run_epoch(t: Trainer, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train one epoch, then score validation (and test, with ``eval_test_every_epoch``) through ``t.scorer``
+    (the EMA when there is one): the epoch's row, and the validation p(fake) and labels."""
+    set_trainable(t.model, t.cfg, epoch)
+    t.loaders["train"].sampler.set_epoch(epoch)
+    tr_loss, tr_acc, seen = train_one_epoch(t, epoch)
+    vp, vy, va_loss = evaluate(t, "val", f"epoch {epoch} val")
     row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
-           "val_auc": _auc(vp, vy), "lr": optimizer.param_groups[0]["lr"]}
-    if cfg["eval_test_every_epoch"]:
-        tp, ty, te_loss = evaluate(eval_model, loaders["test"], device, cfg, f"epoch {epoch} test", progress)
+           "val_auc": _auc(vp, vy), "lr": t.optimizer.param_groups[0]["lr"]}
+    if t.cfg["eval_test_every_epoch"]:
+        tp, ty, te_loss = evaluate(t, "test", f"epoch {epoch} test")
         row.update(test_loss=te_loss, test_acc=_acc(tp, ty), test_auc=_auc(tp, ty))
     return {**row, "train_images": seen}, vp[:, 1], vy
 
@@ -542,8 +576,8 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     set_trainable(model, cfg, 1)  # before DDP, which registers the parameters that take gradients
     eval_model, run_model = wrap_model(model, cfg, device)
     ema = make_ema(model, cfg)
-    if ema is not None:
-        eval_model = ema.module
+    t = Trainer(cfg, model, loaders, optimizer, scaler, device, run_model, ema, progress).with_scorer(
+        ema.module if ema is not None else eval_model)
     key = resume_key(cfg, params, rows, world)
     done = (load_state(spath, key, model, optimizer, scheduler, scaler, ema) if resume else None) or Progress()
     if main and done.history:
@@ -559,11 +593,10 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     for epoch in range(len(done.history) + 1, cfg["epochs"] + 1):
         if done.stopped:
             break
-        row, val_scores, val_labels = run_epoch(model, run_model, eval_model, loaders, optimizer, scaler, device,
-                                                cfg, epoch, progress, ema)
+        row, val_scores, val_labels = run_epoch(t, epoch)
         if main:
             _log_epoch(live, row)
-        improved = done.record(row, ema.module if ema is not None else model, cfg, val_scores, val_labels)
+        improved = done.record(row, t.kept, cfg, val_scores, val_labels)
         if main:
             if improved:
                 save_torch(ckpt_path, done.best_ckpt)
@@ -575,8 +608,7 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
         done.elapsed = time.perf_counter() - t0
         if main:  # after every epoch, so a rerun goes on from here
             save_state(spath, key, model, optimizer, scheduler, scaler, done, ema)
-    return _finish(cfg, ema.module if ema is not None else model, eval_model, loaders, device, done, live, ckpt_path,
-                   spath, progress, train_time=time.perf_counter() - t0)
+    return _finish(t, done, live, (ckpt_path, spath), train_time=time.perf_counter() - t0)
 
 
 def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
@@ -590,16 +622,16 @@ def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
     return live
 
 
-def _finish(cfg, model, eval_model, loaders, device, done: Progress, live, ckpt_path: Path, spath: Path,
-            progress: bool, train_time: float) -> dict:
-    """The run's summary (test figures at the best validation epoch) into metrics.json and the checkpoint;
-    the resume state removed. ``model``: the module the checkpoint holds (the EMA when there is one)."""
+def _finish(t: Trainer, done: Progress, live, paths: tuple[Path, Path], train_time: float) -> dict:
+    """The run's summary (test figures at the best validation epoch) into metrics.json and the checkpoint (the
+    first of ``paths``); the resume state (the second) removed."""
+    cfg, model, (ckpt_path, spath) = t.cfg, t.kept, paths
     best_row = done.history[done.best["epoch"] - 1]
     if "test_acc" in best_row:
         test_acc, test_auc = best_row["test_acc"], best_row["test_auc"]
     else:  # evaluate the best-validation weights once on test
         model.load_state_dict(done.best_ckpt["state_dict"])
-        tp, ty, _ = evaluate(eval_model, loaders["test"], device, cfg, "test", progress)
+        tp, ty, _ = evaluate(t, "test", "test")
         test_acc, test_auc = _acc(tp, ty), _auc(tp, ty)
     summary = {"best_val_acc": done.best["val_acc"],
                "best_val_auc": done.best["val_auc"], "best_epoch": done.best["epoch"],
