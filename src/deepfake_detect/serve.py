@@ -77,7 +77,7 @@ class Settings:
 
     @property
     def max_body_bytes(self) -> int:
-        return self.max_upload_bytes * self.max_files + 1_000_000  # + the multipart framing
+        return self.max_upload_bytes * self.max_files + 65_536  # + the multipart framing
 
 
 def label_of(name: str | None, i: int) -> str:
