@@ -148,6 +148,14 @@ function render(item) {
   const json = item.json;
   const info = json.files[0];
   const rows = json.rows;
+  // the file's answer: a video's mean row; a picture is fake when any face is
+  const scored = rows.filter((r) => r.status === "ok" && (info.kind === "image" || r.face === "mean"));
+  const overall = scored.length ? (scored.some((r) => r.verdict === "fake") ? "fake" : "real") : null;
+  const nFaces = rows.filter(isFace).length;
+  node.firstChild.append(" ", verdictBadge(overall), el("span", { class: "small", text: overall ?
+    ` ${nFaces} face(s)${info.kind === "video" ? " over its frames; the video's verdict is its mean" : ""}` :
+    ` ${rows[0].status}` }));
+  node.setAttribute("data-verdict", overall || "");
   const layout = el("div", { class: "layout" });
   if (info.kind === "image") {
     const pic = el("div", { class: "pic" }, el("img", { src: item.url, alt: item.file.name }));
@@ -166,9 +174,10 @@ function render(item) {
   } else {
     layout.append(el("video", { src: item.url, controls: true, muted: true, playsInline: true }));
   }
-  layout.append(el("div", { class: "tablewrap" }, table(rows, info.kind === "video")));
+  const right = el("div", { class: "tablewrap" }, table(rows, info.kind === "video"));
+  if ($("gradcam").checked) right.append(cams(rows));
+  layout.append(right);
   node.append(layout);
-  if ($("gradcam").checked) node.append(cams(rows));
 }
 
 function table(rows, video) {
@@ -218,7 +227,8 @@ function cams(rows) {
       const where = (r.frame !== null ? `frame ${r.frame}, ` : "") + `face ${r.face}`;
       box.append(el("figure", { "data-face": r.face, "data-detector": name },
         el("img", { src: `data:image/png;base64,${png}`, alt: `Grad-CAM of ${name}, ${where}` }),
-        el("figcaption", { text: `${where}: Grad-CAM of ${name}` + (r.fired ? "" : " (none fired)") })));
+        el("figcaption", { text: `${where}: Grad-CAM of ${name}` +
+          (r.fired || $("camof").value !== "fired" ? "" : " (none fired: the one closest to its threshold)") })));
     }
   }
   return box;
