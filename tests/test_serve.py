@@ -112,6 +112,13 @@ def test_the_page_and_its_files(client):
     for f in ("app.js", "style.css"):
         assert client.get(f"/static/{f}").status_code == 200
     assert client.get("/openapi.json").json()["paths"].keys() >= {"/api/v1/predict", "/api/v1/detectors", "/healthz"}
+    # a wheel carries the page
+    import tomllib
+
+    from conftest import REPO
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "web/*" in data["deepfake_detect"]
 
 
 def test_a_picture_is_scored_as_predict_scores_it(client, detectors, astronaut, capsys):
