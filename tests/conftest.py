@@ -18,7 +18,8 @@ PARAMS_YAML = REPO / "params.yaml"  # the one source of every value: tests start
 
 # The slow tier (`pytest -m "not slow"` leaves it out for the edit-test loop; CI and the README's test command run
 # everything): end-to-end `dvc repro` copies, DDP across processes, the remote round trip, the bench smoke runs.
-SLOW_MODULES = {"test_pipeline", "test_ddp", "test_dvc_remote", "test_bench", "test_bench_faces"}
+SLOW_MODULES = {"test_pipeline", "test_ddp", "test_dvc_remote", "test_bench", "test_bench_faces",
+                "test_bench_serve"}
 
 
 def pytest_configure(config):

@@ -15,7 +15,8 @@ import pytest
 from conftest import REPO, make_tiny, tiny_params
 
 SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py", "model_speed.py",
-                "faces.py", "inference_precision.py"}  # faces.py: tests/test_bench_faces.py
+                "faces.py", "inference_precision.py",  # faces.py: tests/test_bench_faces.py
+                "serve_load.py"}  # tests/test_bench_serve.py
 
 
 def _bench(script: str, tmp_path: Path, *args: str) -> dict:

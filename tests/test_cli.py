@@ -8,7 +8,7 @@ import pytest
 from deepfake_detect import cli
 
 COMMANDS = ("prepare-splits", "train", "demo", "crop-faces", "report", "evaluate", "predict", "explain", "plots",
-            "exps")
+            "exps", "serve")
 
 
 def _subparsers(parser):
@@ -60,7 +60,11 @@ def test_train_takes_a_run_of_the_params_file(tmp_path, capsys):
     (["explain", "--runs", "x", "y"], cli._cmd_explain, {"runs": ["x", "y"], "params": "params.yaml"}),
     (["plots", "HEAD", "main"], cli._cmd_plots, {"revs": ["HEAD", "main"], "out": "dvc_plots/offline.html"}),
     (["exps", "--pipeline", "real", "-A"], cli._cmd_exps, {"pipeline": "real", "metric": "auc", "all_commits": True}),
-], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "predict-options", "explain", "plots", "exps"])
+    (["serve"], cli._cmd_serve, {"host": "127.0.0.1", "port": 8000, "allow_remote": False, "max_upload_mb": 50.0}),
+    (["serve", "--host", "0.0.0.0", "--allow-remote", "--port", "9000", "--max-upload-mb", "5"], cli._cmd_serve,
+     {"host": "0.0.0.0", "port": 9000, "allow_remote": True, "max_upload_mb": 5.0}),
+], ids=["prepare-splits", "demo", "report", "evaluate", "predict", "predict-options", "explain", "plots", "exps",
+        "serve", "serve-remote"])
 def test_sub_command_runs_its_function(argv, func, values):
     args = cli.get_args_parser().parse_args(argv)
     assert args.func is func

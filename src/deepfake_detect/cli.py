@@ -112,6 +112,12 @@ def _cmd_exps(args) -> None:
     print(experiments(args.pipeline, args.metric, args.all_commits))
 
 
+def _cmd_serve(args) -> None:
+    from .serve import serve
+
+    serve(args.host, args.port, args.allow_remote, args.max_upload_mb, args.device, args.precision)
+
+
 def _cmd_plots(args) -> None:
     from .plots.page import write_page
 
@@ -294,6 +300,22 @@ def _add_exps(sub) -> None:
     p.set_defaults(func=_cmd_exps)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page and HTTP API: drop photos and videos, see every face scored",
+                       description="Serve the page and the HTTP API (/api/v1/predict, /api/v1/detectors, /healthz; "
+                                   "OpenAPI docs at /docs) with both shipped detectors, loaded once. Nothing is kept "
+                                   "after a response. docs/serve.md")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=_int_in(1, 65535), default=8000, help="(default: %(default)s)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than localhost (anyone who reaches it can upload; no login, no TLS)")
+    p.add_argument("--max-upload-mb", type=_float_in(0.001, 10000.0), default=50.0,
+                   help="largest upload accepted, per file, in MB (default: %(default)s; more: 413)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as for predict")
+    p.set_defaults(func=_cmd_serve)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every sub-command of ``deepfake-detect``; each sets ``func``, the ``_cmd_*`` function that runs it."""
     ap = argparse.ArgumentParser(prog="deepfake-detect", description="Train, evaluate and explain deepfake detectors.",
@@ -307,6 +329,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     _add_explain(sub)
     _add_plots(sub)
     _add_exps(sub)
+    _add_serve(sub)
     return ap
 
 
