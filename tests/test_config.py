@@ -8,13 +8,18 @@ import yaml
 
 from deepfake_detect.config import (
     DEFAULTS,
+    RECIPE,
+    RECIPE_SCHEMA,
+    RECIPES,
     RUN_KEYS,
     RUNS,
     SCHEMA,
+    SECTION_SCHEMA,
     TRAIN_SCHEMA,
     Key,
     ParamsError,
     load_params,
+    merge_run,
     read_layers,
     run_config,
     validate,
@@ -65,20 +70,29 @@ def test_params_file_sets_exactly_the_schema_keys():
     sections = set(given[RUNS].values())
     assert set(given) == set(SCHEMA) | sections
     for section in SCHEMA:
+        if section == RECIPES:  # each recipe: any training keys but dataset (checked below)
+            continue
         want = _keys({section: SCHEMA[section]}) if isinstance(SCHEMA[section], dict) else {section}
         have = {k for k in _keys(given) if k == section or k.startswith(section + ".")}
         assert have == want, f"params.yaml [{section}]: missing {sorted(want - have)}, extra {sorted(have - want)}"
+    for name, recipe in given[RECIPES].items():
+        assert set(recipe) <= set(RECIPE_SCHEMA), name
+        same = [k for k, v in recipe.items() if k in given[DEFAULTS] and v == given[DEFAULTS][k]]
+        assert not same, f"params.yaml [{RECIPES}.{name}] repeats train-defaults: {same}"
     for section in sections:
-        assert set(RUN_KEYS) <= set(given[section]) <= set(TRAIN_SCHEMA), section
-        same = [k for k, v in given[section].items() if k not in RUN_KEYS and v == given[DEFAULTS][k]]
-        assert not same, f"params.yaml [{section}] repeats train-defaults: {same}"
+        recipe = given[RECIPES].get(given[section].get(RECIPE), {})
+        assert set(RUN_KEYS) <= set(given[section]) | set(recipe), section
+        assert set(given[section]) <= set(SECTION_SCHEMA), section
+        base = {**given[DEFAULTS], **recipe}
+        same = [k for k, v in given[section].items() if k not in RUN_KEYS and k in base and v == base[k]]
+        assert not same, f"params.yaml [{section}] repeats train-defaults or its recipe: {same}"
 
 
 def _value_in(params: dict, dotted: str):
     """What ``dotted`` is in the params file ``params`` (a run section's key: its merged training config's)."""
     *parents, leaf = dotted.split(".")
     if parents and parents[0] in params[RUNS].values():
-        return {**params[DEFAULTS], **params.get(parents[0], {})}.get(leaf)
+        return merge_run(params, parents[0]).get(leaf) if leaf != RECIPE else params[parents[0]].get(RECIPE)
     for p in parents:
         params = params.get(p, {})
     return params.get(leaf)
@@ -90,12 +104,16 @@ def test_real_params_holds_only_what_differs_from_its_base():
     (base_file, base), (top_file, top) = read_layers(PARAMS_FILES[1])
     assert Path(base_file).resolve() == PARAMS_FILES[0].resolve() and Path(top_file) == PARAMS_FILES[1]
     assert "demo" not in top
-    # its own run list replaces the base's (config: a layer's `runs` replaces): a strict subset, same stages
+    # its own run list replaces the base's (config: a layer's `runs` replaces): a run of both has the same stage,
+    # and it leaves out at least the demo-only one (sbi-fakes); real-only runs train on real-only datasets
     if RUNS in top:
-        assert set(top[RUNS]) < set(base[RUNS])
-    assert all(base[RUNS][run] == stage for run, stage in top.get(RUNS, {}).items())
+        assert set(base[RUNS]) - set(top[RUNS])
+    assert all(base[RUNS][run] == stage for run, stage in top.get(RUNS, {}).items() if run in base[RUNS])
+    for run in set(top.get(RUNS, {})) - set(base[RUNS]):
+        assert top[top[RUNS][run]]["dataset"] not in base["data"], run
     top = {k: v for k, v in top.items() if k != RUNS}
-    for dotted in _keys(top, schema={**SCHEMA, **{s: TRAIN_SCHEMA for s in base[RUNS].values()}}):
+    sections = set(base[RUNS].values()) | set(top.get(RUNS, {}).values())
+    for dotted in _keys(top, schema={**SCHEMA, **{s: SECTION_SCHEMA for s in sections}}):
         value = top
         for part in dotted.split("."):
             value = value[part]

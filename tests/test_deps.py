@@ -126,8 +126,10 @@ def _train_run(stage: dict) -> str | None:
 
 def _reads(name: str, stage: dict, wdir: Path) -> tuple[str, ...]:
     run = _train_run(stage)
-    if run is not None:
-        return ("seed", "device", f"{RUNS}.{run}", "train-defaults", name)
+    if run is not None:  # and the recipe its section builds on (the topmost file that names one)
+        recipe = next((tree[name]["recipe"] for _, tree in read_layers(wdir / "params.yaml")[::-1]
+                       if "recipe" in (tree.get(name) or {})), None)
+        return ("seed", "device", f"{RUNS}.{run}", "train-defaults", name) + ((f"recipes.{recipe}",) if recipe else ())
     datasets = datasets_of(load_params(wdir / "params.yaml"))
     return tuple(k for key in READS[name]
                  for k in ([f"data.{d}.source" for d in datasets] if key == "data.*.source" else [key]))

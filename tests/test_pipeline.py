@@ -40,7 +40,8 @@ TINY = {  # one epoch of 64 px for every run (train-defaults), two for simplenet
 # real/params.yaml laid over the tiny params.yaml: its own recipe changes made tiny too
 TINY_REAL = {"train-defaults": {"image_size": 64},
              "finetune-xception": {"epochs": 1}, "finetune-fakes": {"image_size": 64, "epochs": 1},
-             "train-competition": {"image_size": 64}}
+             "train-competition": {"image_size": 64}, "finetune-generated": {"image_size": 64, "epochs": 1},
+             "finetune-generated-gan": {"image_size": 64, "epochs": 1}}
 
 
 def _run(cmd, cwd, **kw):
@@ -270,12 +271,34 @@ def _course_folder(root: Path, n_real: int, n_fake: int, size: int, seed: int) -
                 write_image(root / split / cls / f"{i}.jpg", seed, size=size)
 
 
+def _sourced_faces(root: Path, work: Path) -> None:
+    """A tiny generated_faces: demo pictures with one face each (MTCNN finds them) under the sources the real
+    pipeline names (frame-faces leaves the diffusion ones out of its second layout), with sources.csv."""
+    from deepfake_detect.demo import generate_dataset
+
+    pool = work.parent / "demo_pool"
+    generate_dataset(pool, "fakes", n_train=30, n_val=6, n_test=6, progress=False)
+    pictures = iter(sorted(pool.glob("*/*/*.png")))
+    lines = ["path,label,source,generator,split"]
+    for label, sources in (("real", ("ffhq", "unsplash")), ("fake", ("stylegan", "sdfd", "sdxl", "flux1_schnell"))):
+        for source in sources:
+            for split, n in (("train", 3), ("val", 2), ("test", 2)):
+                for i in range(n):
+                    rel = f"{split}/{label}/{source}_{i}.png"
+                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(next(pictures), root / rel)
+                    lines.append(f"{rel},{label},{source},{source},{split}")
+    (root / "sources.csv").write_text("\n".join(lines) + "\n")
+
+
 def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     """`dvc repro real/dvc.yaml` over tiny course-layout folders where ../shared/data would be."""
     work, _ = repro
     shared = work.parent / "shared" / "data"
     _course_folder(shared / "dfdc_faces", 6, 3, 48, 0)
     _course_folder(shared / "stylegan_faces", 4, 4, 56, 1000)
+    _course_folder(shared / "dfdc_faces_xl", 8, 4, 48, 500)
+    _sourced_faces(shared / "generated_faces", work)
     for name, seed in (("diffusion_faces", 2000), ("xgen_faces", 3000)):  # evaluation-only: flat real/ + fake/
         for i, cls in enumerate(["real"] * 3 + ["fake"] * 3):
             write_image(shared / name / cls / f"{i}.jpg", seed + i, size=56)
@@ -294,6 +317,13 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     table = render_table("real", work)
     assert "| `competition-fakes` | `competition` | dfdc_faces | 64 |" in table
     assert "`dvc repro real/dvc.yaml:train-competition`" in table
+    ev = json.loads((work / "real" / "metrics" / "evaluate" / "finetune-generated-gan.json").read_text())
+    per = ev["per_source"]["generated_gan"]  # the left-out generators are in its test split: their AUC is reported
+    assert {"sdfd", "sdxl", "flux1_schnell", "stylegan"} <= set(per["fake"])
+    assert set(per["real"]) == {"ffhq", "unsplash"}
+    card = json.loads((work / "src" / "deepfake_detect" / "detectors" / "generated.json").read_text())
+    assert card["run"] == "finetune-generated" and set(card["operating_point"]["val"]) >= {"ffhq", "unsplash"}
+    assert card["verdict_false_positive_rate"]["sets"]  # both detectors at once, per kind of real photo
     from deepfake_detect.plots.page import write_page  # both pipelines' charts on the offline page
 
     html = write_page(work / "offline.html", repo=work).read_text()

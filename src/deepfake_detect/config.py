@@ -8,9 +8,10 @@ out-of-range number stops a stage with one line that names the file and the key
 
 Runs are data: ``runs`` maps each run's name (``models/<run>.pt``, ``metrics/*/<run>``) to the
 training stage that makes it, whose params section of the same name holds only what that run
-changes; ``train-defaults`` holds every other training key. A run's config is the two merged
-(``run_config``). A params file may name a ``base`` file it is laid over: the real pipeline's
-``real/params.yaml`` holds only its data sources and recipe changes over ``params.yaml``.
+changes; ``train-defaults`` holds every other training key. A recipe shared by runs is written once, under
+``recipes``, and a section names it (``recipe: lite0-finetune``): a run's config is ``train-defaults``, then its
+recipe, then its own section (``run_config``). A params file may name a ``base`` file it is laid over: the real
+pipeline's ``real/params.yaml`` holds only its data sources and recipe changes over ``params.yaml``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ PARAMS_FILE = "params.yaml"
 BASE = "base"  # top-level key: the params file this one is laid over (relative to this one)
 RUNS = "runs"  # run name -> the training stage (and params section) that trains it
 DEFAULTS = "train-defaults"  # every training key a run's section does not set
-RUN_KEYS = ("dataset", "model")  # set by each run's own section, never defaulted
+RUN_KEYS = ("dataset", "model")  # set by each run's own section (the model: or by its recipe), never defaulted
+RECIPES = "recipes"  # name -> training keys shared by the runs whose section says `recipe: <name>`
+RECIPE = "recipe"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name, a DVC stage key and a dotted params path alike
 DATASETS = ("fakes", "synthetic")  # the course's two: every params file has them (the demo generates both kinds)
 DATA_OPTIONS = ("on_bad_image", "on_leak")  # the keys of `data` that are not datasets
@@ -117,6 +120,8 @@ TRAIN_SCHEMA: dict[str, Key] = {
     "compile": BOOL,
 }
 DEFAULTS_SCHEMA = {name: key for name, key in TRAIN_SCHEMA.items() if name not in RUN_KEYS}
+RECIPE_SCHEMA = {name: key for name, key in TRAIN_SCHEMA.items() if name != "dataset"}  # a recipe trains any data
+SECTION_SCHEMA = {**TRAIN_SCHEMA, RECIPE: STR}
 
 DEMO_SPLITS_SCHEMA = {"train": Int(2, 1_000_000), "val": Int(2, 1_000_000), "test": Int(2, 1_000_000),
                       "strength": Num(0, 10)}
@@ -130,6 +135,7 @@ SCHEMA: dict[str, Any] = {
     "data": {**{name: DATASET_SCHEMA for name in DATASETS},
              "on_bad_image": Choice("error", "skip"), "on_leak": Choice("warn", "drop", "error")},
     RUNS: MAPPING,  # checked by check_runs: the sections it names are validated against TRAIN_SCHEMA
+    RECIPES: MAPPING,  # each recipe checked against RECIPE_SCHEMA (_check_layer)
     DEFAULTS: DEFAULTS_SCHEMA,
     "evaluate-roc-det": {"batch_size": Int(1, 4096), "bootstrap": Int(0, 100_000),
                          "robustness": LIST,  # names of degrade.PANEL: the test split re-scored under each
@@ -360,7 +366,11 @@ def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
     if unknown:
         raise ParamsError(f"{where}: unknown key '{unknown[0]}' (sections: {', '.join(SCHEMA)}, and the training "
                           f"section of each entry of '{RUNS}': {', '.join(sections)})")
-    return validate(given, {**_schema(given), **{s: TRAIN_SCHEMA for s in sections}}, where, partial=True)
+    recipes = given.get(RECIPES)
+    if isinstance(recipes, dict):
+        for name, recipe in recipes.items():
+            validate(recipe, RECIPE_SCHEMA, where, f"{RECIPES}.{name}.", partial=True)
+    return validate(given, {**_schema(given), **{s: SECTION_SCHEMA for s in sections}}, where, partial=True)
 
 
 def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
@@ -369,7 +379,11 @@ def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
     if own is None:
         raise ParamsError(f"{where}: '{RUNS}.{run}' names section '{section}', which is not set (add it with at "
                           f"least {' and '.join(RUN_KEYS)})")
-    missing = [k for k in RUN_KEYS if k not in own]
+    recipe = own.get(RECIPE)
+    if recipe is not None and recipe not in (merged.get(RECIPES) or {}):
+        raise ParamsError(f"{where}: '{section}.{RECIPE}' names {recipe!r}, which '{RECIPES}' does not define "
+                          f"(recipes: {', '.join(merged.get(RECIPES) or {}) or 'none'})")
+    missing = [k for k in RUN_KEYS if k not in own and k not in (merged.get(RECIPES) or {}).get(recipe, {})]
     if missing:
         raise ParamsError(f"{where}: missing key '{section}.{missing[0]}' (each run's section sets "
                           f"{' and '.join(RUN_KEYS)})")
@@ -381,8 +395,11 @@ def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
 
 
 def merge_run(params: dict, section: str) -> dict:
-    """``train-defaults`` with a run's section laid over it, key by key (``model_params`` and lists whole)."""
-    return {**params[DEFAULTS], **params.get(section, {})}
+    """``train-defaults``, then the section's recipe (``recipes.<name>``), then the section, key by key
+    (``model_params`` and lists whole)."""
+    own = {k: v for k, v in params.get(section, {}).items() if k != RECIPE}
+    recipe = (params.get(RECIPES) or {}).get(params.get(section, {}).get(RECIPE), {})
+    return {**params[DEFAULTS], **recipe, **own}
 
 
 def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> Params:
