@@ -54,7 +54,7 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from .report import report
+    from .tables import report
 
     print(report(args.readme, check=args.check, write=args.write))
 
@@ -107,7 +107,7 @@ def _cmd_explain(args) -> None:
 
 
 def _cmd_exps(args) -> None:
-    from .report import experiments
+    from .exps import experiments
 
     print(experiments(args.pipeline, args.metric, args.all_commits))
 

@@ -153,7 +153,7 @@ def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
 class Preprocess:
     """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``).
 
-    ``degrade``: a callable PIL image -> PIL image (``degrade.Degradation``) applied to the decoded image at its
+    ``degrade``: a callable PIL image -> PIL image (``robustness.Degradation``) applied to the decoded image at its
     own size, before the resize (the robustness panel)."""
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], degrade=None):
