@@ -38,10 +38,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deepfake_detect.config import load_params, rename_run
-from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
+from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb, scan_source
 from deepfake_detect.engine import cpu_cores, grad_scaler, resolve_device, seed_everything
 from deepfake_detect.models import get_model
-from deepfake_detect.splits import scan_source
 from deepfake_detect.train import evaluate, make_loaders, make_optimizer, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detect.splits import DatasetError, prepare_dataset, scan_source
+from deepfake_detect.data import DatasetError, scan_source
+from deepfake_detect.splits import prepare_dataset
 
 from conftest import write_image
 

@@ -30,58 +30,18 @@ from tqdm.auto import tqdm
 
 from .config import DATASETS, source_of
 from .data import (
-    LABELS,
     MANIFEST_FIELDS,
     SPLITS,
     BadImageError,
     DatasetError,
     Preprocess,
-    is_image_file,
-    list_files,
     load_masks,
     load_rgb,
     read_manifest,
     sample_rows,
+    scan_source,
 )
 from .io import path_text, save_figure, write_csv, write_json
-
-
-def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
-    """Find the images of a dataset folder.
-
-    Returns (layout, rows with path/label/split (None for flat), non-image files, and the entries that cannot
-    be read as ``path: reason`` -- symlink loops, unreadable folders ... (``data.list_files``)).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder does not exist")
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    if present:
-        missing = [s for s in SPLITS if s not in present]
-        if missing:
-            raise DatasetError(f"{root}: course layout needs train/, val/ and test/; missing: "
-                               + ", ".join(f"{root / s}/" for s in missing))
-        layout, folders = "course", [(s, root / s) for s in SPLITS]
-    elif (root / "real").is_dir() or (root / "fake").is_dir():
-        layout, folders = "flat", [(None, root)]
-    else:
-        raise DatasetError(f"{root}: expected train/ val/ test/ (course layout) or real/ and fake/ folders")
-    rows, ignored, unreadable = [], [], []
-    for split, base in folders:
-        for cls, label in LABELS.items():
-            d = base / cls
-            if not d.is_dir():
-                raise DatasetError(f"{d}/: missing class folder")
-            files, problems = list_files(d)
-            problems = [f"{p}: {why}" for p, why in problems]
-            images = [p for p in files if is_image_file(p)]
-            if not images:
-                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)"
-                                   + "".join(f"; {p}" for p in problems[:5]))
-            ignored += [str(p) for p in files if not is_image_file(p)]
-            unreadable += problems
-            rows += [{"path": str(p), "label": label, "split": split} for p in images]
-    return layout, rows, ignored, unreadable
 
 
 def read_groups(path: str | Path, root: Path) -> dict[str, str]:
