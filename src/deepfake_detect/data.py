@@ -1,9 +1,9 @@
 """Images in, tensors out: one loader for every image the project reads, one Dataset
 for every manifest.
 
-
 A dataset folder is found by ``scan_source``: the course layout (train/ val/ test/, each real/ and fake/) or a
 flat real/ + fake/ folder (prepare-splits and ``deepfake-detect evaluate`` read both the same way).
+
 Label 0 = real, 1 = fake. Pixels are read upright: a photo's EXIF orientation (phones store
 pictures sideways and say so in a tag) is applied wherever an image is decoded (``upright``).
 Grayscale, RGBA, palette and 16-bit images are converted to RGB; a file that does not decode
