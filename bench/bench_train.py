@@ -52,10 +52,11 @@ def find_data(arg: str | None, tmp: Path, smoke: bool = False) -> tuple[Path, st
     shared = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data")) / "dfdc_faces"
     if shared.is_dir() and not smoke:
         return shared, "dfdc_faces"
-    from deepfake_detect.demo import generate_dataset
+    from deepfake_detect.demo import DemoOptions, generate_dataset
 
     n, size = (48, 64) if smoke else (480, 256)
-    generate_dataset(tmp / "demo", kind="fakes", n_train=n, n_val=n // 3, n_test=n // 3, image_size=size, seed=0,
+    generate_dataset(tmp / "demo", kind="fakes", n_train=n, n_val=n // 3, n_test=n // 3,
+                     options=DemoOptions(image_size=size, seed=0),
                      progress=False)
     return tmp / "demo", "demo-fakes"
 

@@ -207,14 +207,14 @@ def test_augmented_dataset_applies_it_after_the_cache_then_flips(tmp_path):
 
 def test_tiny_model_still_learns_demo_faces_with_the_augmentation(tmp_path):
     from deepfake_detect.models import get_model
-    from deepfake_detect.splits import prepare_dataset
+    from deepfake_detect.splits import SplitOptions, prepare_dataset
     from deepfake_detect.train import fit, make_loaders
 
     params = tiny_params(degrade_p_blur=0.5, degrade_p_jpeg=0.5, epochs=6, batch_size=16, select_metric="auc",
                          eval_test_every_epoch=False)
     cfg = params["train-simplenet-fakes"]
     demo_cfg = {"image_size": 64, "fakes": {"train": 200, "val": 60, "test": 6, "strength": 1.0}}
-    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", seed=0, demo_cfg=demo_cfg,
+    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", SplitOptions(seed=0, demo_cfg=demo_cfg),
                     progress=False)
     rows = read_manifest(tmp_path / "data/fakes/manifest.csv")
     loaders = make_loaders(cfg, rows, get_model("simplenet", image_size=64), 0, torch.device("cpu"),

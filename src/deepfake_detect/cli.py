@@ -46,10 +46,10 @@ def _cmd_crop_faces(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from .demo import generate_dataset
+    from .demo import DemoOptions, generate_dataset
 
     generate_dataset(args.out, kind=args.kind, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                     image_size=args.image_size, seed=args.seed)
+                     options=DemoOptions(image_size=args.image_size, seed=args.seed))
     print(f"wrote {args.kind} demo data to {args.out}")
 
 
