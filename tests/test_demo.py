@@ -30,16 +30,14 @@ def _read_groups(root: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def fakes_ds(tmp_path_factory):
     out = tmp_path_factory.mktemp("fakes")
-    recs = demo.generate_dataset(out, "fakes", n_train=9, n_val=6, n_test=4,
-                                 options=demo.DemoOptions(image_size=64, seed=3), progress=False)
+    recs = demo.generate_dataset(out, "fakes", 9, 6, 4, demo.DemoOptions(image_size=64, seed=3), progress=False)
     return out, recs
 
 
 @pytest.fixture(scope="module")
 def synthetic_ds(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    recs = demo.generate_dataset(out, "synthetic", n_train=24, n_val=4, n_test=5,
-                                 options=demo.DemoOptions(image_size=64, seed=0), progress=False)
+    recs = demo.generate_dataset(out, "synthetic", 24, 4, 5, demo.DemoOptions(image_size=64, seed=0), progress=False)
     return out, recs
 
 
