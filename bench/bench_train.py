@@ -39,10 +39,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deepfake_detect.config import load_params, rename_run
-from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb
+from deepfake_detect.data import Preprocess, build_decoded_cache, load_rgb, scan_source
 from deepfake_detect.engine import cpu_cores, grad_scaler, resolve_device, seed_everything
 from deepfake_detect.models import get_model
-from deepfake_detect.splits import scan_source
 from deepfake_detect.train import Trainer, evaluate, make_loaders, make_optimizer, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,10 +53,11 @@ def find_data(arg: str | None, tmp: Path, smoke: bool = False) -> tuple[Path, st
     shared = Path(os.environ.get("DFD_SHARED_DATA", REPO.parent / "shared" / "data")) / "dfdc_faces"
     if shared.is_dir() and not smoke:
         return shared, "dfdc_faces"
-    from deepfake_detect.demo import generate_dataset
+    from deepfake_detect.demo import DemoOptions, generate_dataset
 
     n, size = (48, 64) if smoke else (480, 256)
-    generate_dataset(tmp / "demo", kind="fakes", n_train=n, n_val=n // 3, n_test=n // 3, image_size=size, seed=0,
+    generate_dataset(tmp / "demo", kind="fakes", n_train=n, n_val=n // 3, n_test=n // 3,
+                     options=DemoOptions(image_size=size, seed=0),
                      progress=False)
     return tmp / "demo", "demo-fakes"
 

@@ -36,14 +36,14 @@ SMOKE = {"image_size": 64, "batch_size": 8, "epochs": 1, "max_steps_per_epoch": 
 def make_data(params_path: Path, stage: str, data_dir: Path, smoke: bool) -> None:
     """The stage's dataset as prepare-splits writes it (the demo sizes of the params file, or tiny ones)."""
     from deepfake_detect.config import load_params
-    from deepfake_detect.splits import prepare_dataset
+    from deepfake_detect.splits import SplitOptions, prepare_dataset
 
     params = load_params(params_path)
     dataset, demo = params[stage]["dataset"], dict(params["demo"])
     if smoke:
         demo = {**demo, "image_size": 64, dataset: {**demo[dataset], "train": 16, "val": 8, "test": 8}}
-    prepare_dataset(dataset, params["data"][dataset], data_dir / dataset, seed=params["seed"], demo_cfg=demo,
-                    progress=False)
+    prepare_dataset(dataset, params["data"][dataset], data_dir / dataset,
+                    SplitOptions(seed=params["seed"], demo_cfg=demo), progress=False)
 
 
 def worker(spec: dict) -> dict:

@@ -7,7 +7,7 @@ import sys
 
 from deepfake_detect.config import load_params, stage_parser
 from deepfake_detect.errors import run_main
-from deepfake_detect.report import run_stage
+from deepfake_detect.summary import run_stage
 
 
 def main(argv=None):

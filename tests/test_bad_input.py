@@ -21,7 +21,7 @@ from deepfake_detect.checkpoint import make_checkpoint
 from deepfake_detect.data import DatasetError
 from deepfake_detect.io import OutputError, save_torch
 from deepfake_detect.models import get_model
-from deepfake_detect.splits import prepare_dataset
+from deepfake_detect.splits import SplitOptions, prepare_dataset
 
 from conftest import REPO, make_tiny, tiny_params, write_image
 
@@ -295,7 +295,7 @@ def test_prepare_splits_does_not_lose_a_symlink_loop(course_folder, tmp_path):
     cfg = {"source": str(course_folder), "groups": None, "val_fraction": 0.2, "test_fraction": 0.2}
     with pytest.raises(DatasetError, match=r"2 file\(s\) in .* cannot be read or do not decode .*x\.png: symlink loop"):
         prepare_dataset("fakes", cfg, tmp_path / "out", progress=False)
-    summary = prepare_dataset("fakes", cfg, tmp_path / "out", on_bad_image="skip", progress=False)
+    summary = prepare_dataset("fakes", cfg, tmp_path / "out", SplitOptions(on_bad_image="skip"), progress=False)
     assert summary["bad_skipped"] == [f"{d / 'x.png'}: symlink loop", f"{d / 'y.png'}: symlink loop"]
     assert summary["n_bad_skipped"] == 2 and summary["train_fake"] == 2
 

@@ -99,9 +99,10 @@ def test_inference_precision_smoke(tmp_path):
 
 
 def test_stylegan_probe_on_demo_data(tmp_path):
-    from deepfake_detect.demo import generate_dataset
+    from deepfake_detect.demo import DemoOptions, generate_dataset
 
-    generate_dataset(tmp_path / "synthetic", kind="synthetic", n_train=24, n_val=12, n_test=12, image_size=64,
+    generate_dataset(tmp_path / "synthetic", kind="synthetic", n_train=24, n_val=12, n_test=12,
+                     options=DemoOptions(image_size=64),
                      progress=False)
     shutil.copytree(tmp_path / "synthetic" / "test", tmp_path / "other")  # an evaluation-only set: the test images
     report = _bench("stylegan_probe.py", tmp_path, "--source", str(tmp_path / "synthetic"), "--sizes", "64",

@@ -11,9 +11,8 @@ from PIL import Image, ImageFilter
 
 from deepfake_detect import cli
 from deepfake_detect.crop import REPORT, crop_folder
-from deepfake_detect.data import load_rgb
+from deepfake_detect.data import load_rgb, scan_source
 from deepfake_detect.errors import UserError
-from deepfake_detect.splits import scan_source
 
 PASTE = (260, 140)  # where each 128 px demo face sits in its 640 x 480 photo
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from deepfake_detect import degrade
+from deepfake_detect import degrade, robustness
 from deepfake_detect.data import EpochSampler, ManifestDataset, Preprocess, build_decoded_cache, read_manifest
 
 from conftest import make_tiny, tiny_params
@@ -51,7 +51,7 @@ def test_jpeg_is_a_real_encode_at_that_quality(quality):
 
 def test_lower_jpeg_quality_loses_more():
     x = _known_image()
-    errors = [_mean_abs(degrade.Degradation(f"jpeg_q{q}")(x), x) for q in (90, 70, 50)]
+    errors = [_mean_abs(robustness.Degradation(f"jpeg_q{q}")(x), x) for q in (90, 70, 50)]
     assert errors[0] < errors[1] < errors[2]
 
 
@@ -59,7 +59,7 @@ def test_rescale_and_down_up_shapes_and_content():
     x = _known_image(48, 64)
     assert degrade.rescale(x, 0.5).shape == (3, 24, 32)
     assert degrade.rescale(x, 0.75).shape == (3, 36, 48)
-    back = degrade.Degradation("resize_half")(x)
+    back = robustness.Degradation("resize_half")(x)
     assert back.shape == x.shape and back.dtype == torch.uint8
     # a flat image survives the round trip; a 1-px checkerboard (detail above the half-size Nyquist) does not
     flat = torch.full((3, 48, 64), 77, dtype=torch.uint8)
@@ -76,7 +76,7 @@ def test_rescale_and_down_up_shapes_and_content():
 def test_blur_of_a_delta_is_the_gaussian_kernel():
     delta = torch.zeros(3, 21, 21, dtype=torch.uint8)
     delta[:, 10, 10] = 255
-    out = degrade.Degradation("blur_s1")(delta)[0].double()
+    out = robustness.Degradation("blur_s1")(delta)[0].double()
     k = degrade.blur_kernel_size(1.0)
     assert k == 7
     t = np.arange(k) - k // 2
@@ -100,7 +100,7 @@ def test_blur_of_an_edge_is_monotone_and_symmetric():
 
 def test_reshared_is_resize_then_jpeg_and_keeps_its_size():
     x = _known_image(48, 64)
-    out = degrade.Degradation("reshared")(x)
+    out = robustness.Degradation("reshared")(x)
     assert out.shape == (3, 36, 48)
     assert torch.equal(out, F.jpeg(degrade.rescale(x, 0.75), 75))
 
@@ -109,15 +109,15 @@ def test_degradations_on_pil_match_tensors_draw_nothing_and_repeat():
     x = _known_image()
     pil = Image.fromarray(x.permute(1, 2, 0).numpy())
     state = torch.get_rng_state()
-    for name in degrade.PANEL:
-        d = degrade.Degradation(name)
+    for name in robustness.PANEL:
+        d = robustness.Degradation(name)
         a, b = d(x), d(x)
         assert torch.equal(a, b)  # deterministic
         assert np.array_equal(np.asarray(d(pil)), a.permute(1, 2, 0).numpy())
     assert torch.equal(state, torch.get_rng_state())  # no draw from the global generator
-    assert torch.equal(degrade.Degradation("clean")(x), x)
+    assert torch.equal(robustness.Degradation("clean")(x), x)
     with pytest.raises(ValueError, match="jpeg_q10"):
-        degrade.Degradation("jpeg_q10")
+        robustness.Degradation("jpeg_q10")
     with pytest.raises(ValueError, match="uint8"):
         degrade.jpeg(x.float(), 90)
 
@@ -207,14 +207,14 @@ def test_augmented_dataset_applies_it_after_the_cache_then_flips(tmp_path):
 
 def test_tiny_model_still_learns_demo_faces_with_the_augmentation(tmp_path):
     from deepfake_detect.models import get_model
-    from deepfake_detect.splits import prepare_dataset
+    from deepfake_detect.splits import SplitOptions, prepare_dataset
     from deepfake_detect.train import fit, make_loaders
 
     params = tiny_params(degrade_p_blur=0.5, degrade_p_jpeg=0.5, epochs=6, batch_size=16, select_metric="auc",
                          eval_test_every_epoch=False)
     cfg = params["train-simplenet-fakes"]
     demo_cfg = {"image_size": 64, "fakes": {"train": 200, "val": 60, "test": 6, "strength": 1.0}}
-    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", seed=0, demo_cfg=demo_cfg,
+    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", SplitOptions(seed=0, demo_cfg=demo_cfg),
                     progress=False)
     rows = read_manifest(tmp_path / "data/fakes/manifest.csv")
     loaders = make_loaders(cfg, rows, get_model("simplenet", image_size=64), 0, torch.device("cpu"),

@@ -30,24 +30,24 @@ def _read_groups(root: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def fakes_ds(tmp_path_factory):
     out = tmp_path_factory.mktemp("fakes")
-    recs = demo.generate_dataset(out, "fakes", n_train=9, n_val=6, n_test=4, image_size=64, seed=3, progress=False)
+    recs = demo.generate_dataset(out, "fakes", 9, 6, 4, demo.DemoOptions(image_size=64, seed=3), progress=False)
     return out, recs
 
 
 @pytest.fixture(scope="module")
 def synthetic_ds(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    recs = demo.generate_dataset(out, "synthetic", n_train=24, n_val=4, n_test=5, image_size=64, seed=0, progress=False)
+    recs = demo.generate_dataset(out, "synthetic", 24, 4, 5, demo.DemoOptions(image_size=64, seed=0), progress=False)
     return out, recs
 
 
 # ----------------------------------------------------------------------------- determinism
 @pytest.mark.parametrize("kind", demo.DEMO_KINDS)
 def test_same_seed_identical_bytes_different_seed_differs(tmp_path, kind):
-    kw = dict(kind=kind, n_train=4, n_val=3, n_test=3, image_size=48, progress=False)
-    r1 = demo.generate_dataset(tmp_path / "a", seed=7, **kw)
-    r2 = demo.generate_dataset(tmp_path / "b", seed=7, **kw)
-    demo.generate_dataset(tmp_path / "c", seed=8, **kw)
+    kw = dict(kind=kind, n_train=4, n_val=3, n_test=3, progress=False)
+    r1 = demo.generate_dataset(tmp_path / "a", **kw, options=demo.DemoOptions(image_size=48, seed=7))
+    r2 = demo.generate_dataset(tmp_path / "b", **kw, options=demo.DemoOptions(image_size=48, seed=7))
+    demo.generate_dataset(tmp_path / "c", **kw, options=demo.DemoOptions(image_size=48, seed=8))
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert r1 == r2
     assert a == b  # every PNG, mask and groups.csv byte for byte
@@ -82,7 +82,8 @@ def _sha256(b: bytes) -> str:
 def test_generated_images_are_pinned(tmp_path):
     got = {}
     for kind in demo.DEMO_KINDS:
-        demo.generate_dataset(tmp_path / kind, kind, n_train=3, n_val=2, n_test=2, image_size=64, seed=0,
+        demo.generate_dataset(tmp_path / kind, kind, n_train=3, n_val=2, n_test=2,
+                              options=demo.DemoOptions(image_size=64, seed=0),
                               progress=False)
     for kind, rel in PINNED:
         path = tmp_path / kind / rel
@@ -102,7 +103,8 @@ for i in range(24):  # enough draws to reach every background type and hair styl
 h.update(demo._fingerprint(0, 48)["pattern"].tobytes())
 out = Path(tempfile.mkdtemp())
 for kind in demo.DEMO_KINDS:
-    demo.generate_dataset(out / kind, kind, n_train=3, n_val=2, n_test=2, image_size=48, seed=1, progress=False)
+    demo.generate_dataset(out / kind, kind, n_train=3, n_val=2, n_test=2,
+                          options=demo.DemoOptions(image_size=48, seed=1), progress=False)
 for p in sorted(out.rglob("*.png")):
     h.update(p.read_bytes())
 print(h.hexdigest())
@@ -195,8 +197,8 @@ def test_groups_csv_and_identity_disjoint_splits(fakes_ds, synthetic_ds):
 
 
 def test_regenerate_overwrites_and_removes_stale_files(tmp_path):
-    demo.generate_dataset(tmp_path, "fakes", 9, 3, 3, image_size=32, progress=False)
-    recs = demo.generate_dataset(tmp_path, "fakes", 3, 3, 3, image_size=32, progress=False)
+    demo.generate_dataset(tmp_path, "fakes", 9, 3, 3, options=demo.DemoOptions(image_size=32), progress=False)
+    recs = demo.generate_dataset(tmp_path, "fakes", 3, 3, 3, options=demo.DemoOptions(image_size=32), progress=False)
     pngs = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
     assert pngs == {r["path"] for r in recs} | {r["mask"] for r in recs if r["mask"]}
     assert len(_read_groups(tmp_path)) == 9
@@ -212,7 +214,8 @@ def test_synthetic_fingerprint_separates_classes(synthetic_ds, tmp_path):
     assert len(scores[0]) == len(scores[1]) == 12
     assert _auc(scores[1], scores[0]) > 0.95
     # control: with the fingerprint switched off the same statistic no longer separates
-    recs0 = demo.generate_dataset(tmp_path, "synthetic", 24, 2, 2, image_size=64, seed=0, strength=0.0, progress=False)
+    recs0 = demo.generate_dataset(tmp_path, "synthetic", 24, 2, 2,
+                                  options=demo.DemoOptions(image_size=64, seed=0, strength=0.0), progress=False)
     s0 = {0: [], 1: []}
     for r in recs0:
         if r["split"] == "train":
@@ -281,15 +284,16 @@ def test_render_face_is_a_face_picture():
     (dict(strength=-1.0), "strength"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, name):
-    args = dict(out_dir=tmp_path / "x", kind="fakes", n_train=3, n_val=3, n_test=3, image_size=32, progress=False)
+    args = dict(out_dir=tmp_path / "x", kind="fakes", n_train=3, n_val=3, n_test=3, progress=False)
+    options = {"image_size": 32, **{k: kwargs.pop(k) for k in ("image_size", "strength") if k in kwargs}}
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
-        demo.generate_dataset(**args)
+        demo.generate_dataset(**args, options=demo.DemoOptions(**options))
     assert not (tmp_path / "x").exists()  # validated before anything is written
 
 
 def test_smallest_fakes_split_still_has_both_classes(tmp_path):
-    recs = demo.generate_dataset(tmp_path, "fakes", 2, 2, 3, image_size=32, progress=False)
+    recs = demo.generate_dataset(tmp_path, "fakes", 2, 2, 3, options=demo.DemoOptions(image_size=32), progress=False)
     for split in demo.SPLITS:
         labels = sorted(r["label"] for r in recs if r["split"] == split)
         assert labels == ([0, 1] if split != "test" else [0, 0, 1])

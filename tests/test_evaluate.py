@@ -8,7 +8,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from deepfake_detect import evaluate, report
+from deepfake_detect import evaluate, summary
 from deepfake_detect.config import load_params
 from deepfake_detect.data import read_manifest
 
@@ -65,8 +65,8 @@ def test_stage_end_to_end(tmp_path, tiny_ckpt, monkeypatch):
         pytest.approx(m["auc"], abs=1e-6)
 
     # summarize gathers the run's outputs: its headline row, the cross-dataset table, the all-runs figures
-    summary = report.run_stage({**params, "runs": {"tiny": "train-simplenet-fakes"}})
-    assert summary["tiny"]["auc"] == round(m["auc"], 4)
+    headlines = summary.run_stage({**params, "runs": {"tiny": "train-simplenet-fakes"}})
+    assert headlines["tiny"]["auc"] == round(m["auc"], 4)
     cross = json.loads(Path("metrics/summary/cross_dataset.json").read_text())
     assert cross == {"datasets": {"fakes": "demo fakes"}, "runs": {"tiny": {"trained_on": "fakes",
                                                                               "auc": {"fakes": m["auc"]}}}}

@@ -15,6 +15,7 @@ from PIL import Image
 from deepfake_detect import explain
 from deepfake_detect.config import load_params
 from deepfake_detect.models import get_model, get_submodule, list_models, model_kwargs
+from deepfake_detect.saliency import gradcam, saliency
 
 from conftest import PARAMS_YAML, tiny_checkpoint
 
@@ -39,10 +40,10 @@ def test_gradcam_and_saliency_every_model(name):
     assert isinstance(layer, nn.Module)
     inplace_before = [m.inplace for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)]
     x = torch.randn(2, 3, 64, 64)
-    cam = explain.gradcam(model, x)
+    cam = gradcam(model, x)
     assert cam.shape == (2, 64, 64) and cam.dtype == np.float32
     assert cam.min() >= 0.0 and cam.max() <= 1.0 and np.isfinite(cam).all()
-    sal = explain.saliency(model, x)
+    sal = saliency(model, x)
     assert sal.shape == (2, 64, 64) and (sal >= 0).all() and torch.isfinite(sal).all()
     # in-place flags are restored; no hooks are left behind
     assert [m.inplace for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)] == inplace_before
@@ -53,12 +54,12 @@ def test_attributions_work_inside_inference_mode():
     torch.manual_seed(0)
     model = _build("simplenet", 96)
     x = torch.randn(2, 3, 96, 96)
-    ref_sal, ref_cam = explain.saliency(model, x), explain.gradcam(model, x)
+    ref_sal, ref_cam = saliency(model, x), gradcam(model, x)
     assert ref_sal.max() > 0 and ref_cam.max() > 0.99  # the package scales each CAM to max 1
     with torch.inference_mode():
         xi = x.clone()
-        torch.testing.assert_close(explain.saliency(model, xi), ref_sal)
-        np.testing.assert_allclose(explain.gradcam(model, xi), ref_cam, atol=1e-6)
+        torch.testing.assert_close(saliency(model, xi), ref_sal)
+        np.testing.assert_allclose(gradcam(model, xi), ref_cam, atol=1e-6)
 
 
 class _RegionModel(nn.Module):
@@ -78,7 +79,7 @@ def test_saliency_of_a_region_model_is_inside_the_region():
     region = torch.zeros(32, 32)
     region[8:16, 10:20] = 1
     model = _RegionModel(region)
-    sal = explain.saliency(model, torch.randn(3, 3, 32, 32)).numpy()
+    sal = saliency(model, torch.randn(3, 3, 32, 32)).numpy()
     mask = np.broadcast_to(region.numpy(), sal.shape)
     np.testing.assert_allclose(explain.energy_in_mask(sal, mask), 1.0)
     assert explain.pointing_game(sal, mask).all()

@@ -10,7 +10,7 @@ from deepfake_detect.checkpoint import load_model, save_checkpoint
 from deepfake_detect.config import load_params, rename_run
 from deepfake_detect.models import get_model, get_submodule, list_models, num_params
 from deepfake_detect.models.npr import npr_residual
-from deepfake_detect.splits import prepare_dataset
+from deepfake_detect.splits import SplitOptions, prepare_dataset
 from deepfake_detect.train import fit
 
 from conftest import PARAMS_YAML
@@ -80,8 +80,8 @@ def test_learns_the_demo_generator_fingerprint(tmp_path):
     running estimate needs ~100 steps to forget its initial 1, so few large batches score at chance."""
     data = tmp_path / "data"
     src = {"source": "demo", "groups": None, "val_fraction": 0.15, "test_fraction": 0.15}
-    prepare_dataset("synthetic", src, data / "synthetic", seed=0, progress=False,
-                    demo_cfg={"image_size": 64, "synthetic": {"train": 120, "val": 40, "test": 10}})
+    prepare_dataset("synthetic", src, data / "synthetic", SplitOptions(
+        seed=0, demo_cfg={"image_size": 64, "synthetic": {"train": 120, "val": 40, "test": 10}}), progress=False)
     params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-synth": {
         "model": "npr", "model_params": {}, "image_size": 64, "optimizer": "adam", "lr": 0.001,
         "batch_size": 4, "epochs": 3, "hflip": False, "select_metric": "auc", "eval_test_every_epoch": False}}),

@@ -12,7 +12,7 @@ from deepfake_detect import cli
 from deepfake_detect.data import ManifestDataset, Preprocess, build_decoded_cache, load_rgb
 from deepfake_detect.detector import Detector
 from deepfake_detect.explain import load_masks
-from deepfake_detect.splits import check_dataset
+from deepfake_detect.splits import SplitOptions, check_dataset
 
 from conftest import sensitive_checkpoint
 
@@ -55,7 +55,7 @@ def test_hashes_cache_scores_and_masks_see_the_upright_picture(tmp_path, tiny_ck
              for cls in ("real", "fake") for i in range(3)]
     # prepare-splits' content hashes: the turned copy has the upright copy's pixels -> the same sha1
     _, rows = check_dataset("x", {"source": str(root), "groups": None, "val_fraction": 0.2, "test_fraction": 0.2},
-                            tmp_path / "out", progress=False, on_leak="warn")
+                            tmp_path / "out", SplitOptions(on_leak="warn"), progress=False)
     sha = {r["path"]: r["sha1"] for r in rows}
     assert all(sha[str(up)] == sha[str(turned)] for up, turned in pairs)
     assert all((r["width"], r["height"]) == (48, 32) for r in rows)

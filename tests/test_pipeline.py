@@ -131,7 +131,7 @@ def test_a_changed_module_marks_the_stages_that_run_it(repro):
     work, _ = repro
     for module, changed, unchanged in (("config.py", STAGES, set()),
                                        ("train.py", TRAIN, {"prepare-splits", *PER_RUN, "summarize"}),
-                                       ("report.py", {"summarize"}, {"prepare-splits", *TRAIN, *PER_RUN})):
+                                       ("summary.py", {"summarize"}, {"prepare-splits", *TRAIN, *PER_RUN})):
         path = work / "src" / "deepfake_detect" / module
         text = path.read_text()
         path.write_text(text + "\n# a change\n")
@@ -312,7 +312,7 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
         assert 0.0 <= row["auc"] <= 1.0 and "saliency_lift" not in row  # no masks in real data
     manifest = (work / "real" / "data" / "fakes" / "manifest.csv").read_text()
     assert "../../shared/data/dfdc_faces/test/fake/0.jpg" in manifest  # referenced by path, never copied
-    from deepfake_detect.report import render_table
+    from deepfake_detect.tables import render_table
 
     table = render_table("real", work)
     assert "| `competition-fakes` | `competition` | dfdc_faces | 64 |" in table

@@ -129,7 +129,7 @@ def test_probe_trains_on_demo_data_through_the_trainer(tmp_path):
     validation AUC is far above chance."""
     from deepfake_detect.config import load_params, rename_run
     from deepfake_detect.models.backbones import load_backbone
-    from deepfake_detect.splits import prepare_dataset
+    from deepfake_detect.splits import SplitOptions, prepare_dataset
     from deepfake_detect.train import fit
 
     from conftest import PARAMS_YAML
@@ -139,7 +139,8 @@ def test_probe_trains_on_demo_data_through_the_trainer(tmp_path):
         "model_params": {"backbone": "efficientnet_lite0", "weights": "packaged", "dropout": 0.0},
         "eval_test_every_epoch": False, "tta": "flip", "ema_decay": 0.0}}), "competition-fakes", "probe-demo")
     demo = {**params["demo"], "fakes": {"train": 96, "val": 48, "test": 24, "strength": 1.0}}
-    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", demo_cfg=demo, progress=False)
+    prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", SplitOptions(demo_cfg=demo),
+                    progress=False)
     out = fit(params["train-competition"], params, data_dir=tmp_path / "data", models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["best_val_auc"] >= 0.8, out

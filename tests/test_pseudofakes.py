@@ -17,7 +17,7 @@ from deepfake_detect.pseudofakes import (
     real_rows,
     uses_pseudo_fakes,
 )
-from deepfake_detect.splits import prepare_dataset
+from deepfake_detect.splits import SplitOptions, prepare_dataset
 from deepfake_detect.train import fit, make_loaders
 
 from conftest import PARAMS_YAML
@@ -34,8 +34,8 @@ def demo_fakes(tmp_path_factory):
     """The demo face-swap set at 64 px: 80 real + 40 fake train, 40 + 20 val, 40 + 20 test; its data dir."""
     data = tmp_path_factory.mktemp("sbi") / "data"
     src = {"source": "demo", "groups": None, "val_fraction": 0.15, "test_fraction": 0.15}
-    prepare_dataset("fakes", src, data / "fakes", seed=0, progress=False,
-                    demo_cfg={"image_size": 64, "fakes": {"train": 120, "val": 60, "test": 60}})
+    prepare_dataset("fakes", src, data / "fakes", SplitOptions(
+        seed=0, demo_cfg={"image_size": 64, "fakes": {"train": 120, "val": 60, "test": 60}}), progress=False)
     return data
 
 

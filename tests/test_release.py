@@ -271,7 +271,7 @@ def test_package_data_ships_the_detectors():
 
 
 def test_readme_block_lists_each_shipped_card(released, tmp_path):
-    from deepfake_detect.report import render_block
+    from deepfake_detect.tables import render_block
 
     card, out, _, _, auc = released
     assert render_block("detectors", tmp_path / "empty").startswith("No shipped detectors yet")

@@ -13,18 +13,16 @@ import pytest
 import yaml
 
 from deepfake_detect.errors import UserError
-from deepfake_detect.report import (
-    HEADLINE,
+from deepfake_detect.exps import experiments_table
+from deepfake_detect.summary import HEADLINE, headline, run_stage
+from deepfake_detect.tables import (
     PIPELINES,
     documents,
-    experiments_table,
-    headline,
     render_bench,
     render_generalization_table,
     render_readme,
     render_table,
     report,
-    run_stage,
 )
 
 REPO = Path(__file__).resolve().parents[1]

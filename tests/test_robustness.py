@@ -9,11 +9,11 @@ import torch.nn as nn
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from deepfake_detect import degrade, report, robustness
+from deepfake_detect import robustness
 from deepfake_detect.data import Preprocess, load_rgb
-from deepfake_detect.degrade import PANEL, Degradation
 from deepfake_detect.plots.robustness import panel_figure, save_panel_figure
 from deepfake_detect.predict import labelled_images
+from deepfake_detect.robustness import PANEL, Degradation
 
 from conftest import shared_data_dir
 
@@ -205,14 +205,14 @@ def test_panel_table_renders_every_run_and_the_worst_drop():
     runs = {"a": {"auc": 0.9, "robustness": _fake_panel({"clean": 0.874, "jpeg_q70": 0.858, "resize_half": 0.762})},
             "b": {"auc": 0.8, "robustness": _fake_panel({"clean": 0.880, "jpeg_q70": 0.882})},
             "no-panel": {"auc": 0.7}}
-    assert report.panel_table(runs) == (
+    assert robustness.panel_table(runs) == (
         "| run | clean | JPEG q70 | 0.5× resize and back | worst drop |\n"
         "| --- | ---: | ---: | ---: | ---: |\n"
         "| a | 0.874 | 0.858 (-0.016) | 0.762 (-0.112) | 0.112 (0.5× resize and back) |\n"
         "| b | 0.880 | 0.882 (+0.002) | – | -0.002 (JPEG q70) |\n")
-    assert report.panel_table(runs, "tpr_at_threshold").splitlines()[2] == "| a | 0.437 | 0.429 | 0.381 |"
-    assert report.panel_table({"no-panel": {"auc": 0.7}}) == ""
-    assert degrade.worst(runs["a"]["robustness"]) == ("resize_half", pytest.approx(0.112))
+    assert robustness.panel_table(runs, "tpr_at_threshold").splitlines()[2] == "| a | 0.437 | 0.429 | 0.381 |"
+    assert robustness.panel_table({"no-panel": {"auc": 0.7}}) == ""
+    assert robustness.worst(runs["a"]["robustness"]) == ("resize_half", pytest.approx(0.112))
 
 
 def test_panel_figure_has_a_line_per_run(tmp_path):

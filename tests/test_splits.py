@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detect.splits import DatasetError, prepare_dataset, scan_source
+from deepfake_detect.data import DatasetError, scan_source
+from deepfake_detect.splits import SplitOptions, prepare_dataset
 
 from conftest import write_image
 
@@ -16,7 +17,7 @@ CFG = {"source": None, "groups": None, "val_fraction": 0.2, "test_fraction": 0.2
 
 def _prepare(root: Path, out: Path, **kw) -> tuple[dict, list[dict]]:
     cfg = {**CFG, "source": str(root), **kw.pop("cfg", {})}
-    summary = prepare_dataset("fakes", cfg, out, progress=False, **kw)
+    summary = prepare_dataset("fakes", cfg, out, SplitOptions(**kw), progress=False)
     with open(out / "manifest.csv", newline="") as f:
         return summary, list(csv.DictReader(f))
 

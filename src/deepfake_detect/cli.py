@@ -46,15 +46,15 @@ def _cmd_crop_faces(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from .demo import generate_dataset
+    from .demo import DemoOptions, generate_dataset
 
     generate_dataset(args.out, kind=args.kind, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                     image_size=args.image_size, seed=args.seed)
+                     options=DemoOptions(image_size=args.image_size, seed=args.seed))
     print(f"wrote {args.kind} demo data to {args.out}")
 
 
 def _cmd_report(args) -> None:
-    from .report import report
+    from .tables import report
 
     print(report(args.readme, check=args.check, write=args.write))
 
@@ -107,7 +107,7 @@ def _cmd_explain(args) -> None:
 
 
 def _cmd_exps(args) -> None:
-    from .report import experiments
+    from .exps import experiments
 
     print(experiments(args.pipeline, args.metric, args.all_commits))
 

@@ -1,6 +1,9 @@
 """Images in, tensors out: one loader for every image the project reads, one Dataset
 for every manifest.
 
+A dataset folder is found by ``scan_source``: the course layout (train/ val/ test/, each real/ and fake/) or a
+flat real/ + fake/ folder (prepare-splits and ``deepfake-detect evaluate`` read both the same way).
+
 Label 0 = real, 1 = fake. Pixels are read upright: a photo's EXIF orientation (phones store
 pictures sideways and say so in a tag) is applied wherever an image is decoded (``upright``).
 Grayscale, RGBA, palette and 16-bit images are converted to RGB; a file that does not decode
@@ -89,6 +92,44 @@ def list_files(root: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, st
     return files, problems
 
 
+def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
+    """Find the images of a dataset folder.
+
+    Returns (layout, rows with path/label/split (None for flat), non-image files, and the entries that cannot
+    be read as ``path: reason`` -- symlink loops, unreadable folders ... (``data.list_files``)).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present:
+        missing = [s for s in SPLITS if s not in present]
+        if missing:
+            raise DatasetError(f"{root}: course layout needs train/, val/ and test/; missing: "
+                               + ", ".join(f"{root / s}/" for s in missing))
+        layout, folders = "course", [(s, root / s) for s in SPLITS]
+    elif (root / "real").is_dir() or (root / "fake").is_dir():
+        layout, folders = "flat", [(None, root)]
+    else:
+        raise DatasetError(f"{root}: expected train/ val/ test/ (course layout) or real/ and fake/ folders")
+    rows, ignored, unreadable = [], [], []
+    for split, base in folders:
+        for cls, label in LABELS.items():
+            d = base / cls
+            if not d.is_dir():
+                raise DatasetError(f"{d}/: missing class folder")
+            files, problems = list_files(d)
+            problems = [f"{p}: {why}" for p, why in problems]
+            images = [p for p in files if is_image_file(p)]
+            if not images:
+                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)"
+                                   + "".join(f"; {p}" for p in problems[:5]))
+            ignored += [str(p) for p in files if not is_image_file(p)]
+            unreadable += problems
+            rows += [{"path": str(p), "label": label, "split": split} for p in images]
+    return layout, rows, ignored, unreadable
+
+
 def _os_reason(e: OSError) -> str:
     reasons = {errno.ELOOP: "symlink loop", errno.ENOENT: "broken symlink", errno.EACCES: "permission denied",
                errno.EPERM: "permission denied"}
@@ -153,7 +194,7 @@ def load_masks(paths: Sequence[str], size: int) -> np.ndarray:
 class Preprocess:
     """PIL image -> normalised float tensor (C,H,W) at ``image_size`` (training flips come from ``EpochSampler``).
 
-    ``degrade``: a callable PIL image -> PIL image (``degrade.Degradation``) applied to the decoded image at its
+    ``degrade``: a callable PIL image -> PIL image (``robustness.Degradation``) applied to the decoded image at its
     own size, before the resize (the robustness panel)."""
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], degrade=None):

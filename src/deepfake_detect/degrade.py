@@ -1,14 +1,12 @@
-"""What happens to an image on its way to a detector: fixed degradations for the robustness panel, and the
-random degradation augmentation of training (CNNDetection: Wang et al., CVPR 2020).
+"""What happens to an image on its way to a detector: the degradations themselves (JPEG, resize, blur), which
+the robustness panel (``robustness.PANEL``) and the random degradation augmentation of training (CNNDetection:
+Wang et al., CVPR 2020) apply.
 
 Every operation is torchvision's (``transforms.v2.functional``: ``jpeg`` -- a real libjpeg encode and decode,
 ``resize`` with antialiasing, ``gaussian_blur``) on uint8 (3, H, W) tensors. The functional forms are used,
 not the ``v2.JPEG`` / ``v2.GaussianBlur`` classes, because those draw their parameters from torch's global
 random generator even when the parameters are fixed: a panel or a training step would shift every random
 number drawn after it.
-
-``PANEL``: the fixed degradations, applied to the image as decoded from its file (its own resolution), before
-the checkpoint's resize -- as a shared copy reaches a user. They draw no random numbers.
 
 ``RandomDegrade``: with probability ``p_blur`` a Gaussian blur of sigma ~ U[0, sigma_max], then with
 probability ``p_jpeg`` a JPEG re-encoding at quality ~ U{quality_min, ..., 100}; every draw is a function of
@@ -22,20 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
-
-# name -> the steps applied in order: (operation, argument); "clean" is the image as it is
-PANEL: dict[str, tuple[tuple[str, float], ...]] = {
-    "clean": (),
-    "jpeg_q90": (("jpeg", 90),),
-    "jpeg_q70": (("jpeg", 70),),
-    "jpeg_q50": (("jpeg", 50),),
-    "resize_half": (("down_up", 0.5),),
-    "blur_s1": (("blur", 1.0),),
-    "reshared": (("rescale", 0.75), ("jpeg", 75)),
-}
-LABELS = {"clean": "clean", "jpeg_q90": "JPEG q90", "jpeg_q70": "JPEG q70", "jpeg_q50": "JPEG q50",
-          "resize_half": "0.5× resize and back", "blur_s1": "blur σ=1", "reshared": "re-shared (0.75×, JPEG 75)"}
 
 
 @functools.cache
@@ -96,28 +80,11 @@ OPERATIONS = {"jpeg": jpeg, "rescale": rescale, "down_up": down_up, "blur": blur
 
 
 def apply(img: torch.Tensor, steps: tuple[tuple[str, float], ...]) -> torch.Tensor:
-    """``img`` (uint8, 3 x H x W) through ``steps`` in order (a ``PANEL`` value)."""
+    """``img`` (uint8, 3 x H x W) through ``steps`` in order: (operation of ``OPERATIONS``, argument) pairs
+    (a ``robustness.PANEL`` value)."""
     for op, arg in steps:
         img = OPERATIONS[op](img, arg)
     return img
-
-
-@dataclass(frozen=True)
-class Degradation:
-    """One degradation of ``PANEL`` by name, as a picklable callable (data-loader workers) on a PIL image or a
-    uint8 (3, H, W) tensor; returns the same kind."""
-
-    name: str
-
-    def __post_init__(self):
-        if self.name not in PANEL:
-            raise ValueError(f"unknown degradation {self.name!r} (expected one of {', '.join(PANEL)})")
-
-    def __call__(self, img):
-        if isinstance(img, Image.Image):
-            x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-            return Image.fromarray(apply(x, PANEL[self.name]).permute(1, 2, 0).numpy())
-        return apply(img, PANEL[self.name])
 
 
 @dataclass(frozen=True)
@@ -158,9 +125,3 @@ class RandomDegrade:
             x = jpeg(x, quality)
         return x.permute(1, 2, 0).numpy()
 
-
-def worst(panel_result: dict) -> tuple[str, float]:
-    """(degradation, AUC drop) of the largest drop in a panel."""
-    d = panel_result["degradations"]
-    name = max((k for k in d if k != "clean"), key=lambda k: d[k]["auc_drop"], default="clean")
-    return name, d[name]["auc_drop"]

@@ -42,6 +42,7 @@ from .io import atomic_path, write_csv
 
 __all__ = [
     "DEMO_KINDS",
+    "DemoOptions",
     "generate_dataset",
     "make_identity",
     "render_face",
@@ -877,21 +878,33 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
         Image.fromarray(arr, mode=mode).save(tmp, format="PNG", compress_level=1)
 
 
-def generate_dataset(out_dir, kind: str, n_train: int, n_val: int, n_test: int,
-                     image_size: int = 128, seed: int = 0, strength: float = 1.0,
+@dataclass(frozen=True)
+class DemoOptions:
+    """How a demo dataset is drawn: ``image_size`` (px, >= 32), ``seed`` and the ``strength`` of the fakes' traces
+    (>= 0; 1 the default)."""
+
+    image_size: int = 128
+    seed: int = 0
+    strength: float = 1.0
+
+
+def generate_dataset(out_dir, kind: str, n_train: int, n_val: int, n_test: int, options: DemoOptions | None = None,
                      progress: bool = True) -> list[dict]:
     """Write a demo dataset; n_* are total images per split (both classes; fakes 2:1 real:fake
-    with ``n_fake = n // 3`` (at least 1), synthetic 1:1 with ``n_fake = n // 2``).
+    with ``n_fake = n // 3`` (at least 1), synthetic 1:1 with ``n_fake = n // 2``); ``options``: size, seed and
+    strength (``DemoOptions``).
 
     Returns one record per image: ``{"path": "train/real/00012.png", "label": 0|1,
     "split": "train"|"val"|"test", "group": "id00003", "mask": "masks/train/fake/00004.png" or ""}``.
     Raises ValueError naming the argument for an unknown kind, n_* < 2, image_size < 32,
     negative strength.  Stale PNGs of an earlier run in the layout's folders are removed.
     """
+    o = options or DemoOptions()
     counts = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
-    _validate(kind, counts, image_size, strength)
-    seed = int(seed)
-    size = int(image_size)
+    _validate(kind, counts, o.image_size, o.strength)
+    seed = int(o.seed)
+    size = int(o.image_size)
+    strength = o.strength
     code = _KIND_CODE[kind]
     out = Path(out_dir)
 

@@ -255,8 +255,8 @@ class Detector:
         (``normalise``: applied to each batch on the device), under the detector's precision and TTA, NOT
         calibrated: training's validation, on which the kept epoch and the threshold are chosen, and the loop
         under ``score_paths`` and ``score_views``."""
-        with self.autocast():  # engine.predict's own autocast is off (amp=False): this one decides the precision
-            return predict(self.model, loader, self.device, amp=False, channels_last=self.channels_last, desc=desc,
+        with self.autocast():  # the one place the precision of scoring is decided
+            return predict(self.model, loader, self.device, channels_last=self.channels_last, desc=desc,
                            progress=progress, normalise=normalise, tta=self.tta)
 
     def score_views(self, views: np.ndarray, names: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -216,10 +216,11 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False,
-            desc: str = "predict", progress: bool = True, normalise=None,
-            tta: str = "none") -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader.
+def predict(model: nn.Module, loader, device: torch.device, channels_last: bool = False, desc: str = "predict",
+            progress: bool = True, normalise=None, tta: str = "none") -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities (N, 2), labels (N,) and mean cross-entropy over a loader, in the precision of the
+    caller's autocast context (``detector.Detector.score_batches`` decides it: every scoring path, training's
+    validation included, goes through a Detector).
 
     ``normalise``: applied to each batch on the device (for loaders of raw uint8 batches).
     ``tta``: one of ``TTA_MODES``; the probabilities are the mean of the softmax over the views of
@@ -237,8 +238,7 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = True, ch
         y = y.to(device, non_blocking=True)
         logits = []
         for v in tta_views(x, tta):
-            with autocast(device, amp):
-                logits.append(model(v if v is x else v.contiguous(memory_format=fmt)).float())
+            logits.append(model(v if v is x else v.contiguous(memory_format=fmt)).float())
         if len(logits) == 1:
             p, log_p = torch.softmax(logits[0], 1), torch.log_softmax(logits[0], 1)
         else:  # log of the mean probability over the views: logsumexp - log V (stable)

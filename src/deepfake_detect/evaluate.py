@@ -18,7 +18,6 @@ from . import metrics, preflight, robustness, sources
 from .checkpoint import run_checkpoint, trained_on
 from .config import ParamsError, datasets_of, source_of
 from .data import LABELS, BadImageError, DatasetError, is_image_file, list_files, read_manifest
-from .degrade import worst
 from .detector import Detector
 from .engine import resolve_device
 from .io import write_csv, write_json
@@ -135,7 +134,7 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
             det, rows, robustness.PanelOptions(cfg["robustness"], cfg["bootstrap"], params["seed"],
                                                cfg["robustness_max_images"], cfg["batch_size"]),
             clean_scores=p, progress=progress)
-        name, drop = worst(m[robustness.PANEL_KEY])
+        name, drop = robustness.worst(m[robustness.PANEL_KEY])
         print(f"{run}: robustness panel, worst AUC drop {drop:.3f} under {name}")
     for folder in cfg["cross_generator"]:  # evaluation-only sets of other generators (flat real/ + fake/)
         m.setdefault("cross_generator", {})[Path(folder).name] = _cross_generator(det, Path(folder), cfg, params,

@@ -1,8 +1,5 @@
-"""The explain stage: saliency maps, Grad-CAM and a measured faithfulness, per run.
+"""The explain stage: saliency maps, Grad-CAM (``saliency``) and a measured faithfulness, per run.
 
-* **Saliency** (the course's recipe): ``|d p_fake / d input|``, max over colour channels.
-* **Grad-CAM** through the ``grad-cam`` package (pytorch-grad-cam) on the layer each
-  registered model names (``model.cam_layer``), for the fake class.
 * **Faithfulness**: on demo fakes, whose ground-truth manipulation masks the generator
   wrote, the share of attribution energy inside the mask against the mask's share of
   the image (what a uniform attribution scores), their ratio (lift) and the
@@ -14,83 +11,17 @@ class) and ``metrics/explain/<run>.json``.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .checkpoint import run_checkpoint, trained_on
-from .data import FAKE, Preprocess, load_masks, load_rgb, read_manifest, sample_rows
+from .data import Preprocess, load_masks, load_rgb, read_manifest, sample_rows
 from .io import save_figure, write_json
-from .models import get_submodule
-
-
-# ----------------------------------------------------------------------------- attributions
-@contextlib.contextmanager
-def _grad_mode(model: nn.Module) -> Iterator[None]:
-    """Gradients on (also inside ``torch.inference_mode``) and in-place activations off.
-
-    An in-place ReLU after the hooked layer would overwrite the activation Grad-CAM keeps
-    and can break the gradient hook, so every module with an ``inplace`` flag is switched
-    to out-of-place for the duration (and restored).
-    """
-    flagged = [m for m in model.modules() if isinstance(getattr(m, "inplace", None), bool) and m.inplace]
-    for m in flagged:
-        m.inplace = False
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for m in flagged:
-            m.inplace = True
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def saliency(model: nn.Module, x: torch.Tensor, target: int = FAKE) -> torch.Tensor:
-    """Vanilla gradient saliency: ``|d softmax(model(x))[:, target] / dx|``, max over channels.
-
-    x: normalised batch (N, 3, H, W). Returns a CPU float tensor (N, H, W) >= 0.
-    """
-    model.eval()
-    with _grad_mode(model):
-        x = x.detach().clone().to(_device(model)).requires_grad_(True)
-        prob = torch.softmax(model(x).float(), dim=1)[:, target]
-        (grad,) = torch.autograd.grad(prob.sum(), x)  # eval mode: images do not interact
-    return grad.abs().amax(dim=1).detach().cpu()
-
-
-def gradcam(model: nn.Module, x: torch.Tensor, target: int = FAKE) -> np.ndarray:
-    """Grad-CAM (pytorch-grad-cam) on ``model.cam_layer`` for class ``target``.
-
-    Returns float32 (N, H, W) in [0, 1] (each map scaled to its own maximum by the
-    package), upsampled to the input's H x W.
-    """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    layer = get_submodule(model, model.cam_layer)
-    model.eval()
-    with _grad_mode(model):
-        x = x.detach().clone().to(_device(model))
-        cam = GradCAM(model=model, target_layers=[layer])
-        try:
-            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
-        finally:
-            cam.activations_and_grads.release()
-    return np.clip(np.nan_to_num(maps.astype(np.float32)), 0.0, 1.0)
-
-
-@torch.no_grad()
-def _fake_prob(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    return torch.softmax(model(x.to(_device(model))).float(), 1)[:, FAKE].cpu().numpy()
+from .saliency import gradcam, saliency
 
 
 # ----------------------------------------------------------------------------- faithfulness
@@ -144,16 +75,20 @@ def load_batch(paths: Sequence[str], prep: Preprocess) -> tuple[torch.Tensor, np
     return prep.normalise(u8), u8.permute(0, 2, 3, 1).numpy()
 
 
-def attribute(model: nn.Module, prep: Preprocess, paths: Sequence[str], batch_size: int = 16,
-              desc: str = "explain", progress: bool = True) -> dict[str, np.ndarray]:
-    """Saliency, Grad-CAM, p(fake) and display pixels for a list of image files."""
+def attribute(det, paths: Sequence[str], batch_size: int = 16, desc: str = "explain",
+              progress: bool = True) -> dict[str, np.ndarray]:
+    """Saliency, Grad-CAM, p(fake) and display pixels for a list of image files, with ``det`` (a
+    ``detector.Detector``): the maps from its fp32 torch model (they need gradients), p(fake) from the detector
+    itself (``Detector.score_views``: its TTA, precision and calibration), as every other path scores."""
+    model, prep = det.model, det.preprocess
     out: dict[str, list] = {"saliency": [], "gradcam": [], "p_fake": [], "images": []}
     starts = range(0, len(paths), batch_size)
     for i in tqdm(starts, desc=desc, leave=False, disable=not progress):
-        x, u8 = load_batch(paths[i:i + batch_size], prep)
+        batch = paths[i:i + batch_size]
+        x, u8 = load_batch(batch, prep)
         out["saliency"].append(saliency(model, x).numpy())
         out["gradcam"].append(gradcam(model, x))
-        out["p_fake"].append(_fake_prob(model, x))
+        out["p_fake"].append(det.score_views(u8, batch, batch_size).astype(np.float32))
         out["images"].append(u8)
     s = prep.image_size
     empty = {"saliency": (0, s, s), "gradcam": (0, s, s), "p_fake": (0,), "images": (0, s, s, 3)}
@@ -257,13 +192,12 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     det = Detector.load(path, resolve_device(params["device"]), precision=params["evaluate-roc-det"]["precision"])
     model, ckpt = det.model, det.ckpt
     dataset = trained_on(ckpt, path)
-    prep = det.preprocess
     reals, fakes, masked = _choose(read_manifest(Path(data_dir) / dataset / "manifest.csv", "test"), cfg,
                                    params["seed"])
     paths = list(dict.fromkeys(r["path"] for r in reals + fakes + masked))  # explain each needed image once
-    att = _Attributions(attribute(model, prep, paths, cfg["batch_size"], desc=f"explain {run}", progress=progress),
+    att = _Attributions(attribute(det, paths, cfg["batch_size"], desc=f"explain {run}", progress=progress),
                         paths)
-    masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], ckpt["image_size"]))}
+    masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], det.image_size))}
     show = {"real": reals[:cfg["n_examples"]], "fake": fakes[:cfg["n_examples"]]}
     mean_rows = {"real": reals[:cfg["n_mean"]], "fake": fakes[:cfg["n_mean"]]}
     _save_figures(Path(plots_dir), run, f"{run} ({ckpt['arch']}, {dataset} test)", model.cam_layer, att, show,

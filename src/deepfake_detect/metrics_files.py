@@ -74,3 +74,8 @@ def dvc_error_line(stderr: str, returncode: int | None = None) -> str:
     if lines:
         return lines[-1]
     return f"exit code {returncode}" if returncode is not None else "(no message)"
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    """A metric as a table cell: ``format(value, spec)``, or ``–`` where the file has none."""
+    return "–" if value is None else format(value, spec)

@@ -37,14 +37,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import metrics
-from .data import BadImageError, DatasetError, Preprocess, is_image_file, list_files, load_rgb
+from .data import BadImageError, DatasetError, Preprocess, is_image_file, list_files, load_rgb, scan_source
 from .detector import Detector, load_shipped
 from .engine import default_num_workers
 from .errors import UserError
 from .faces import MAX_UPSCALE, FaceFinder, Framing, Region, clipped_box, regions_per_detector, too_small
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
 from .score import threshold_metrics
-from .splits import scan_source
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
 
 FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "status"]
@@ -605,14 +604,14 @@ def _summary(rows: list[dict], scored: list[Scored], how: str, crop: str, out: s
 def write_cam_overlays(det: Detector, scored: list[Scored], out_dir: str | Path, index: int | None = None,
                        frames: int = FRAMES, batch_size: int = 16, progress: bool = True,
                        max_side: int = 512) -> list[Path]:
-    """One Grad-CAM figure (fake class, ``explain.gradcam`` on ``det.model``) per scored face or whole picture,
+    """One Grad-CAM figure (fake class, ``saliency.gradcam`` on ``det.model``) per scored face or whole picture,
     over the pixels that were scored (at most ``max_side`` px), titled with its p(fake) and verdict, with a
     colour bar: ``out_dir/<stem>[_f<frame>][_face<k>]_cam.png`` (stems that repeat get ``_<index>``). ``index``:
     which of several detectors' scores ``scored`` holds this is (its name then ends the file name); None: the
     only one. Returns the paths."""
-    from .explain import gradcam  # lazy: only --cam needs Grad-CAM
     from .io import save_figure
     from .plots.images import cam_overlay, scored_cam
+    from .saliency import gradcam  # lazy: only --cam needs Grad-CAM
 
     k = index or 0
     tag = "" if index is None else f"_{det.name}"

@@ -77,7 +77,7 @@ def score_paths(det, paths: list[str], labels: list[int] | None = None, batch_si
                 degrade=None) -> tuple[np.ndarray, dict[int, str]]:
     """The model's p(fake) for each image file (NaN where it does not decode) and {index: error message} for
     those, exactly as ``data.Preprocess`` prepares files for training. ``degrade``: applied to each decoded
-    image before the checkpoint's resize (``degrade.Degradation``)."""
+    image before the checkpoint's resize (``robustness.Degradation``)."""
     labels = [0] * len(paths) if labels is None else labels
     rows = [{"path": str(p), "label": int(y)} for p, y in zip(paths, labels)]
     if not rows:

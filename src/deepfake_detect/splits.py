@@ -30,58 +30,18 @@ from tqdm.auto import tqdm
 
 from .config import datasets_of, source_of
 from .data import (
-    LABELS,
     MANIFEST_FIELDS,
     SPLITS,
     BadImageError,
     DatasetError,
     Preprocess,
-    is_image_file,
-    list_files,
     load_masks,
     load_rgb,
     read_manifest,
     sample_rows,
+    scan_source,
 )
 from .io import path_text, save_figure, write_csv, write_json
-
-
-def scan_source(root: str | Path) -> tuple[str, list[dict], list[str], list[str]]:
-    """Find the images of a dataset folder.
-
-    Returns (layout, rows with path/label/split (None for flat), non-image files, and the entries that cannot
-    be read as ``path: reason`` -- symlink loops, unreadable folders ... (``data.list_files``)).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder does not exist")
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    if present:
-        missing = [s for s in SPLITS if s not in present]
-        if missing:
-            raise DatasetError(f"{root}: course layout needs train/, val/ and test/; missing: "
-                               + ", ".join(f"{root / s}/" for s in missing))
-        layout, folders = "course", [(s, root / s) for s in SPLITS]
-    elif (root / "real").is_dir() or (root / "fake").is_dir():
-        layout, folders = "flat", [(None, root)]
-    else:
-        raise DatasetError(f"{root}: expected train/ val/ test/ (course layout) or real/ and fake/ folders")
-    rows, ignored, unreadable = [], [], []
-    for split, base in folders:
-        for cls, label in LABELS.items():
-            d = base / cls
-            if not d.is_dir():
-                raise DatasetError(f"{d}/: missing class folder")
-            files, problems = list_files(d)
-            problems = [f"{p}: {why}" for p, why in problems]
-            images = [p for p in files if is_image_file(p)]
-            if not images:
-                raise DatasetError(f"{d}/: no images (expected .jpg/.png files)"
-                                   + "".join(f"; {p}" for p in problems[:5]))
-            ignored += [str(p) for p in files if not is_image_file(p)]
-            unreadable += problems
-            rows += [{"path": str(p), "label": label, "split": split} for p in images]
-    return layout, rows, ignored, unreadable
 
 
 def read_groups(path: str | Path, root: Path) -> dict[str, str]:
@@ -201,19 +161,20 @@ def _check_source(name: str, cfg: dict, params_file: str | Path) -> tuple[Path, 
     return root, groups_csv
 
 
-def _source(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool,
-            params_file: str | Path) -> tuple[Path, str | Path | None]:
+def _source(name: str, cfg: dict, out_dir: Path, options: SplitOptions,
+            progress: bool) -> tuple[Path, str | Path | None]:
     """(dataset folder, groups CSV or None); the demo source is generated into ``out_dir/images`` first."""
     if cfg["source"] != "demo":
-        return _check_source(name, cfg, params_file)
-    from .demo import generate_dataset
+        return _check_source(name, cfg, options.params_file)
+    from .demo import DemoOptions, generate_dataset
 
-    d = demo_cfg or {}
+    d = options.demo_cfg or {}
     shutil.rmtree(out_dir / "images", ignore_errors=True)  # no stale images from larger earlier sizes
     sizes = d.get(name, {})
     generate_dataset(out_dir / "images", kind=name, n_train=sizes["train"], n_val=sizes["val"],
-                     n_test=sizes["test"], image_size=d.get("image_size", 128), seed=seed,
-                     strength=sizes.get("strength", 1.0), progress=progress)
+                     n_test=sizes["test"], options=DemoOptions(image_size=d.get("image_size", 128), seed=options.seed,
+                                                               strength=sizes.get("strength", 1.0)),
+                     progress=progress)
     return out_dir / "images", out_dir / "images" / "groups.csv"
 
 
@@ -276,12 +237,11 @@ def _utf8(path: str) -> bool:
     return True
 
 
-def _scan(name: str, cfg: dict, out_dir: Path, seed: int, demo_cfg: dict | None, progress: bool,
-          params_file: str | Path = "params.yaml") -> _Scanned:
+def _scan(name: str, cfg: dict, out_dir: Path, options: SplitOptions, progress: bool) -> _Scanned:
     """Step 1, scan: the images of the source (generated first for ``demo``), each with its group and, for
     demo fakes, the path of its ground-truth mask. An image whose name is not UTF-8 is listed with the files
     that cannot be read (the manifest, a UTF-8 CSV that training reads back, cannot name it)."""
-    root, groups_csv = _source(name, cfg, out_dir, seed, demo_cfg, progress, params_file)
+    root, groups_csv = _source(name, cfg, out_dir, options, progress)
     layout, rows, ignored, unreadable = scan_source(root)
     ignored, unreadable = [path_text(p) for p in ignored], [path_text(u) for u in unreadable]  # for the metrics
     unreadable += [f"{path_text(r['path'])}: file name is not UTF-8 (rename the file)" for r in rows
@@ -332,20 +292,33 @@ def _split_counts(rows: list[dict], root: Path) -> dict:
     return counts
 
 
-def check_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                  on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True,
-                  params_file: str | Path = "params.yaml") -> tuple[dict, list[dict]]:
+@dataclass
+class SplitOptions:
+    """How a dataset is checked and split (``data`` of params.yaml): ``seed`` of the flat folders' split and of
+    the demo images, ``demo_cfg`` (the ``demo`` section, for a ``demo`` source), ``on_bad_image`` (``error`` or
+    ``skip``), ``on_leak`` (``warn``, ``drop`` or ``error``) and ``params_file``, the file named in errors."""
+
+    seed: int = 0
+    demo_cfg: dict | None = None
+    on_bad_image: str = "error"
+    on_leak: str = "warn"
+    params_file: str | Path = "params.yaml"
+
+
+def check_dataset(name: str, cfg: dict, out_dir: str | Path, options: SplitOptions | None = None,
+                  progress: bool = True) -> tuple[dict, list[dict]]:
     """Every check of one dataset, writing nothing but the demo images: (summary metrics, manifest rows).
 
     Scan, hash, split (flat folders), leak check, per-split counts. Files that cannot be read (symlink
     loops, unreadable folders, names that are not UTF-8) count as images that do not decode: an error under
-    ``on_bad_image: error``, listed in ``bad_skipped`` under ``skip``. ``params_file`` names the file of ``cfg``
-    (``data.<name>``) in errors."""
-    scanned = _scan(name, cfg, Path(out_dir), seed, demo_cfg, progress, params_file)
-    rows, bad = _hash(scanned, name, on_bad_image, progress)
+    ``on_bad_image: error``, listed in ``bad_skipped`` under ``skip``. ``options.params_file`` names the file of
+    ``cfg`` (``data.<name>``) in errors."""
+    o = options or SplitOptions()
+    scanned = _scan(name, cfg, Path(out_dir), o, progress)
+    rows, bad = _hash(scanned, name, o.on_bad_image, progress)
     if scanned.layout == "flat":
-        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], seed)
-    rows, pairs, dropped = _leaks(rows, scanned.root, name, on_leak)
+        _split_flat(rows, cfg["val_fraction"], cfg["test_fraction"], o.seed)
+    rows, pairs, dropped = _leaks(rows, scanned.root, name, o.on_leak)
     group_splits = _group_splits(rows, scanned.groups_csv)
     hashes = [r["sha1"] for r in rows]
     summary: dict = {"dataset": name, "source": str(cfg["source"]), "layout": scanned.layout, "n_images": len(rows),
@@ -363,12 +336,10 @@ def write_manifest(out_dir: str | Path, rows: list[dict]) -> Path:
     return write_csv(Path(out_dir) / "manifest.csv", rows, MANIFEST_FIELDS, extrasaction="ignore")
 
 
-def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, seed: int = 0, demo_cfg: dict | None = None,
-                    on_bad_image: str = "error", on_leak: str = "warn", progress: bool = True,
-                    params_file: str | Path = "params.yaml") -> dict:
+def prepare_dataset(name: str, cfg: dict, out_dir: str | Path, options: SplitOptions | None = None,
+                    progress: bool = True) -> dict:
     """Check one dataset, then write ``out_dir/manifest.csv``; returns its summary metrics."""
-    summary, rows = check_dataset(name, cfg, out_dir, seed, demo_cfg, on_bad_image, on_leak, progress,
-                                  params_file)
+    summary, rows = check_dataset(name, cfg, out_dir, options, progress)
     write_manifest(out_dir, rows)
     return summary
 
@@ -401,9 +372,9 @@ def run_stage(params: dict, data_dir: str | Path = "data", metrics_dir: str | Pa
     for name in datasets_of(params):  # every folder there before the demo data takes its minute
         if params["data"][name]["source"] != "demo":
             _check_source(name, params["data"][name], params_file)
-    checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, seed=params["seed"],
-                                   demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
-                                   on_leak=params["data"]["on_leak"], progress=progress, params_file=params_file)
+    options = SplitOptions(seed=params["seed"], demo_cfg=params["demo"], on_bad_image=params["data"]["on_bad_image"],
+                           on_leak=params["data"]["on_leak"], params_file=params_file)
+    checked = {name: check_dataset(name, params["data"][name], Path(data_dir) / name, options, progress)
                for name in datasets_of(params)}
     for name, (summary, rows) in checked.items():
         write_manifest(Path(data_dir) / name, rows)

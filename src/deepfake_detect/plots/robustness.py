@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..degrade import LABELS, PANEL
 from ..io import save_figure
+from ..robustness import LABELS, PANEL
 
 
 def panel_figure(panels: dict[str, dict], title: str = "") -> Figure:
