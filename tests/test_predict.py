@@ -430,3 +430,54 @@ def _labelled(tmp_path, photos):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(p, dst)
     return root
+
+
+def test_each_detector_gets_its_own_framing_and_the_same_p_as_alone(tmp_path, demo_faces):
+    """Two detectors with different recorded framings (tight, like the face-swap one; loose, like the generated
+    one): the face is found once and each is handed its own crop, so each one's p_fake in the two-detector path
+    equals its p_fake with that detector alone on the same picture (fp32, 1e-5); a whole-face picture is scored
+    whole by the loose one and cropped by the tight one."""
+    from deepfake_detect.detector import Detector
+
+    def ckpt(name, scale):
+        domain = {"data": "demo", "image_size": 64, "native_size": [128, 128], "face_crops": True,
+                  "framing": {"scale": scale, "ox": 0.0, "oy": 0.0}}
+        return Detector.load(sensitive_checkpoint(tmp_path / f"{name}.pt", demo_faces, domain=domain), "cpu", "fp32")
+
+    tight, loose = ckpt("tight", 0.8), ckpt("loose", 2.0)
+    pic = _blurred(load_rgb(demo_faces[1]))
+    pic.paste(load_rgb(demo_faces[0]), (300, 200))
+    pic.save(tmp_path / "pic.png")
+    paths = [str(tmp_path / "pic.png"), str(demo_faces[0])]
+    both = predict.predict_files([tight, loose], paths, fmt="json", out=tmp_path / "both.json", options=OPTS)
+    for det in (tight, loose):
+        alone = predict.predict_files(det, paths, fmt="json", out=tmp_path / f"{det.name}.json", options=OPTS)
+        assert [r["p_fake"] for r in alone] == pytest.approx([r[f"p_fake_{det.name}"] for r in both], abs=1e-5)
+        assert [r["region"] for r in alone] == [r[f"region_{det.name}"] for r in both]
+    in_photo, face_crop = both
+    tight_crop, loose_crop = in_photo["region_tight"], in_photo["region_loose"]
+    assert tight_crop[2] - tight_crop[0] < loose_crop[2] - loose_crop[0]
+    assert face_crop["region_loose"] == [0, 0, 128, 128] and face_crop["region_tight"] != [0, 0, 128, 128]
+
+
+def test_faces_too_small_to_judge_are_listed_not_scored(tmp_path, demo_faces):
+    """A 224 px detector with a tight framing: a demo face pasted at 64 px into a 1000 px picture is found, but its
+    crop would be blown up more than faces.MAX_UPSCALE times: its row says so, with no p_fake and no verdict, and
+    it counts neither real nor fake; the same face pasted at 400 px is scored."""
+    from deepfake_detect.detector import Detector
+
+    domain = {"data": "demo", "image_size": 224, "native_size": [128, 128], "face_crops": True,
+              "framing": {"scale": 0.8, "ox": 0.0, "oy": 0.0}}
+    det = Detector.load(sensitive_checkpoint(tmp_path / "tight.pt", demo_faces, image_size=224, domain=domain),
+                        "cpu", "fp32")
+    for side, name in ((64, "small.png"), (400, "large.png")):
+        pic = _blurred(load_rgb(demo_faces[1]), size=(1000, 750))
+        pic.paste(load_rgb(demo_faces[0]).resize((side, side)), (300, 200))
+        pic.save(tmp_path / name)
+    rows = predict.predict_files(det, [str(tmp_path / "small.png"), str(tmp_path / "large.png")], fmt="json",
+                                 out=tmp_path / "rows.json", options=OPTS)
+    small = [r for r in rows if r["path"].endswith("small.png")]
+    large = [r for r in rows if r["path"].endswith("large.png")]
+    assert small and all(r["verdict"] is None and r["p_fake"] is None and "too small to judge" in r["status"]
+                         for r in small), small
+    assert any(r["status"] == predict.OK and r["verdict"] in ("real", "fake") for r in large), large
