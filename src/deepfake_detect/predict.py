@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -40,17 +41,21 @@ from .errors import UserError
 from .faces import Detector as FaceDetector
 from .faces import Framing, Region, clipped_box, regions
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
+from .preflight import too_few
 from .score import threshold_metrics
 from .splits import scan_source
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
 
-FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "status"]
+FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "precision", "status"]
 PLACE = ["path", "frame", "face", "box", "region"]  # the columns every row starts with
 CROPS = ("auto", "faces", "whole")
 FORMATS = ("csv", "json")
 OK = "ok"
 NOTHING_SCORED = 3  # exit code of `predict` when no input could be scored (rows and reasons are still written)
 ROW_BYTES, CAM_BYTES = 512, 600_000  # generous sizes of a CSV/JSON row and a Grad-CAM PNG: the free-space check
+PACKAGE_DIR = Path(__file__).resolve().parent  # the installed package: --out never writes into it
+# characters that move the cursor, recolour the terminal or reorder text: shown escaped (\n, \x1b, \u202e)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class PredictError(UserError, ValueError):
@@ -309,6 +314,12 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
     skipped += [f"{s.path}: {s.status}" for s in scored if s.status != OK]
     ok = [j for j, s in enumerate(scored) if s.status == OK]
     y, p = np.array([rows[j]["label"] for j in ok]), np.array([scored[j].p_fake for j in ok])
+    few = too_few(y)
+    if few is not None:  # the evaluate stage's rule: no AUC of a handful of images (it would read 1.000 [1.000, 1.000])
+        raise DatasetError(f"{_shown(str(data))}: {few} scored; add images of both classes (predict scores any "
+                           "number of files, without metrics)"
+                           + (f"; skipped {len(skipped)} file(s): " + "; ".join(map(_shown, skipped[:5]))
+                              if skipped else ""))
     try:
         m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=n_bootstrap)
         m.update(threshold_metrics(y, p, det.threshold))
@@ -335,8 +346,10 @@ def expand_paths(paths: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
             problems += unreadable
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a device (/dev/zero), a FIFO, a socket: never opened (reading one may never end)
+            problems.append((p, "not a regular file"))
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise FileNotFoundError(f"{_shown(str(p))}: no such file or folder")
     return files, problems
 
 
@@ -365,6 +378,22 @@ def _check_room(path: Path, need: int, what: str) -> None:
                           "needed); free some or write elsewhere")
 
 
+def check_not_package(path: str | Path, option: str = "--out") -> None:
+    """A PredictError when ``path`` lies inside the installed package (its shipped detectors, its code): an output
+    must never overwrite them."""
+    target = Path(path).resolve()
+    if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
+        raise PredictError(f"{option} {_shown(str(path))}: inside the deepfake-detect package ({PACKAGE_DIR}), whose "
+                           "files (the shipped detectors, the code) are never overwritten; write elsewhere")
+
+
+def check_new_file(path: str | Path, force: bool, option: str = "--out") -> None:
+    """A PredictError when ``path`` exists and ``force`` is off: the CLI's outputs never replace a file silently."""
+    if not force and (Path(path).exists() or Path(path).is_symlink()):
+        raise PredictError(f"{option} {_shown(str(path))}: already exists; pass --force to replace it, or pick a "
+                           "new name")
+
+
 def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: int) -> None:
     """Before any scoring: ``out`` and ``cam_dir`` can be written and have room for ``n_inputs`` inputs' output."""
     if out is not None:
@@ -372,6 +401,7 @@ def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: 
         _check_room(Path(out).parent, ROW_BYTES * max(n_inputs, 1), f"--out {out}")
     if cam_dir is not None:
         cam = Path(cam_dir)
+        check_not_package(cam, "--cam")
         try:
             check_writable(cam / "overlay_cam.png")
         except OutputError as e:
@@ -380,9 +410,16 @@ def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: 
         _check_room(cam, CAM_BYTES * max(n_inputs, 1), f"--cam {cam}")
 
 
+def _safe(text: str) -> str:
+    """Text for the terminal with its control characters escaped: a newline in a file name cannot forge a line of
+    output, nor an ANSI escape recolour or clear the terminal, nor a bidi override reorder the text."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def _shown(path: str) -> str:
-    """A path for the terminal: bytes that are not UTF-8 (a surrogate-escaped name) as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path for the terminal: bytes that are not UTF-8 (a surrogate-escaped name) as \\xNN, control characters
+    escaped (``_safe``: ``a\\nb.png``, ``\\x1b[31m``)."""
+    return _safe(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 def csv_cell(value) -> str:
@@ -399,7 +436,13 @@ def fields(detectors: list[Detector]) -> list[str]:
         return FIELDS
     names = [d.name for d in detectors]
     return (PLACE + [f"p_fake_{n}" for n in names] + ["fired", "verdict"] + [f"threshold_{n}" for n in names]
-            + ["detectors", "status"])
+            + ["detectors", "precision", "status"])
+
+
+def precision_of(detectors: list[Detector]) -> str:
+    """The precision that scored (``fp32`` or ``bf16``; ``name=...`` per detector when they differ)."""
+    kinds = {d.precision for d in detectors}
+    return kinds.pop() if len(kinds) == 1 else ";".join(f"{d.name}={d.precision}" for d in detectors)
 
 
 def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: list[Detector], model: str,
@@ -407,15 +450,16 @@ def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: l
     """The output rows (``fields``): one per scored face, or per whole picture, a video's mean (and with
     ``per_frame`` its faces frame by frame), one per input not scored; the unreadable entries last."""
     names = [d.name for d in detectors]
+    precision = precision_of(detectors)
     if len(detectors) == 1:
         threshold = detectors[0].threshold
-        base = {"threshold": threshold, "model": model}
+        base = {"threshold": threshold, "model": model, "precision": precision}
 
         def scores(ps):
             p = None if ps is None else ps[0]
             return {"p_fake": p, "verdict": None if p is None else ("fake" if p > threshold else "real")}
     else:
-        base = {**{f"threshold_{d.name}": d.threshold for d in detectors}, "detectors": names}
+        base = {**{f"threshold_{d.name}": d.threshold for d in detectors}, "detectors": names, "precision": precision}
 
         def scores(ps):
             if ps is None:
@@ -477,7 +521,7 @@ def _line(r: dict) -> str:
     """One line per face for the terminal."""
     where = _shown(r["path"]) + (f" frame {r['frame']}" if r["frame"] is not None else "")
     if r["status"] != OK:
-        return f"{where}: skipped ({r['status']})"
+        return f"{where}: skipped ({_safe(r['status'])})"
     if r["face"] == "whole":
         what = "whole picture"
     elif r["face"] == "mean":
@@ -536,6 +580,7 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
     are checked before the scoring; the skipped inputs and a summary go to stderr."""
     o = options or PredictOptions()
     if out is not None:
+        check_not_package(out)
         check_writable(out)  # first: a folder or an unwritable place is named as such
     fmt = output_format(out, fmt)
     dets = _detectors(model, o)
@@ -553,7 +598,7 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
     rows = _rows(scored, unreadable, dets, label, o.per_frame)
     write_rows(rows, out, fmt, fields(dets))
     how = "; ".join(f"{'' if len(dets) == 1 else d.name + ' '}{d.threshold:g} from the {_short_source(d)}; "
-                    f"tta {d.tta}" for d in dets)
+                    f"tta {d.tta}" for d in dets) + f"; precision {precision_of(dets)}"
     _summary(rows, scored, how, "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""),
              out, listed=fmt is None)
     if cam_dir is not None:
@@ -568,7 +613,7 @@ def _summary(rows: list[dict], scored: list[Scored], how: str, crop: str, out: s
     what was scored, and why; ``how``: the threshold(s) and where they come from)."""
     skipped = [r for r in rows if r["status"] != OK]
     if skipped and not listed:
-        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {r['status']}"
+        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {_safe(r['status'])}"
                                                               for r in skipped), file=sys.stderr)
     # one verdict per face of an image (or per whole image) and one per video (its mean)
     verdicts = [r["verdict"] for r in rows if r["status"] == OK and (r["face"] == "mean" or r["frame"] is None)]
