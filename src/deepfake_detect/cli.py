@@ -66,8 +66,8 @@ def _cmd_evaluate(args) -> None:
 
     if args.out:  # before the scoring, not after it
         check_not_package(args.out)
-        check_new_file(args.out, args.force)
         check_writable(args.out)
+        check_new_file(args.out, args.force)
     m = evaluate_folder(args.model, args.data, args.split, args.bootstrap, _options(args))
     if m["skipped"]:
         print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(map(_safe, m["skipped"])), file=sys.stderr)
@@ -90,10 +90,12 @@ def _options(args):
 
 
 def _cmd_predict(args) -> int:
+    from .io import check_writable
     from .predict import NOTHING_SCORED, OK, check_new_file, check_not_package, predict_files
 
     if args.out:
         check_not_package(args.out)
+        check_writable(args.out)  # a folder or an unwritable place is named as such, first
         check_new_file(args.out, args.force)
     rows = predict_files(args.model, args.paths, args.out, args.cam, args.format, _options(args))
     return 0 if any(r["status"] == OK for r in rows) else NOTHING_SCORED

@@ -53,6 +53,7 @@ FORMATS = ("csv", "json")
 OK = "ok"
 NOTHING_SCORED = 3  # exit code of `predict` when no input could be scored (rows and reasons are still written)
 ROW_BYTES, CAM_BYTES = 512, 600_000  # generous sizes of a CSV/JSON row and a Grad-CAM PNG: the free-space check
+RANKING_METRICS = ("auc", "auc_ci_low", "auc_ci_high", "eer", "ap")  # null on a set too small (preflight.too_few)
 PACKAGE_DIR = Path(__file__).resolve().parent  # the installed package: --out never writes into it
 # characters that move the cursor, recolour the terminal or reorder text: shown escaped (\n, \x1b, \u202e)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -314,12 +315,6 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
     skipped += [f"{s.path}: {s.status}" for s in scored if s.status != OK]
     ok = [j for j, s in enumerate(scored) if s.status == OK]
     y, p = np.array([rows[j]["label"] for j in ok]), np.array([scored[j].p_fake for j in ok])
-    few = too_few(y)
-    if few is not None:  # the evaluate stage's rule: no AUC of a handful of images (it would read 1.000 [1.000, 1.000])
-        raise DatasetError(f"{_shown(str(data))}: {few} scored; add images of both classes (predict scores any "
-                           "number of files, without metrics)"
-                           + (f"; skipped {len(skipped)} file(s): " + "; ".join(map(_shown, skipped[:5]))
-                              if skipped else ""))
     try:
         m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=n_bootstrap)
         m.update(threshold_metrics(y, p, det.threshold))
@@ -327,6 +322,11 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
         raise DatasetError(f"{data}: cannot evaluate ({e})"
                            + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
                            + (" ..." if len(skipped) > 10 else "")) from e
+    few = too_few(y)
+    if few is not None:  # the evaluate stage's rule: no AUC of a handful of images (it would read 1.000 [1.000, 1.000])
+        m.update({k: None for k in RANKING_METRICS}, too_few=few)
+        print(f"warning: {_shown(str(data))}: {few}: no {', '.join(RANKING_METRICS)} reported; add images of both "
+              "classes", file=sys.stderr)
     info = {"model": str(det.path if det.path is not None else det.name), "run": det.run,
             "trained_on": det.dataset or "", "data": str(data), "image_size": det.image_size, "tta": det.tta,
             "precision": det.precision, "crop": crop, "threshold_source": det.threshold_source,
