@@ -432,6 +432,7 @@ def test_out_never_overwrites_the_package_nor_a_file_without_force(tiny, tmp_pat
     err = _one_line_exit_2(base + ["--out", str(mine)], capsys)
     assert "already exists" in err and "--force" in err and mine.read_text() == "my spreadsheet"
     assert cli.main(base + ["--out", str(mine), "--force"]) == 0 and mine.read_text().startswith("path,")
+    assert cli.main(base + ["--out", str(mine)]) == 0  # predict's own earlier output: rerunning replaces it
     capsys.readouterr()
     metrics = tmp_path / "m.json"
     metrics.write_text("{}")

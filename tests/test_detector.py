@@ -83,7 +83,7 @@ def test_evaluate_stage_and_cli_evaluate_match_score_paths(tmp_path, tiny_ckpt):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(r["path"], dst)
     e = predict.evaluate_folder(tiny_ckpt, folder, n_bootstrap=0, options=predict.PredictOptions(
-        device="cpu", precision="fp32", crop="whole", progress=False))
+        device="cpu", precision="fp32", crop="whole", progress=False, min_per_class=1))  # 4 + 4 images
     assert e["auc"] == pytest.approx(m["auc"], abs=1e-9) and e["precision"] == "fp32"
 
 

@@ -136,7 +136,7 @@ def make_release(tmp_path):
     data = make_tiny(tmp_path)
     test = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "test"]
     for run in ("lucky", "steady"):  # scores that spread over 0.1-0.9 on the test images: float16 keeps the order
-        sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test])
+        sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test], run=run)
     p, _ = Detector.load(tmp_path / "models/steady.pt", "cpu", "fp32").score_paths([r["path"] for r in test],
                                                                            progress=False)
     auc = roc_auc([r["label"] for r in test], p)

@@ -18,6 +18,7 @@ TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + eng
 CROPS = ("auto", "faces", "whole")  # predict.CROPS
 FORMATS = ("csv", "json")  # predict.FORMATS
 FRAMES = 16  # video.FRAMES
+MIN_PER_CLASS = 10  # preflight.MIN_PER_CLASS: fewer real or fake images than this, no AUC
 MAX_FRAMES = 300  # --frames: at most this many frames per video (each decoded frame is held: ~3.6 MB at 720p)
 NOTHING_SCORED = 3  # predict.NOTHING_SCORED
 CROP_SIZE = (32, 1024)  # crop-faces --size: crop.SIZE, the range of the params key image_size
@@ -86,7 +87,8 @@ def _options(args):
     return PredictOptions(device=args.device, precision=args.precision, tta=args.tta, crop=args.crop,
                           face_margin=args.face_margin, frames=args.frames, batch_size=args.batch_size,
                           num_workers=args.workers, progress=not args.quiet,
-                          per_frame=getattr(args, "per_frame", False))
+                          per_frame=getattr(args, "per_frame", False),
+                          min_per_class=getattr(args, "min_per_class", MIN_PER_CLASS))
 
 
 def _cmd_predict(args) -> int:
@@ -256,8 +258,12 @@ def _add_scoring_commands(sub) -> None:
     p.add_argument("--split", choices=SPLITS, default="test", help="split used when --data is a course-layout root")
     p.add_argument("--bootstrap", type=_int_at_least(0), default=1000,
                    help="resamples for the AUC 95 %% interval (0: off)")
-    p.add_argument("--out", help="write the metrics to this JSON file (a new file; an existing one only with --force)")
+    p.add_argument("--out", help="write the metrics to this JSON file (not over a file that is not an earlier "
+                                 "evaluate output, unless --force)")
     p.add_argument("--force", action="store_true", help="let --out replace an existing file")
+    p.add_argument("--min-per-class", type=_int_at_least(1), default=MIN_PER_CLASS,
+                   help="report no AUC, EER or AP of fewer real or fake images than this (default: %(default)s, "
+                        "the evaluate-roc-det stage's rule)")
     _add_picture_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -268,7 +274,8 @@ def _add_scoring_commands(sub) -> None:
     _add_scoring_options(p, model_required=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders (searched recursively)")
     p.add_argument("--out", help="write the rows to this .csv or .json file (default: one line per face on stdout); "
-                                 "a new file, an existing one only with --force; never inside the package")
+                                 "never over a file that is not an earlier predict output (unless --force), nor "
+                                 "inside the package")
     p.add_argument("--force", action="store_true", help="let --out replace an existing file")
     p.add_argument("--format", choices=FORMATS,
                    help="rows as csv or json (on stdout without --out; with --out it must match its suffix)")

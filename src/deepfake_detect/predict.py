@@ -41,7 +41,7 @@ from .errors import UserError
 from .faces import Detector as FaceDetector
 from .faces import Framing, Region, clipped_box, regions
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
-from .preflight import too_few
+from .preflight import MIN_PER_CLASS, too_few
 from .score import threshold_metrics
 from .splits import scan_source
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
@@ -69,7 +69,8 @@ class PredictOptions:
     """How ``predict`` and ``evaluate`` run their detectors (the CLI options of the same names): ``device``,
     ``precision`` (auto | fp32 | bf16) and ``tta`` (``checkpoint`` or an ``engine.TTA_MODES`` mode) when a
     checkpoint is loaded; ``crop`` (``CROPS``), ``face_margin`` and ``frames`` (what is scored); ``batch_size``,
-    ``num_workers`` and ``progress``; ``per_frame``: videos also get a row per face in each sampled frame."""
+    ``num_workers`` and ``progress``; ``per_frame``: videos also get a row per face in each sampled frame;
+    ``min_per_class``: evaluate reports no AUC, EER or AP of fewer real or fake images (``preflight.too_few``)."""
 
     device: str = "auto"
     precision: str = "auto"
@@ -81,6 +82,7 @@ class PredictOptions:
     num_workers: int = -1
     progress: bool = True
     per_frame: bool = False
+    min_per_class: int = MIN_PER_CLASS
 
 
 @dataclass
@@ -322,7 +324,7 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
         raise DatasetError(f"{data}: cannot evaluate ({e})"
                            + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
                            + (" ..." if len(skipped) > 10 else "")) from e
-    few = too_few(y)
+    few = too_few(y, o.min_per_class)
     if few is not None:  # the evaluate stage's rule: no AUC of a handful of images (it would read 1.000 [1.000, 1.000])
         m.update({k: None for k in RANKING_METRICS}, too_few=few)
         print(f"warning: {_shown(str(data))}: {few}: no {', '.join(RANKING_METRICS)} reported; add images of both "
@@ -387,11 +389,28 @@ def check_not_package(path: str | Path, option: str = "--out") -> None:
                            "files (the shipped detectors, the code) are never overwritten; write elsewhere")
 
 
+# the first bytes of what predict (CSV, JSON) and evaluate (JSON) write: such a file is theirs to replace
+_OUR_OUTPUT = re.compile(r'(path,frame,face,box,region,|\[\s*(\]|\{\s*"path":)|\{\s*"model":)')
+
+
+def _earlier_output(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).decode("utf-8", "replace").lstrip("\ufeff")
+    except OSError:
+        return False
+    return _OUR_OUTPUT.match(head) is not None
+
+
 def check_new_file(path: str | Path, force: bool, option: str = "--out") -> None:
-    """A PredictError when ``path`` exists and ``force`` is off: the CLI's outputs never replace a file silently."""
-    if not force and (Path(path).exists() or Path(path).is_symlink()):
-        raise PredictError(f"{option} {_shown(str(path))}: already exists; pass --force to replace it, or pick a "
-                           "new name")
+    """A PredictError when ``path`` exists, is not an earlier output of predict or evaluate (rerunning a command
+    replaces its own output) and ``force`` is off: the CLI never replaces someone's file silently."""
+    path = Path(path)
+    if force or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file() or not _earlier_output(path):
+        raise PredictError(f"{option} {_shown(str(path))}: already exists and is not an earlier predict or evaluate "
+                           "output; pass --force to replace it, or pick a new name")
 
 
 def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: int) -> None:
