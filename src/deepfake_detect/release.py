@@ -625,7 +625,11 @@ def check_inputs(params: dict, tasks: list[tuple[str, str]], reals: list[str], o
             if evaluated.get(key) is not None and not isinstance(evaluated[key], dict):
                 raise ReleaseError(f"{ev_path}: '{key}' must be an object, got {json.dumps(evaluated[key])[:40]}: "
                                    "rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
-        read_checkpoint(Path(options.models_dir) / f"{run}.pt")
+        pt = Path(options.models_dir) / f"{run}.pt"
+        held = read_checkpoint(pt).get("run", "")
+        if held != run:  # the card names the run: weights of another run under this name would be mislabelled
+            raise ReleaseError(f"{pt}: holds run '{held}', not '{run}' (a copied or swapped checkpoint?); rerun "
+                               f"its training stage, or restore it (dvc checkout {pt})")
         manifest = data_dir / dataset / "manifest.csv"
         if not manifest.is_file():
             raise ReleaseError(f"{manifest}: not found; the release of {task} scores the validation and test splits "
