@@ -326,8 +326,8 @@ def test_score_takes_documented_pictures(tiny):
     ("face.png", TypeError, "score_paths"),
     (["face.png"], TypeError, "score_paths"),
     ([Path("face.png")], TypeError, "score_paths"),
-    (42, TypeError, "int"),
-    ([object()], TypeError, "object"),
+    (42, TypeError, "takes a list of pictures (uint8 H x W x 3 arrays or PIL images), got int"),
+    ([object()], TypeError, "image 0: a object, not a picture"),
 ], ids=["float", "bool", "nan", "0x0", "1-D", "5-channel", "path", "path-list", "Path", "int", "object"])
 def test_score_refuses_anything_else_in_one_line(tiny, images, kind, words):
     det = Detector.load(tiny, "cpu", "fp32")
