@@ -74,7 +74,7 @@ def _cmd_evaluate(args) -> None:
         print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(map(_safe, m["skipped"])), file=sys.stderr)
     for k, v in m.items():
         if k != "skipped":
-            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {_safe(str(v))}")
     if args.out:
         write_json(args.out, m)
         print(f"wrote {args.out}")
