@@ -63,7 +63,7 @@ def _cmd_report(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     from .io import check_writable, write_json
-    from .predict import _safe, check_new_file, check_not_package, evaluate_folder
+    from .predict import check_new_file, check_not_package, evaluate_folder, terminal_text
 
     if args.out:  # before the scoring, not after it
         check_not_package(args.out)
@@ -71,10 +71,10 @@ def _cmd_evaluate(args) -> None:
         check_new_file(args.out, args.force)
     m = evaluate_folder(args.model, args.data, args.split, args.bootstrap, _options(args))
     if m["skipped"]:
-        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(map(_safe, m["skipped"])), file=sys.stderr)
+        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(map(terminal_text, m["skipped"])), file=sys.stderr)
     for k, v in m.items():
         if k != "skipped":
-            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {_safe(str(v))}")
+            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {terminal_text(str(v))}")
     if args.out:
         write_json(args.out, m)
         print(f"wrote {args.out}")

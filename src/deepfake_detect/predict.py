@@ -429,7 +429,7 @@ def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: 
         _check_room(cam, CAM_BYTES * max(n_inputs, 1), f"--cam {cam}")
 
 
-def _safe(text: str) -> str:
+def terminal_text(text: str) -> str:
     """Text for the terminal with its control characters escaped: a newline in a file name cannot forge a line of
     output, nor an ANSI escape recolour or clear the terminal, nor a bidi override reorder the text."""
     return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
@@ -437,8 +437,8 @@ def _safe(text: str) -> str:
 
 def _shown(path: str) -> str:
     """A path for the terminal: bytes that are not UTF-8 (a surrogate-escaped name) as \\xNN, control characters
-    escaped (``_safe``: ``a\\nb.png``, ``\\x1b[31m``)."""
-    return _safe(os.fsencode(path).decode("utf-8", "backslashreplace"))
+    escaped (``terminal_text``: ``a\\nb.png``, ``\\x1b[31m``)."""
+    return terminal_text(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 def csv_cell(value) -> str:
@@ -540,7 +540,7 @@ def _line(r: dict) -> str:
     """One line per face for the terminal."""
     where = _shown(r["path"]) + (f" frame {r['frame']}" if r["frame"] is not None else "")
     if r["status"] != OK:
-        return f"{where}: skipped ({_safe(r['status'])})"
+        return f"{where}: skipped ({terminal_text(r['status'])})"
     if r["face"] == "whole":
         what = "whole picture"
     elif r["face"] == "mean":
@@ -632,7 +632,7 @@ def _summary(rows: list[dict], scored: list[Scored], how: str, crop: str, out: s
     what was scored, and why; ``how``: the threshold(s) and where they come from)."""
     skipped = [r for r in rows if r["status"] != OK]
     if skipped and not listed:
-        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {_safe(r['status'])}"
+        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {terminal_text(r['status'])}"
                                                               for r in skipped), file=sys.stderr)
     # one verdict per face of an image (or per whole image) and one per video (its mean)
     verdicts = [r["verdict"] for r in rows if r["status"] == OK and (r["face"] == "mean" or r["frame"] is None)]
