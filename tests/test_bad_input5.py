@@ -246,7 +246,7 @@ def test_a_failed_release_leaves_the_shipped_files_intact(tmp_path):
     assert cards["faceswap"]["weights_sha256"] == sha256_of(out / "faceswap.pt")
 
 
-def test_the_stage_cli_says_one_line_exit_2(tmp_path, capsys):
+def test_the_stage_cli_says_one_line_exit_2(tmp_path, capsys, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("release_stage", REPO / "stages" / "release.py")
@@ -259,7 +259,7 @@ def test_the_stage_cli_says_one_line_exit_2(tmp_path, capsys):
     (out / "faceswap.json").write_text("kept")
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
-    os.chdir(tmp_path)  # no metrics/ here: the first evaluate JSON is missing
+    monkeypatch.chdir(tmp_path)  # no metrics/ here: the first evaluate JSON is missing
     assert run_main(stage.main, ["--task", "faceswap=fakes", "--out", str(out), "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "metrics/evaluate" in err and (out / "faceswap.json").read_text() == "kept"
