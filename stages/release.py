@@ -40,7 +40,8 @@ def main(argv=None):
     params = load_params(args.params)
     # fp32: the precision predict and the API score in by default, so the threshold is set on the scores users get
     run_stage(params, args.task, args.reals, args.out, ReleaseOptions(
-        batch_size=args.batch_size, precision="fp32", auc_tolerance=args.auc_tolerance,
+        batch_size=args.batch_size, precision="fp32", check_precision=params["evaluate-roc-det"]["precision"],
+        auc_tolerance=args.auc_tolerance,
         max_total_mb=args.max_total_mb, max_source_fpr=args.max_source_fpr,
         threshold_reals=tuple(args.threshold_reals)))
 

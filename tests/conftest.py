@@ -132,7 +132,8 @@ def demo_faces(tmp_path_factory) -> list[Path]:
     return sorted(root.glob("test/*/*.png"))
 
 
-def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict | None = None) -> Path:
+def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict | None = None,
+                         run: str = "sensitive") -> Path:
     """A seeded SimpleNet whose last layer is rescaled so that on ``images`` its fake-minus-real logit has
     mean 0 and standard deviation 2: p(fake) spreads over about 0.1-0.9, so scoring the wrong pixels shows.
     (Deliberately over-sensitive: a shift of a few pixels moves it too.) ``domain``: the checkpoint's record
@@ -156,5 +157,5 @@ def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict 
         shift = d.mean() * scale / 2
         last.bias[1] -= shift
         last.bias[0] += shift
-    return save_checkpoint(path, model, image_size, run="sensitive",
+    return save_checkpoint(path, model, image_size, run=run,
                            extra={"dataset": "fakes", **({"domain": domain} if domain else {})})

@@ -624,6 +624,9 @@ def test_crop_faces_refuses_a_dst_that_holds_files_and_replace_empties_it(tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"deepfake-detect: error: {dst}: already holds 3 entries")
     assert "--replace" in err and (dst / "real" / "stale.png").exists()
+    with pytest.raises(OutputError, match=r"stale\.png is not listed in its crop_faces\.json"):  # issue 36, row 5
+        crop.crop_folder(labelled, dst, size=32, detector=_no_crop_may_happen, progress=False, replace=True)
+    (dst / "real" / "stale.png").unlink()
     crop.crop_folder(labelled, dst, size=32, detector=_centre_face, progress=False, replace=True)
     listed, written = _listed_and_written(dst)
     assert listed == written and len(written) == 6 and "real/stale.png" not in written

@@ -88,7 +88,7 @@ def test_help_lists_every_sub_command():
     (["--crop", "face"], "argument --crop: invalid choice: 'face'"),
     (["--face-margin", "5"], "argument --face-margin: must be a number in [-0.5, 3], got '5'"),
     (["--face-margin", "wide"], "argument --face-margin: must be a number in [-0.5, 3], got 'wide'"),
-    (["--frames", "0"], "argument --frames: must be an integer >= 1, got '0'"),
+    (["--frames", "0"], "argument --frames: must be an integer in [1, 300], got '0'"),
     (["--format", "xml"], "argument --format: invalid choice: 'xml'"),
 ], ids=["crop", "margin-range", "margin-word", "frames-0", "format"])
 def test_predict_options_out_of_range_are_usage_errors(argv, message, capsys):

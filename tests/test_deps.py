@@ -115,7 +115,7 @@ READS = {"prepare-splits": ("seed", "demo", "data"),
          "evaluate-roc-det": ("seed", "device", "evaluate-roc-det", "data.*.source"),
          "explain": ("seed", "device", "explain"),
          "summarize": (RUNS,),
-         "release": ("seed", "device", RUNS, "data.*.source")}
+         "release": ("seed", "device", "evaluate-roc-det.precision", RUNS, "data.*.source")}
 
 
 def _train_run(stage: dict) -> str | None:

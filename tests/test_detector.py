@@ -80,7 +80,7 @@ def test_evaluate_stage_and_cli_evaluate_match_score_paths(tmp_path, tiny_ckpt):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(r["path"], dst)
     e = predict.evaluate_folder(tiny_ckpt, folder, n_bootstrap=0, options=predict.PredictOptions(
-        device="cpu", precision="fp32", crop="whole", progress=False))
+        device="cpu", precision="fp32", crop="whole", progress=False, min_per_class=1))  # 4 + 4 images
     assert e["auc"] == pytest.approx(m["auc"], abs=1e-9) and e["precision"] == "fp32"
 
 
@@ -109,8 +109,10 @@ def test_fp16_checkpoint_loads_and_scores_like_fp32(tmp_path, tiny_ckpt, demo_fa
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_follows_the_cpu(monkeypatch, native):
+    """The stages' auto: bf16 on a CPU with native bf16; predict's and the API's: fp32 on every CPU."""
     monkeypatch.setattr(detector, "native_bf16", lambda device: native)
-    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert detector.stage_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(DetectorError, match="--precision"):
         resolve_precision("fp16", "cpu")
@@ -123,7 +125,8 @@ def _ship(tmp_path, monkeypatch, ckpt, calibration=None):
         shutil.copy(ckpt, shipped / f"{name}.pt")
         (shipped / f"{name}.json").write_text(json.dumps({
             "format": "deepfake-detect-card", "name": name, "task": name, "run": "tiny", "dataset": "fakes",
-            "threshold": thr, "threshold_rule": "balanced", "calibration": calibration}))
+            "threshold": thr, "threshold_rule": "balanced", "calibration": calibration,
+            "weights_sha256": detector.sha256_of(ckpt)}))
     monkeypatch.setattr(detector, "SHIPPED_DIR", shipped)
     return shipped
 

@@ -15,7 +15,7 @@ import yaml
 from deepfake_detect import release
 from deepfake_detect.checkpoint import read_checkpoint
 from deepfake_detect.data import read_manifest
-from deepfake_detect.detector import Detector
+from deepfake_detect.detector import Detector, sha256_of
 from deepfake_detect.metrics import auc as roc_auc
 
 from conftest import REPO, make_tiny, sensitive_checkpoint
@@ -128,10 +128,15 @@ def test_ece_matches_a_hand_computation():
 @pytest.fixture
 def released(tmp_path):
     """The release of task faceswap over two tiny runs (the better one on validation is the worse on test)."""
+    return make_release(tmp_path)
+
+
+def make_release(tmp_path):
+    """``released``'s work: (card, out folder, params, root, test AUC of the picked run)."""
     data = make_tiny(tmp_path)
     test = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "test"]
     for run in ("lucky", "steady"):  # scores that spread over 0.1-0.9 on the test images: float16 keeps the order
-        sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test])
+        sensitive_checkpoint(tmp_path / f"models/{run}.pt", [r["path"] for r in test], run=run)
     p, _ = Detector.load(tmp_path / "models/steady.pt", "cpu", "fp32").score_paths([r["path"] for r in test],
                                                                            progress=False)
     auc = roc_auc([r["label"] for r in test], p)
@@ -186,6 +191,9 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     png = (out / "faceswap_reliability.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 60_000
     shipped = read_checkpoint(out / "faceswap.pt")
+    assert card["weights_sha256"] == sha256_of(out / "faceswap.pt")  # issue 36, row 4: the card names its weights
+    assert Detector.load(out / "faceswap.pt", "cpu", "fp32").card["run"] == "steady"
+    assert not list(out.glob(".release-*"))  # the scratch folder is gone
     assert shipped["task"] == "faceswap" and shipped["calibration"] == card["calibration"]
     assert shipped["output_threshold"] == card["threshold"]
 
@@ -202,7 +210,8 @@ def test_metrics_of_another_model_fail(released):
     """The card copies the evaluate JSON's test figures: the stage refuses them when the shipped weights disagree."""
     _, out, params, root, auc = released
     evaluated = json.loads((root / "metrics/evaluate/steady.json").read_text())
-    (root / "metrics/evaluate/steady.json").write_text(json.dumps({**evaluated, "auc": auc - 0.2}))
+    other = auc - 0.2 if auc >= 0.2 else auc + 0.2  # an AUC still in [0, 1]
+    (root / "metrics/evaluate/steady.json").write_text(json.dumps({**evaluated, "auc": other}))
     with pytest.raises(release.ReleaseError, match="describe another model"):
         release.run_stage(params, [("faceswap", "fakes")], [], out, release.ReleaseOptions(
             data_dir=root / "data", models_dir=root / "models", metrics_dir=root / "metrics", batch_size=8))

@@ -18,6 +18,8 @@ TTA_CHOICES = ("checkpoint", "none", "flip", "flip_shift")  # "checkpoint" + eng
 CROPS = ("auto", "faces", "whole")  # predict.CROPS
 FORMATS = ("csv", "json")  # predict.FORMATS
 FRAMES = 16  # video.FRAMES
+MIN_PER_CLASS = 10  # preflight.MIN_PER_CLASS: fewer real or fake images than this, no AUC
+MAX_FRAMES = 300  # --frames: at most this many frames per video (each decoded frame is held: ~3.6 MB at 720p)
 NOTHING_SCORED = 3  # predict.NOTHING_SCORED
 CROP_SIZE = (32, 1024)  # crop-faces --size: crop.SIZE, the range of the params key image_size
 CROP_MARGIN = (-0.5, 3.0)  # crop-faces --margin: crop.MARGIN
@@ -61,16 +63,18 @@ def _cmd_report(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     from .io import check_writable, write_json
-    from .predict import evaluate_folder
+    from .predict import check_new_file, check_not_package, evaluate_folder, terminal_text
 
-    if args.out:
-        check_writable(args.out)  # before the scoring, not after it
+    if args.out:  # before the scoring, not after it
+        check_not_package(args.out)
+        check_writable(args.out)
+        check_new_file(args.out, args.force)
     m = evaluate_folder(args.model, args.data, args.split, args.bootstrap, _options(args))
     if m["skipped"]:
-        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(m["skipped"]), file=sys.stderr)
+        print(f"skipped {m['n_skipped']} file(s):\n  " + "\n  ".join(map(terminal_text, m["skipped"])), file=sys.stderr)
     for k, v in m.items():
         if k != "skipped":
-            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+            print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {terminal_text(str(v))}")
     if args.out:
         write_json(args.out, m)
         print(f"wrote {args.out}")
@@ -83,12 +87,18 @@ def _options(args):
     return PredictOptions(device=args.device, precision=args.precision, tta=args.tta, crop=args.crop,
                           face_margin=args.face_margin, frames=args.frames, batch_size=args.batch_size,
                           num_workers=args.workers, progress=not args.quiet,
-                          per_frame=getattr(args, "per_frame", False))
+                          per_frame=getattr(args, "per_frame", False),
+                          min_per_class=getattr(args, "min_per_class", MIN_PER_CLASS))
 
 
 def _cmd_predict(args) -> int:
-    from .predict import NOTHING_SCORED, OK, predict_files
+    from .io import check_writable
+    from .predict import NOTHING_SCORED, OK, check_new_file, check_not_package, predict_files
 
+    if args.out:
+        check_not_package(args.out)
+        check_writable(args.out)  # a folder or an unwritable place is named as such, first
+        check_new_file(args.out, args.force)
     rows = predict_files(args.model, args.paths, args.out, args.cam, args.format, _options(args))
     return 0 if any(r["status"] == OK for r in rows) else NOTHING_SCORED
 
@@ -215,7 +225,7 @@ def _add_scoring_options(p, model_required: bool = True) -> None:
         p.add_argument("--model", help="checkpoint, or a shipped detector: faceswap | generated (default: both "
                                        "shipped detectors; fake when either fires)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default): bf16 on CUDA or a CPU with native bf16, else fp32 | fp32 | bf16")
+                   help="auto (default): bf16 on CUDA, fp32 on a CPU (the same answer on every CPU) | fp32 | bf16")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--workers", type=_int_at_least(-1), default=-1,
@@ -240,9 +250,9 @@ def _add_picture_options(p) -> None:
     p.add_argument("--face-margin", type=_float_in(-0.5, 3.0), default=None, metavar="M",
                    help="crop side = (1 + M) x the face box's longer side (default: the checkpoint's own "
                         "framing, else 0.35)")
-    p.add_argument("--frames", type=_int_at_least(1), default=FRAMES,
-                   help="frames per video, evenly spaced (default: %(default)s); a video's p(fake) is the mean "
-                        "of its face scores")
+    p.add_argument("--frames", type=_int_in(1, MAX_FRAMES), default=FRAMES,
+                   help=f"frames per video, evenly spaced, 1 to {MAX_FRAMES} (default: %(default)s); a video's p(fake) "
+                        "is the mean of its face scores")
 
 
 def _add_scoring_commands(sub) -> None:
@@ -254,7 +264,12 @@ def _add_scoring_commands(sub) -> None:
     p.add_argument("--split", choices=SPLITS, default="test", help="split used when --data is a course-layout root")
     p.add_argument("--bootstrap", type=_int_at_least(0), default=1000,
                    help="resamples for the AUC 95 %% interval (0: off)")
-    p.add_argument("--out", help="write the metrics to this JSON file")
+    p.add_argument("--out", help="write the metrics to this JSON file (not over a file that is not an earlier "
+                                 "evaluate output, unless --force)")
+    p.add_argument("--force", action="store_true", help="let --out replace an existing file")
+    p.add_argument("--min-per-class", type=_int_at_least(1), default=MIN_PER_CLASS,
+                   help="report no AUC, EER or AP of fewer real or fake images than this (default: %(default)s, "
+                        "the evaluate-roc-det stage's rule)")
     _add_picture_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -264,7 +279,10 @@ def _add_scoring_commands(sub) -> None:
                                    "written), 2 on a usage or input error.")
     _add_scoring_options(p, model_required=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders (searched recursively)")
-    p.add_argument("--out", help="write the rows to this .csv or .json file (default: one line per face on stdout)")
+    p.add_argument("--out", help="write the rows to this .csv or .json file (default: one line per face on stdout); "
+                                 "never over a file that is not an earlier predict output (unless --force), nor "
+                                 "inside the package")
+    p.add_argument("--force", action="store_true", help="let --out replace an existing file")
     p.add_argument("--format", choices=FORMATS,
                    help="rows as csv or json (on stdout without --out; with --out it must match its suffix)")
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay of every scored face to DIR")

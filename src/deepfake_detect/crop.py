@@ -11,13 +11,15 @@ crops written.
 
 DST is checked before the first photo is read: not a file, writable, and empty, so that no older crop is left
 beside the new ones to be read by prepare-splits. A DST that holds files is refused unless ``replace``, which
-empties it first; and then only when it is an earlier crop-faces output (it holds crop_faces.json), so that a
-mistyped DST never empties a folder of something else. ``size`` and ``margin`` have the ranges of the params
-key ``image_size`` and of ``--face-margin``.
+empties it first; and then only when every file in it is one an earlier crop-faces run wrote (its crop_faces.json
+lists them, ``files``): a mistyped DST, or a file a person put there (a groups.csv, notes), is never deleted, and
+a symbolic link anywhere in DST is refused, never followed nor removed. ``size`` and ``margin`` have the ranges
+of the params key ``image_size`` and of ``--face-margin``.
 """
 from __future__ import annotations
 
-import shutil
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from .config import TRAIN_SCHEMA, Num, check_value
 from .data import BadImageError, is_image_file, list_files, load_rgb
 from .errors import UserError
 from .faces import DETECTOR, Face, FaceFinder, Framing, crop_square
-from .io import OutputError, atomic_path, check_writable, output_errors, path_text, write_json
+from .io import OutputError, atomic_path, check_writable, output_errors, path_bytes, path_text, write_json
 
 REPORT = "crop_faces.json"  # in DST: what was cropped, and every photo that gave no crop, with its reason
 SIZE = TRAIN_SCHEMA["image_size"]  # --size: the range of a model's input size, [32, 1024]
@@ -53,15 +55,72 @@ def check_destination(dst: Path, replace: bool = False) -> None:
                           f"{held[0].name}); older crops would be mixed with the new ones: pick an empty DST, or "
                           "pass --replace to empty it first")
     if held:
-        if not (dst / REPORT).is_file():
-            raise OutputError(f"{dst}: --replace empties only an earlier crop-faces output, and this folder has no "
-                              f"{REPORT}; pick an empty DST, or empty it yourself")
-        for entry in held:
-            try:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            except OSError as e:
-                raise OutputError(f"{dst}: --replace cannot empty it ({entry.name}: {e.strerror or e})") from None
+        _empty_earlier_output(dst)
     check_writable(dst / REPORT)
+
+
+def _written_before(dst: Path) -> set[str]:
+    """The files (relative to DST, as ``path_text``) that the crop-faces run whose REPORT is in ``dst`` wrote;
+    an OutputError when there is no such report (then DST is not an earlier output)."""
+    report = dst / REPORT
+    refuse = (f"{dst}: --replace empties only an earlier crop-faces output, and this folder has no readable "
+              f"{REPORT} written by crop-faces")
+    if report.is_symlink() or not report.is_file():
+        raise OutputError(f"{refuse}; pick an empty DST, or empty it yourself")
+    try:
+        summary = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise OutputError(f"{refuse} (it is not valid JSON); pick an empty DST, or empty it yourself") from None
+    if not isinstance(summary, dict) or "detector" not in summary or not isinstance(summary.get("crops"), list):
+        raise OutputError(f"{refuse} (its {REPORT} is another file); pick an empty DST, or empty it yourself")
+    files = summary.get("files")
+    if isinstance(files, list):
+        return {f for f in files if isinstance(f, str)}
+    out = set()  # a report of an older version: the crops' paths, as they were written (relative to the cwd)
+    for c in summary["crops"]:
+        try:
+            rel = Path(os.fsdecode(path_bytes(c["crop"]))).resolve().relative_to(dst.resolve())
+        except (KeyError, TypeError, ValueError):
+            continue
+        out.add(path_text(rel))
+    return out
+
+
+def _empty_earlier_output(dst: Path) -> None:
+    """Remove what an earlier crop-faces run wrote to ``dst`` (its crops, its report, the folders left empty), after
+    checking that nothing else is there: a file it did not write or a symbolic link (never followed nor removed)
+    is an OutputError of one line, and then nothing is removed."""
+    written = _written_before(dst)
+    listed, folders, problems = [], [], []
+    for root, dirs, files in os.walk(dst, onerror=lambda e: problems.append(e)):
+        for name in dirs + files:
+            entry = Path(root) / name
+            if entry.is_symlink():
+                raise OutputError(f"{dst}: --replace refused: {path_text(entry)} is a symbolic link (crop-faces "
+                                  "writes none, and never follows nor removes one); remove it yourself, or pick "
+                                  "an empty DST")
+        folders += [Path(root) / d for d in dirs]
+        for name in files:
+            entry = Path(root) / name
+            rel = path_text(entry.relative_to(dst))
+            if rel != REPORT and rel not in written:
+                raise OutputError(f"{dst}: --replace empties only what an earlier crop-faces run wrote, and "
+                                  f"{path_text(entry)} is not listed in its {REPORT}; move it out (or pick "
+                                  "another DST), then rerun")
+            listed.append(entry)
+    if problems:
+        raise OutputError(f"{dst}: --replace cannot list it ({problems[0].strerror or problems[0]}: "
+                          f"{problems[0].filename})")
+    for entry in [*(f for f in listed if f.name != REPORT or f.parent != dst), dst / REPORT]:
+        try:
+            entry.unlink()
+        except OSError as e:
+            raise OutputError(f"{dst}: --replace cannot empty it ({path_text(entry)}: {e.strerror or e})") from None
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):  # the deepest first
+        try:
+            folder.rmdir()
+        except OSError as e:
+            raise OutputError(f"{dst}: --replace cannot empty it ({path_text(folder)}: {e.strerror or e})") from None
 
 
 def _save(im, path: Path) -> None:
@@ -89,7 +148,7 @@ def crop_folder(src: str | Path, dst: str | Path, size: int = 224, margin: float
     files, problems = list_files(src)
     skipped = [f"{path_text(p)}: {why}" for p, why in problems]
     skipped += [f"{path_text(f)}: not an image file" for f in files if not is_image_file(f)]
-    crops = []
+    crops, written = [], []
     for f in tqdm([f for f in files if is_image_file(f)], desc=f"crop faces of {src}", disable=not progress):
         try:
             im = load_rgb(f)  # EXIF orientation applied: the face is found upright
@@ -105,11 +164,13 @@ def crop_folder(src: str | Path, dst: str | Path, size: int = 224, margin: float
             box = crop_square(face, im.size, framing)
             out = dst / crop_name(rel, k if all_faces else None)
             _save(im.crop(box).resize((size, size), resample=3), out)  # 3: bicubic
+            written.append(path_text(out.relative_to(dst)))
             crops.append({"source": path_text(f), "crop": path_text(out), "box": [round(v, 1) for v in face.box],
                           "confidence": round(face.confidence, 4)})
     summary = {"detector": DETECTOR, "source": path_text(src), "size": size, "margin": margin,
                "n_images": sum(map(is_image_file, files)), "n_crops": len(crops), "n_skipped": len(skipped),
-               "skipped": skipped, "crops": crops}
+               "skipped": skipped, "crops": crops,
+               "files": written}  # every file written here but this report: what --replace may remove
     write_json(dst / REPORT, summary)
     for line in skipped[:10]:
         print(f"crop-faces: skipped {line}", file=sys.stderr)

@@ -18,7 +18,7 @@ from . import metrics, preflight, robustness, sources
 from .checkpoint import run_checkpoint, trained_on
 from .config import ParamsError, datasets_of, source_of
 from .data import LABELS, BadImageError, DatasetError, is_image_file, list_files, read_manifest
-from .detector import Detector
+from .detector import Detector, stage_precision
 from .engine import resolve_device
 from .io import write_csv, write_json
 from .plots.curves import save_run_figure, write_curve_points
@@ -92,7 +92,7 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     path = run_checkpoint(params, run, models_dir)
     device = resolve_device(params["device"])
     names = dataset_names(params, data_dir)
-    det = Detector.load(path, device, precision=cfg["precision"])  # TTA: the checkpoint's, as predict uses it
+    det = Detector.load(path, device, precision=stage_precision(cfg["precision"], device))  # TTA: the checkpoint's
     dataset = trained_on(det.ckpt, path)
     manifest, rows = _test_rows(dataset, data_dir)
     y, p = _scored(det, rows, f"test image(s) of {manifest}", cfg["batch_size"], progress,

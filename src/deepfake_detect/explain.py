@@ -185,11 +185,12 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     seed_everything(params["seed"])
     cfg = params["explain"]
     path = run_checkpoint(params, run, models_dir)
-    from .detector import Detector
+    from .detector import Detector, stage_precision
 
     # the explain stage loads its checkpoint as every scoring path does; the attributions need gradients and
     # run on the fp32 torch model (detector.model), the precision setting is for scoring only
-    det = Detector.load(path, resolve_device(params["device"]), precision=params["evaluate-roc-det"]["precision"])
+    device = resolve_device(params["device"])
+    det = Detector.load(path, device, precision=stage_precision(params["evaluate-roc-det"]["precision"], device))
     model, ckpt = det.model, det.ckpt
     dataset = trained_on(ckpt, path)
     reals, fakes, masked = _choose(read_manifest(Path(data_dir) / dataset / "manifest.csv", "test"), cfg,

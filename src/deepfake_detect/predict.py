@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -43,10 +44,11 @@ from .engine import default_num_workers
 from .errors import UserError
 from .faces import MAX_UPSCALE, FaceFinder, Framing, Region, clipped_box, regions_per_detector, too_small
 from .io import OutputError, atomic_path, check_writable, output_errors, spreadsheet_safe
+from .preflight import MIN_PER_CLASS, too_few
 from .score import threshold_metrics
 from .video import FRAMES, BadVideoError, is_video_file, sample_frames
 
-FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "status"]
+FIELDS = ["path", "frame", "face", "box", "region", "p_fake", "verdict", "threshold", "model", "precision", "status"]
 PLACE = ["path", "frame", "face", "box", "region"]  # the columns every row starts with
 CROPS = ("auto", "faces", "whole")
 FORMATS = ("csv", "json")
@@ -54,6 +56,10 @@ OK = "ok"
 TOO_SMALL = f"too small to judge (a detector would enlarge the face more than {MAX_UPSCALE:g}x)"
 NOTHING_SCORED = 3  # exit code of `predict` when no input could be scored (rows and reasons are still written)
 ROW_BYTES, CAM_BYTES = 512, 600_000  # generous sizes of a CSV/JSON row and a Grad-CAM PNG: the free-space check
+RANKING_METRICS = ("auc", "auc_ci_low", "auc_ci_high", "eer", "ap")  # null on a set too small (preflight.too_few)
+PACKAGE_DIR = Path(__file__).resolve().parent  # the installed package: --out never writes into it
+# characters that move the cursor, recolour the terminal or reorder text: shown escaped (\n, \x1b, \u202e)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class PredictError(UserError, ValueError):
@@ -66,7 +72,8 @@ class PredictOptions:
     """How ``predict`` and ``evaluate`` run their detectors (the CLI options of the same names): ``device``,
     ``precision`` (auto | fp32 | bf16) and ``tta`` (``checkpoint`` or an ``engine.TTA_MODES`` mode) when a
     checkpoint is loaded; ``crop`` (``CROPS``), ``face_margin`` and ``frames`` (what is scored); ``batch_size``,
-    ``num_workers`` and ``progress``; ``per_frame``: videos also get a row per face in each sampled frame."""
+    ``num_workers`` and ``progress``; ``per_frame``: videos also get a row per face in each sampled frame;
+    ``min_per_class``: evaluate reports no AUC, EER or AP of fewer real or fake images (``preflight.too_few``)."""
 
     device: str = "auto"
     precision: str = "auto"
@@ -78,6 +85,7 @@ class PredictOptions:
     num_workers: int = -1
     progress: bool = True
     per_frame: bool = False
+    min_per_class: int = MIN_PER_CLASS
 
 
 @dataclass
@@ -334,6 +342,11 @@ def evaluate_folder(model: str | Path | Detector, data: str | Path, split: str =
         raise DatasetError(f"{data}: cannot evaluate ({e})"
                            + (f"; skipped {len(skipped)} file(s): " + "; ".join(skipped[:10]) if skipped else "")
                            + (" ..." if len(skipped) > 10 else "")) from e
+    few = too_few(y, o.min_per_class)
+    if few is not None:  # the evaluate stage's rule: no AUC of a handful of images (it would read 1.000 [1.000, 1.000])
+        m.update({k: None for k in RANKING_METRICS}, too_few=few)
+        print(f"warning: {_shown(str(data))}: {few}: no {', '.join(RANKING_METRICS)} reported; add images of both "
+              "classes", file=sys.stderr)
     info = {"model": str(det.path if det.path is not None else det.name), "run": det.run,
             "trained_on": det.dataset or "", "data": str(data), "image_size": det.image_size, "tta": det.tta,
             "precision": det.precision, "crop": crop, "threshold_source": det.threshold_source,
@@ -353,8 +366,10 @@ def expand_paths(paths: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
             problems += unreadable
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a device (/dev/zero), a FIFO, a socket: never opened (reading one may never end)
+            problems.append((p, "not a regular file"))
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise FileNotFoundError(f"{_shown(str(p))}: no such file or folder")
     return files, problems
 
 
@@ -383,6 +398,39 @@ def _check_room(path: Path, need: int, what: str) -> None:
                           "needed); free some or write elsewhere")
 
 
+def check_not_package(path: str | Path, option: str = "--out") -> None:
+    """A PredictError when ``path`` lies inside the installed package (its shipped detectors, its code): an output
+    must never overwrite them."""
+    target = Path(path).resolve()
+    if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
+        raise PredictError(f"{option} {_shown(str(path))}: inside the deepfake-detect package ({PACKAGE_DIR}), whose "
+                           "files (the shipped detectors, the code) are never overwritten; write elsewhere")
+
+
+# the first bytes of what predict (CSV, JSON) and evaluate (JSON) write: such a file is theirs to replace
+_OUR_OUTPUT = re.compile(r'(path,frame,face,box,region,|\[\s*(\]|\{\s*"path":)|\{\s*"model":)')
+
+
+def _earlier_output(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).decode("utf-8", "replace").lstrip("\ufeff")
+    except OSError:
+        return False
+    return _OUR_OUTPUT.match(head) is not None
+
+
+def check_new_file(path: str | Path, force: bool, option: str = "--out") -> None:
+    """A PredictError when ``path`` exists, is not an earlier output of predict or evaluate (rerunning a command
+    replaces its own output) and ``force`` is off: the CLI never replaces someone's file silently."""
+    path = Path(path)
+    if force or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file() or not _earlier_output(path):
+        raise PredictError(f"{option} {_shown(str(path))}: already exists and is not an earlier predict or evaluate "
+                           "output; pass --force to replace it, or pick a new name")
+
+
 def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: int) -> None:
     """Before any scoring: ``out`` and ``cam_dir`` can be written and have room for ``n_inputs`` inputs' output."""
     if out is not None:
@@ -390,6 +438,7 @@ def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: 
         _check_room(Path(out).parent, ROW_BYTES * max(n_inputs, 1), f"--out {out}")
     if cam_dir is not None:
         cam = Path(cam_dir)
+        check_not_package(cam, "--cam")
         try:
             check_writable(cam / "overlay_cam.png")
         except OutputError as e:
@@ -398,9 +447,16 @@ def check_outputs(out: str | Path | None, cam_dir: str | Path | None, n_inputs: 
         _check_room(cam, CAM_BYTES * max(n_inputs, 1), f"--cam {cam}")
 
 
+def terminal_text(text: str) -> str:
+    """Text for the terminal with its control characters escaped: a newline in a file name cannot forge a line of
+    output, nor an ANSI escape recolour or clear the terminal, nor a bidi override reorder the text."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def _shown(path: str) -> str:
-    """A path for the terminal: bytes that are not UTF-8 (a surrogate-escaped name) as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path for the terminal: bytes that are not UTF-8 (a surrogate-escaped name) as \\xNN, control characters
+    escaped (``terminal_text``: ``a\\nb.png``, ``\\x1b[31m``)."""
+    return terminal_text(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 def csv_cell(value) -> str:
@@ -417,7 +473,13 @@ def fields(detectors: list[Detector]) -> list[str]:
         return FIELDS
     names = [d.name for d in detectors]
     return (PLACE + [f"p_fake_{n}" for n in names] + ["fired", "verdict"] + [f"threshold_{n}" for n in names]
-            + [f"region_{n}" for n in names] + ["detectors", "status"])
+            + [f"region_{n}" for n in names] + ["detectors", "precision", "status"])
+
+
+def precision_of(detectors: list[Detector]) -> str:
+    """The precision that scored (``fp32`` or ``bf16``; ``name=...`` per detector when they differ)."""
+    kinds = {d.precision for d in detectors}
+    return kinds.pop() if len(kinds) == 1 else ";".join(f"{d.name}={d.precision}" for d in detectors)
 
 
 def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: list[Detector], model: str,
@@ -425,15 +487,16 @@ def _rows(scored: list[Scored], unreadable: list[tuple[Path, str]], detectors: l
     """The output rows (``fields``): one per scored face, or per whole picture, a video's mean (and with
     ``per_frame`` its faces frame by frame), one per input not scored; the unreadable entries last."""
     names = [d.name for d in detectors]
+    precision = precision_of(detectors)
     if len(detectors) == 1:
         threshold = detectors[0].threshold
-        base = {"threshold": threshold, "model": model}
+        base = {"threshold": threshold, "model": model, "precision": precision}
 
         def scores(ps):
             p = None if ps is None else ps[0]
             return {"p_fake": p, "verdict": None if p is None else ("fake" if p > threshold else "real")}
     else:
-        base = {**{f"threshold_{d.name}": d.threshold for d in detectors}, "detectors": names}
+        base = {**{f"threshold_{d.name}": d.threshold for d in detectors}, "detectors": names, "precision": precision}
 
         def scores(ps):
             if ps is None:
@@ -498,7 +561,7 @@ def _line(r: dict) -> str:
     """One line per face for the terminal."""
     where = _shown(r["path"]) + (f" frame {r['frame']}" if r["frame"] is not None else "")
     if r["status"] != OK:
-        return f"{where}: skipped ({r['status']})"
+        return f"{where}: skipped ({terminal_text(r['status'])})"
     if r["face"] == "whole":
         what = "whole picture"
     elif r["face"] == "mean":
@@ -557,6 +620,7 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
     are checked before the scoring; the skipped inputs and a summary go to stderr."""
     o = options or PredictOptions()
     if out is not None:
+        check_not_package(out)
         check_writable(out)  # first: a folder or an unwritable place is named as such
     fmt = output_format(out, fmt)
     dets = _detectors(model, o)
@@ -573,7 +637,7 @@ def predict_files(model: str | Path | Detector | list[Detector] | None, paths: l
     rows = _rows(scored, unreadable, dets, label, o.per_frame)
     write_rows(rows, out, fmt, fields(dets))
     how = "; ".join(f"{'' if len(dets) == 1 else d.name + ' '}{d.threshold:g} from the {_short_source(d)}; "
-                    f"tta {d.tta}" for d in dets)
+                    f"tta {d.tta}" for d in dets) + f"; precision {precision_of(dets)}"
     _summary(rows, scored, how, "faces" if crop == "faces" else "whole pictures" + (f": {why}" if why else ""),
              out, listed=fmt is None)
     if cam_dir is not None:
@@ -588,7 +652,7 @@ def _summary(rows: list[dict], scored: list[Scored], how: str, crop: str, out: s
     what was scored, and why; ``how``: the threshold(s) and where they come from)."""
     skipped = [r for r in rows if r["status"] != OK]
     if skipped and not listed:
-        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {r['status']}"
+        print(f"skipped {len(skipped)} file(s):\n" + "\n".join(f"  {_shown(r['path'])}: {terminal_text(r['status'])}"
                                                               for r in skipped), file=sys.stderr)
     # one verdict per face of an image (or per whole image) and one per video (its mean)
     verdicts = [r["verdict"] for r in rows if r["status"] == OK and (r["face"] == "mean" or r["frame"] is None)]

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -35,9 +37,9 @@ import torch
 from .checkpoint import read_checkpoint
 from .config import RUNS
 from .data import LABELS, SPLITS, is_image_file, list_files, read_manifest
-from .detector import Detector, calibrate  # the one Platt map: what the shipped detector applies
+from .detector import Detector, calibrate, sha256_of, stage_precision  # calibrate: the one Platt map
 from .errors import UserError
-from .io import save_torch, write_json, write_text
+from .io import output_errors, save_torch, write_json, write_text
 from .metrics import auc as roc_auc
 from .sources import sources_of_rows, threshold_for_sources
 
@@ -46,10 +48,10 @@ EPS = 1e-6  # logit clipping of the calibration: p in [EPS, 1 - EPS]
 N_BINS = 10  # reliability: equal-width bins of the output p
 COMMAND = "dvc repro real/dvc.yaml:release"
 LOCK = "real/dvc.lock"
-CARD_KEYS = ("format", "name", "task", "run", "arch", "num_params", "dataset", "training", "chosen_on", "threshold",
-             "threshold_rule", "operating_point", "calibration", "test", "reliability", "robustness", "cross_dataset",
-             "cross_generator", "per_source", "false_positive_rate", "verdict_false_positive_rate", "not_for",
-             "licence", "provenance")
+CARD_KEYS = ("format", "name", "task", "run", "weights_sha256", "arch", "num_params", "dataset", "training",
+             "chosen_on", "threshold", "threshold_rule", "operating_point", "calibration", "test", "reliability",
+             "robustness", "cross_dataset", "cross_generator", "per_source", "false_positive_rate",
+             "verdict_false_positive_rate", "not_for", "licence", "provenance")
 # what each task detects, for people (the card's ``task``)
 TASK_TITLES = {"faceswap": "face swaps (DFDC-style)", "generated": "GAN-generated faces (StyleGAN-style)"}
 WEIGHTS_LICENCE = "weights: research use, non-commercial, inherits the training data's terms"
@@ -78,30 +80,69 @@ class ReleaseError(UserError, ValueError):
 # ---------------------------------------------------------------------------------------------- choosing a run
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``; anything else (missing, a folder, unreadable, empty, not UTF-8, truncated or
+    invalid JSON, a list or other value) is a ReleaseError of one line naming the file and the fix."""
+    path = Path(path)
+    fix = "rerun the stage that writes it (`dvc repro real/dvc.yaml`)"
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise ReleaseError(f"{path}: not found (run `dvc repro real/dvc.yaml` first)") from e
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ReleaseError(f"{path}: not found (run `dvc repro real/dvc.yaml` first)") from None
+    except IsADirectoryError:
+        raise ReleaseError(f"{path}: a folder, not a JSON file; remove it and {fix}") from None
+    except OSError as e:
+        raise ReleaseError(f"{path}: cannot be read ({e.strerror or type(e).__name__}); fix its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ReleaseError(f"{path}: not UTF-8 text (byte {e.start}); damaged or edited by hand: {fix}") from None
+    if not text.strip():
+        raise ReleaseError(f"{path}: empty (a stage killed while writing it?): {fix}")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ReleaseError(f"{path}: truncated or not valid JSON{where}: {fix}") from None
+    if not isinstance(data, dict):
+        raise ReleaseError(f"{path}: a JSON {type(data).__name__}, not an object: {fix}")
+    return data
+
+
+def _auc_value(value: Any, path: Path, key: str, required: bool = False) -> float | None:
+    """An AUC read from a metrics file: None (absent and not ``required``) or a finite number in [0, 1]; anything
+    else (NaN, a string, a bool ...) is a ReleaseError naming the file and the key, never a run silently left out
+    of the pick."""
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ReleaseError(f"{path}: '{key}' must be a number in [0, 1], got {json.dumps(value)[:40]} (a failed or "
+                           "broken run?): rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
+    return float(value)
 
 
 def val_auc(run: str, metrics_dir: str | Path) -> float | None:
     """The run's validation AUC at its kept epoch: training's ``best_val_auc``, else the evaluate JSON's
     ``val_auc`` (the same figure, copied); None when neither has it."""
     train = Path(metrics_dir) / "train" / run / "metrics.json"
-    if train.is_file():
-        v = _read_json(train).get("best_val_auc")
+    if train.exists():
+        v = _auc_value(_read_json(train).get("best_val_auc"), train, "best_val_auc")
         if v is not None:
-            return float(v)
-    v = _read_json(Path(metrics_dir) / "evaluate" / f"{run}.json").get("val_auc")
-    return None if v is None else float(v)
+            return v
+    ev = Path(metrics_dir) / "evaluate" / f"{run}.json"
+    return _auc_value(_read_json(ev).get("val_auc"), ev, "val_auc")
 
 
 def candidates(runs, dataset: str, metrics_dir: str | Path) -> dict[str, float | None]:
     """{run: validation AUC} of the runs trained on ``dataset`` (the evaluate JSON's ``cross_dataset.trained_on``)."""
     out = {}
     for run in runs:
-        ev = _read_json(Path(metrics_dir) / "evaluate" / f"{run}.json")
-        if (ev.get("cross_dataset") or {}).get("trained_on") == dataset:
+        path = Path(metrics_dir) / "evaluate" / f"{run}.json"
+        cross = _read_json(path).get("cross_dataset")
+        if not isinstance(cross, dict):
+            raise ReleaseError(f"{path}: 'cross_dataset' must be an object naming the dataset the run trained on "
+                               "('trained_on'): rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
+        if cross.get("trained_on") == dataset:
             out[run] = val_auc(run, metrics_dir)
     return out
 
@@ -412,10 +453,11 @@ def provenance(root: str | Path = ".") -> dict:
 def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: dict, figures: dict) -> dict:
     """The model card of ``run`` shipped as ``task``. ``figures``: what the release stage measured and chose --
     ``dataset`` (``dataset_summary``), ``val_aucs``, ``threshold``, ``calibration``, ``calibration_check``,
-    ``reliability``, ``fpr``, ``prov`` and ``num_params``."""
+    ``reliability``, ``fpr``, ``prov``, ``num_params`` and ``weights_sha256`` (of the shipped .pt)."""
     dataset, val_aucs, threshold = figures["dataset"], figures["val_aucs"], figures["threshold"]
     calibration, calibration_check = figures["calibration"], figures["calibration_check"]
     reliability_, fpr, prov, num_params = figures["reliability"], figures["fpr"], figures["prov"], figures["num_params"]
+    weights_sha256 = figures.get("weights_sha256", "")
     m = ckpt.get("metrics") or {}
     panel = ((evaluated.get("robustness") or {}).get("degradations")) or {}
     names = (evaluated.get("cross_dataset") or {}).get("datasets") or {}
@@ -433,6 +475,7 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
         "name": task,
         "task": TASK_TITLES.get(task, task),
         "run": run,
+        "weights_sha256": weights_sha256,  # of the .pt shipped beside the card: Detector.load checks it
         "arch": ckpt["arch"],
         "num_params": int(num_params),
         "dataset": dataset,
@@ -475,6 +518,7 @@ class ReleaseOptions:
     metrics_dir: str | Path = "metrics"
     batch_size: int = 64
     precision: str = "fp32"
+    check_precision: str = "auto"  # the evaluate stage's (params evaluate-roc-det.precision): the test AUC check
     auc_tolerance: float = AUC_TOLERANCE
     max_total_mb: float = 25.0
     # the operating point: None keeps the checkpoint's threshold (training's rule); a number is the most any kind of
@@ -551,7 +595,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     num_params = int(train_metrics.get("num_params") or evaluated.get("num_params") or num_params)
     shipped = export_checkpoint(ckpt, task=task)
     with tempfile.TemporaryDirectory() as tmp:  # the shipped weights score everything below
-        det = Detector.load(save_torch(Path(tmp) / f"{task}.pt", shipped), device, o.precision)
+        det = Detector.load(save_torch(Path(tmp) / f"{task}.pt", shipped), device, stage_precision(o.precision, device))
 
     def manifest(name):
         return read_manifest(Path(data_dir) / name / "manifest.csv")
@@ -575,7 +619,12 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     y_test = np.array([r["label"] for r in test])
     p_test = _score(det, [r["path"] for r in test], batch_size, f"{run} on {dataset}/test")
     out_test = calibrate(p_test, calibration)
-    check["test_auc_shipped"] = float(roc_auc(y_test, p_test))  # fp16 export: beside the card's evaluate figure
+    # the fp16 export beside the card's evaluate figure, in the evaluate stage's precision (the same numbers: a
+    # bf16 evaluation and this fp32 scoring differ by more than a changed model would on a small split)
+    same = det.with_options(precision=stage_precision(o.check_precision, det.device))
+    p_check = p_test if same.precision == det.precision else _score(same, [r["path"] for r in test], batch_size,
+                                                                     f"{run} on {dataset}/test ({same.precision})")
+    check["test_auc_shipped"] = float(roc_auc(y_test, p_check))
     check["test_auc_evaluate"] = float(evaluated["auc"])
     if abs(check["test_auc_shipped"] - check["test_auc_evaluate"]) > auc_tolerance:
         where = metrics_dir / "evaluate" / f"{run}.json"
@@ -615,13 +664,13 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         if k in same:
             fpr[k]["note"] = overlap_note(len(real_sets[k]), same[k], f"{sources[dataset]} val reals")
 
+    pt = save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
+                                                              output_threshold=threshold))
     card = build_card(task, run, ckpt, evaluated, train_metrics, {
         "dataset": dataset_summary(dataset, params["data"][dataset]["source"], own), "val_aucs": val_aucs,
         "threshold": threshold, "calibration": calibration, "calibration_check": check,
         "reliability": reliability(y_test, out_test), "fpr": fpr, "prov": prov or provenance(),
-        "num_params": num_params, "operating_point": op})
-    save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
-                                                         output_threshold=threshold))
+        "num_params": num_params, "operating_point": op, "weights_sha256": sha256_of(pt)})
     write_json(out_dir / f"{task}.json", card)
     save_reliability_figure(out_dir / f"{task}_reliability.png", card)
     write_text(out_dir / f"{task}.md", card_markdown(card))
@@ -655,34 +704,97 @@ def verdict_rates(params: dict, datasets: list[str], out_dir: str | Path, tasks:
                     "face found, or every face too small to judge"), "sets": sets}
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_inputs(params: dict, tasks: list[tuple[str, str]], reals: list[str], options: ReleaseOptions) -> None:
+    """Every input of the release stage, checked before anything is scored or written: each run's evaluate JSON
+    and training metrics (readable JSON objects, validation AUCs finite numbers in [0, 1], the test figures the
+    card copies numbers), a candidate for each task, its checkpoint, the datasets' manifests and the reals
+    folders. A problem is a ReleaseError of one line naming the file and the fix."""
+    metrics_dir, data_dir = Path(options.metrics_dir), Path(options.data_dir)
+    for task, dataset in tasks:
+        val_aucs = candidates(params[RUNS], dataset, metrics_dir)  # every evaluate JSON read and checked
+        if not val_aucs:
+            raise ReleaseError(f"no run of '{RUNS}' was trained on dataset '{dataset}' (task {task})")
+        run = pick_run(val_aucs)
+        ev_path = metrics_dir / "evaluate" / f"{run}.json"
+        evaluated = _read_json(ev_path)
+        _auc_value(evaluated.get("auc"), ev_path, "auc", required=True)
+        for key in ("auc_ci_low", "auc_ci_high", "n_real", "n_fake"):
+            if key in evaluated and evaluated[key] is not None and not _number(evaluated[key]):
+                raise ReleaseError(f"{ev_path}: '{key}' must be a number, got {json.dumps(evaluated[key])[:40]}: "
+                                   "rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
+        for key in ("robustness", "cross_generator"):
+            if evaluated.get(key) is not None and not isinstance(evaluated[key], dict):
+                raise ReleaseError(f"{ev_path}: '{key}' must be an object, got {json.dumps(evaluated[key])[:40]}: "
+                                   "rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
+        pt = Path(options.models_dir) / f"{run}.pt"
+        held = read_checkpoint(pt).get("run", "")
+        if held != run:  # the card names the run: weights of another run under this name would be mislabelled
+            raise ReleaseError(f"{pt}: holds run '{held}', not '{run}' (a copied or swapped checkpoint?); rerun "
+                               f"its training stage, or restore it (dvc checkout {pt})")
+        manifest = data_dir / dataset / "manifest.csv"
+        if not manifest.is_file():
+            raise ReleaseError(f"{manifest}: not found; the release of {task} scores the validation and test splits "
+                               "of its dataset (dvc repro real/dvc.yaml:prepare-splits)")
+        if not isinstance((params.get("data") or {}).get(dataset), dict):
+            raise ReleaseError(f"params: 'data.{dataset}' is not set (task {task} names dataset '{dataset}')")
+    for folder in reals:
+        if not Path(folder).is_dir() or not folder_images(folder):
+            raise ReleaseError(f"{folder}: no images (the reals of an evaluation set): put them there, or drop "
+                               "the --reals option")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Every file made in ``staging`` moved into ``out_dir`` (each by one rename: a reader sees the old file or
+    the new one)."""
+    for f in sorted(staging.iterdir()):
+        with output_errors(out_dir / f.name):
+            os.replace(f, out_dir / f.name)
+
+
 def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_dir: str | Path,
               options: ReleaseOptions | None = None) -> dict[str, dict]:
     """The release stage: every (task, dataset) of ``tasks``; fails when the shipped .pt files exceed
-    ``max_total_mb`` together (a package that ships them must stay small)."""
+    ``max_total_mb`` together (a package that ships them must stay small). Every input is checked first
+    (``check_inputs``), and the files are made in a scratch folder inside ``out_dir`` and moved over the shipped
+    ones only when every task succeeded: a failed release leaves the package's detectors as they were (the stage's
+    outs are ``persist: true``, so DVC does not delete them before the run)."""
     from .engine import resolve_device
 
+    o = options or ReleaseOptions()
+    check_inputs(params, tasks, reals, o)
     device = resolve_device(params["device"])
     prov = provenance()  # before anything is written: the commit and whether the tree differed from it
-    cards = {}
-    for task, dataset in tasks:
-        cards[task] = release_task(task, dataset, params, reals, out_dir, options, device, prov)
-        c = cards[task]
-        print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC {c['test']['auc']:.3f}"
-              f", threshold {c['threshold']:.4f}, calibration {'platt' if c['calibration'] else 'none'}, "
-              f"ECE {c['reliability']['ece']:.3f}")
-    o = options or ReleaseOptions()
-    if len(tasks) > 1 and o.max_source_fpr is not None:  # the user's path: every detector at once
-        datasets = list(dict.fromkeys([d for _, d in tasks] + list(o.threshold_reals)))
-        verdict = verdict_rates(params, datasets, out_dir, [t for t, _ in tasks], device, o.data_dir)
-        for task, _ in tasks:
-            cards[task]["verdict_false_positive_rate"] = verdict
-            write_json(Path(out_dir) / f"{task}.json", cards[task])
-            write_text(Path(out_dir) / f"{task}.md", card_markdown(cards[task]))
-        print("release: both detectors call fake " + ", ".join(
-            f"{k} {_fmt(v['fpr'], '.1%')}" for k, v in verdict["sets"].items()) + " of the test reals")
-    total = sum((Path(out_dir) / f"{task}.pt").stat().st_size for task, _ in tasks) / 2**20
-    max_total_mb = (options or ReleaseOptions()).max_total_mb
-    if total > max_total_mb:
-        raise ReleaseError(f"{out_dir}: the shipped detectors take {total:.1f} MB together, over the {max_total_mb:g} "
-                           "MB limit (--max-total-mb); pick smaller runs or raise the limit")
+    out_dir = Path(out_dir)
+    with output_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".release-", dir=out_dir))
+    try:
+        cards = {}
+        for task, dataset in tasks:
+            cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov)
+            c = cards[task]
+            print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC "
+                  f"{c['test']['auc']:.3f}, threshold {c['threshold']:.4f}, calibration "
+                  f"{'platt' if c['calibration'] else 'none'}, ECE {c['reliability']['ece']:.3f}")
+        if len(tasks) > 1 and o.max_source_fpr is not None:  # the user's path: every detector at once
+            datasets = list(dict.fromkeys([d for _, d in tasks] + list(o.threshold_reals)))
+            verdict = verdict_rates(params, datasets, staging, [t for t, _ in tasks], device, o.data_dir)
+            for task, _ in tasks:
+                cards[task]["verdict_false_positive_rate"] = verdict
+                write_json(staging / f"{task}.json", cards[task])
+                write_text(staging / f"{task}.md", card_markdown(cards[task]))
+            print("release: both detectors call fake " + ", ".join(
+                f"{k} {_fmt(v['fpr'], '.1%')}" for k, v in verdict["sets"].items()) + " of the test reals")
+        total = sum((staging / f"{task}.pt").stat().st_size for task, _ in tasks) / 2**20
+        if total > o.max_total_mb:
+            raise ReleaseError(f"{out_dir}: the shipped detectors would take {total:.1f} MB together, over the "
+                               f"{o.max_total_mb:g} MB limit (--max-total-mb); pick smaller runs or raise the limit "
+                               "(the shipped files were left as they were)")
+        _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return cards
