@@ -619,7 +619,7 @@ def test_crop_faces_refuses_a_dst_that_holds_files_and_replace_empties_it(tmp_pa
     crop.crop_folder(labelled, dst, size=32, detector=_centre_face, progress=False)
     write_image(dst / "real" / "stale.png", 7)  # an older crop
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(crop, "Detector", lambda: _no_crop_may_happen)
+        mp.setattr(crop, "FaceFinder", lambda: _no_crop_may_happen)
         assert cli.main(["crop-faces", str(labelled), str(dst), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"deepfake-detect: error: {dst}: already holds 3 entries")
@@ -672,7 +672,7 @@ def test_crop_faces_dst_class_folder_that_is_a_file_fails_before_any_crop(tmp_pa
     dst.mkdir()
     (dst / "real").write_text("a file")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(crop, "Detector", lambda: _no_crop_may_happen)
+        mp.setattr(crop, "FaceFinder", lambda: _no_crop_may_happen)
         assert cli.main(["crop-faces", str(labelled), str(dst), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{dst}: already holds 1 entry (e.g. real)" in err

@@ -181,7 +181,7 @@ def test_replace_keeps_a_file_a_person_put_in_an_earlier_output(tmp_path, photos
         crop.crop_folder(photos, dst, size=32, detector=_never, progress=False, replace=True)
     assert (dst / "groups.csv").is_file() and len(list(dst.rglob("*.png"))) == 4
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(crop, "Detector", lambda: _never)
+        mp.setattr(crop, "FaceFinder", lambda: _never)
         err = _one_line_exit_2(["crop-faces", str(photos), str(dst), "--replace", "--quiet"], capsys)
     assert "groups.csv" in err
     (dst / "groups.csv").unlink()

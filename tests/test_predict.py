@@ -443,7 +443,8 @@ def test_each_detector_gets_its_own_framing_and_the_same_p_as_alone(tmp_path, de
     def ckpt(name, scale):
         domain = {"data": "demo", "image_size": 64, "native_size": [128, 128], "face_crops": True,
                   "framing": {"scale": scale, "ox": 0.0, "oy": 0.0}}
-        return Detector.load(sensitive_checkpoint(tmp_path / f"{name}.pt", demo_faces, domain=domain), "cpu", "fp32")
+        ckpt_path = sensitive_checkpoint(tmp_path / f"{name}.pt", demo_faces, domain=domain, run=name)
+        return Detector.load(ckpt_path, "cpu", "fp32")
 
     tight, loose = ckpt("tight", 0.8), ckpt("loose", 2.0)
     pic = _blurred(load_rgb(demo_faces[1]))

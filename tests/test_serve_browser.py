@@ -87,8 +87,9 @@ def pictures(tmp_path_factory, demo_faces, server) -> list[Path]:
     astronaut = root / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(astronaut)
     for fake in (p for p in demo_faces if p.parent.name == "fake"):
-        if any(r["status"] == "ok" for r in _api(server, fake)["rows"]):
-            shutil.copy(fake, root / "generated_face.png")
+        # at 384 px: the 128 px demo face would be too small to judge for the 224 px detectors
+        Image.open(fake).resize((384, 384), Image.BICUBIC).save(root / "generated_face.png")
+        if any(r["status"] == "ok" for r in _api(server, root / "generated_face.png")["rows"]):
             return [astronaut, root / "generated_face.png"]
     pytest.fail("MTCNN found a face in none of the demo fakes")
 

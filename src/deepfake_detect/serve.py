@@ -184,7 +184,7 @@ class Scorer:
 
     def score(self, uploads, gradcam: bool = False, frames: int | None = None) -> dict:
         """The answer to one predict request (see the module doc); UploadError for a refused upload."""
-        from .predict import OK, fields, predict_files, write_rows
+        from .predict import OK, TOO_SMALL, fields, predict_files, write_rows
 
         if not uploads:
             raise UploadError(400, "no files: send one or more pictures or videos as multipart field 'files'")
@@ -208,7 +208,8 @@ class Scorer:
                 names = [d.name for d in self.detectors]
                 for r in rows:
                     i = index[r["path"]]
-                    bad = r["status"] != OK and not r["status"].startswith("no face found")
+                    bad = r["status"] != OK and not r["status"].startswith("no face found") and \
+                        TOO_SMALL not in r["status"]  # answers about the picture, not a bad upload
                     if bad:
                         raise UploadError(400, f"{files[i]['name']}: {r['status']}")
                     if cams is not None and r["status"] == OK and r["face"] != "mean":
