@@ -437,6 +437,10 @@ def save_reliability_figure(path: str | Path, card: dict) -> Path:
     return save_figure(path, fig, dpi=80, metadata={"Software": None})
 
 
+CODE_PATHS = (":/src", ":/stages", ":/params.yaml", ":/real/params.yaml", ":/dvc.yaml", ":/real/dvc.yaml",
+              ":/pyproject.toml", ":/requirements.txt", ":(exclude,top)src/deepfake_detect/detectors")
+
+
 def provenance(root: str | Path = ".") -> dict:
     """The commit the release was made from (and whether the working tree differed from it), the command, the lock."""
     def git(*args):
@@ -446,7 +450,9 @@ def provenance(root: str | Path = ".") -> dict:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # dirty: the code or params differ from the commit; the pipeline's own outputs (metrics, plots, locks, the
+    # detectors being written), which change while it runs, do not count
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     return {"commit": commit, "dirty": None if status is None else bool(status), "command": COMMAND, "lock": LOCK}
 
 
