@@ -41,6 +41,7 @@ from .detector import Detector, calibrate, sha256_of, stage_precision  # calibra
 from .errors import UserError
 from .io import output_errors, save_torch, write_json, write_text
 from .metrics import auc as roc_auc
+from .metrics_files import MetricsFileError, read_metrics_json
 from .sources import sources_of_rows, threshold_for_sources
 
 CARD_FORMAT = "deepfake-detect-card"
@@ -80,32 +81,13 @@ class ReleaseError(UserError, ValueError):
 # ---------------------------------------------------------------------------------------------- choosing a run
 
 def _read_json(path: Path) -> dict:
-    """The JSON object in ``path``; anything else (missing, a folder, unreadable, empty, not UTF-8, truncated or
-    invalid JSON, a list or other value) is a ReleaseError of one line naming the file and the fix."""
-    path = Path(path)
-    fix = "rerun the stage that writes it (`dvc repro real/dvc.yaml`)"
+    """The JSON object in ``path`` (``metrics_files.read_metrics_json``: missing, a folder, unreadable, empty, not
+    UTF-8, truncated or invalid JSON, a list or other value are each one line naming the file and the fix), as a
+    ReleaseError."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ReleaseError(f"{path}: not found (run `dvc repro real/dvc.yaml` first)") from None
-    except IsADirectoryError:
-        raise ReleaseError(f"{path}: a folder, not a JSON file; remove it and {fix}") from None
-    except OSError as e:
-        raise ReleaseError(f"{path}: cannot be read ({e.strerror or type(e).__name__}); fix its permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ReleaseError(f"{path}: not UTF-8 text (byte {e.start}); damaged or edited by hand: {fix}") from None
-    if not text.strip():
-        raise ReleaseError(f"{path}: empty (a stage killed while writing it?): {fix}")
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-        raise ReleaseError(f"{path}: truncated or not valid JSON{where}: {fix}") from None
-    if not isinstance(data, dict):
-        raise ReleaseError(f"{path}: a JSON {type(data).__name__}, not an object: {fix}")
-    return data
+        return read_metrics_json(path)
+    except MetricsFileError as e:
+        raise ReleaseError(str(e)) from None
 
 
 def _auc_value(value: Any, path: Path, key: str, required: bool = False) -> float | None:
