@@ -208,9 +208,36 @@ def render_panel_block(pipeline: str, root: str | Path = ".") -> str:
     return panel_table({run: {PANEL_KEY: p} for run, p in panels.items()}).rstrip("\n")
 
 
+def render_sources_table(pipeline: str, root: str | Path = ".") -> str:
+    """Per source of every dataset with a sources.csv (the evaluate JSON's ``per_source``), one column per run
+    scored on it: each fake source's AUC against every real of the test split, then each real source's
+    false-positive rate at the run's threshold; n per source."""
+    folder = Path(root) / PIPELINES[pipeline][0]
+    runs = _lock_runs(_lock(folder))
+    evaluated = {run: read_metrics_json(folder / "metrics" / "evaluate" / f"{run}.json") for run in runs}
+    per = {(run, d): ps for run, m in evaluated.items() for d, ps in (m.get("per_source") or {}).items()
+           if d == m["cross_dataset"]["trained_on"]}  # on its own test split: whole, not a subsample
+    if not per:
+        return "No dataset with a sources.csv in this pipeline."
+    cols = list(per)
+    head = ["source (test split)", "n"] + [f"`{run}` on {d}" for run, d in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    fakes = list(dict.fromkeys(k for ps in per.values() for k in ps["fake"]))
+    reals = list(dict.fromkeys(k for ps in per.values() for k in ps["real"]))
+    for src in fakes:
+        first = next(ps["fake"][src] for ps in per.values() if src in ps["fake"])
+        lines.append(f"| fake: {src} ({first['generator']}), AUC | {first['n']} | "
+                     + " | ".join(fmt(per[c]["fake"].get(src, {}).get("auc")) for c in cols) + " |")
+    for src in reals:
+        first = next(ps["real"][src] for ps in per.values() if src in ps["real"])
+        lines.append(f"| real: {src}, FPR at the run's threshold | {first['n']} | "
+                     + " | ".join(fmt(per[c]["real"].get(src, {}).get("fpr"), ".1%") for c in cols) + " |")
+    return "\n".join(lines)
+
+
 # block suffix -> what renders it (``<pipeline><suffix>``)
 BLOCKS = {"": render_table, "-cross": render_cross_table, "-robustness": render_panel_block,
-          "-generalization": render_generalization_table}
+          "-generalization": render_generalization_table, "-sources": render_sources_table}
 
 
 DETECTORS_DIR = Path("src") / "deepfake_detect" / "detectors"  # the shipped detectors' cards (release stage)
@@ -221,14 +248,18 @@ def render_detectors(root: str | Path = ".") -> str:
     cards = [read_metrics_json(p) for p in sorted((Path(root) / DETECTORS_DIR).glob("*.json"))]
     if not cards:
         return "No shipped detectors yet: `dvc repro real/dvc.yaml:release` makes them."
-    rows = ["| detector | task | run | test AUC [95 % CI] | threshold | calibration | FPR on real images | ECE |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| detector | task | run | test AUC [95 % CI] | threshold | calibration | FPR on real images (test) | "
+            "both detectors: verdict FPR (test) | ECE |", "|---|---|---|---|---|---|---|---|---|"]
     for c in cards:
         t = c["test"]
-        fpr = "; ".join(f"{name} {fmt(v['fpr'], '.1%')} (n={v['n']})" for name, v in c["false_positive_rate"].items())
+        op = c.get("operating_point")  # per kind of real photo, when the threshold was set that way
+        rates = op["test"] if op else c["false_positive_rate"]
+        fpr = "; ".join(f"{name} {fmt(v['fpr'], '.1%')} (n={v['n']})" for name, v in rates.items())
+        verdict = (c.get("verdict_false_positive_rate") or {}).get("sets") or {}
+        both = "; ".join(f"{name} {fmt(v['fpr'], '.1%')} (n={v['n']})" for name, v in verdict.items()) or "–"
         cal = "Platt" if c.get("calibration") else "none"
         rows.append(f"| `{c['name']}` | {c['task']} | `{c['run']}` | **{fmt(t['auc'])}** [{fmt(t['auc_ci_low'])}, "
-                    f"{fmt(t['auc_ci_high'])}] | {fmt(c['threshold'], '.4f')} | {cal} | {fpr} | "
+                    f"{fmt(t['auc_ci_high'])}] | {fmt(c['threshold'], '.4f')} | {cal} | {fpr} | {both} | "
                     f"{fmt(c['reliability']['ece'])} |")
     return "\n".join(rows)
 
