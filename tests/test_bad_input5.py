@@ -106,7 +106,8 @@ def test_swapped_weights_are_refused_naming_both_files(tmp_path):
     with pytest.raises(DetectorError) as e:
         Detector.load(pt, "cpu", "fp32")
     msg = str(e.value)
-    assert str(tmp_path / "x.json") in msg and str(pt) in msg and "finetune-synth" in msg and "\n" not in msg
+    run = json.loads((SHIPPED / "generated.json").read_text())["run"]  # the card's run, named in the message
+    assert str(tmp_path / "x.json") in msg and str(pt) in msg and run in msg and "\n" not in msg
 
 
 def test_changed_weights_of_the_same_run_are_refused(tiny):
