@@ -3,6 +3,7 @@ one way, in the same layout with its own sources.csv (sources.py); optionally a 
 in train and val (the leave-out run).
 
     python stages/frame_faces.py SRC DST [--size 224] [--margin 0.35] [--exclude sdfd --exclude sdxl ...]
+        [--train-also FOLDER ...]
 """
 import sys
 
@@ -15,14 +16,18 @@ from deepfake_detect.frame_faces import frame_sourced
 def main(argv=None):
     ap = stage_parser(__doc__)
     ap.add_argument("src", help="a folder in the course layout with sources.csv")
-    ap.add_argument("dst", help="the output folder: DST/all, DST/without (with --exclude), DST/frame_faces.json")
+    ap.add_argument("dst", help="the output folder: DST/<SRC's name>, DST/<SRC's name>_leaveout (with --exclude), "
+                                "DST/frame_faces.json")
     ap.add_argument("--size", type=int, default=224,
                     help=f"crop size in px, {SIZE.range_text()} (default: %(default)s)")
     ap.add_argument("--margin", type=float, default=0.35,
                     help=f"crop side = (1 + margin) x the face box, {MARGIN.range_text()} (default: %(default)s)")
-    ap.add_argument("--exclude", action="append", default=[], help="a source left out of DST/without's train and val")
+    ap.add_argument("--exclude", action="append", default=[],
+                    help="a source left out of the train and val splits of DST/<SRC's name>_leaveout")
+    ap.add_argument("--train-also", action="append", default=[], metavar="FOLDER",
+                    help="a course-layout folder whose train split is framed the same way and added to DST's train")
     args = ap.parse_args(argv)
-    frame_sourced(args.src, args.dst, args.size, args.margin, args.exclude)
+    frame_sourced(args.src, args.dst, args.size, args.margin, args.exclude, train_also=args.train_also)
 
 
 if __name__ == "__main__":

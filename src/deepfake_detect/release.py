@@ -54,7 +54,8 @@ CARD_KEYS = ("format", "name", "task", "run", "weights_sha256", "arch", "num_par
              "robustness", "cross_dataset", "cross_generator", "per_source", "false_positive_rate",
              "verdict_false_positive_rate", "not_for", "licence", "provenance")
 # what each task detects, for people (the card's ``task``)
-TASK_TITLES = {"faceswap": "face swaps (DFDC-style)", "generated": "GAN-generated faces (StyleGAN-style)"}
+TASK_TITLES = {"faceswap": "face swaps (DFDC-style)",
+               "generated": "generated faces (GAN and diffusion: StyleGAN family, Stable Diffusion 2.1, SDXL, FLUX.1)"}
 WEIGHTS_LICENCE = "weights: research use, non-commercial, inherits the training data's terms"
 # the terms of each source folder, as distributed with it (documentation, not a choice: a new source says "unknown")
 DATA_LICENCES = {
@@ -63,7 +64,13 @@ DATA_LICENCES = {
     "stylegan_faces": "research use, non-commercial (FFHQ: CC BY-NC-SA 4.0, the photographs under their own "
                       "licences; StyleGAN images: NVIDIA Source Code License-NC, non-commercial), as distributed with "
                       "the dataset; check the source's terms",
+    "generated_faces": "research use only, never redistributed (DFDC: research use; FFHQ: CC BY-NC-SA 4.0; StyleGAN "
+                       "images: NVIDIA, non-commercial; SDFD; SFHQ-T2I: MIT; scraped generator sites and Unsplash "
+                       "photographs as distributed in public course repositories), as the dataset's README states; "
+                       "check each source's terms",
 }
+DATA_LICENCES["dfdc_faces_xl"] = DATA_LICENCES["dfdc_faces"]  # more images of the same DFDC identity groups
+DATA_LICENCES["generated_faces_leaveout"] = DATA_LICENCES["generated_faces"]
 UNKNOWN_LICENCE = "unknown: check the source's terms before any use"
 # the card copies the test figures of metrics/evaluate/<run>.json: the shipped weights must give the same test AUC
 # within this (float16 weights, the evaluate stage's precision), or that JSON describes another model
