@@ -291,3 +291,24 @@ def test_readme_block_lists_each_shipped_card(released, tmp_path):
     assert len(table) == 3 and table[2].startswith(f"| `faceswap` | face swaps (DFDC-style) | `steady` | **{auc:.3f}** "
                                                    f"[{auc - 0.05:.3f}, {auc + 0.05:.3f}] |")
     assert "xgen_faces reals" in table[2] and f"{card['reliability']['ece']:.3f} |" in table[2]
+
+
+def test_a_file_scored_once_under_two_paths_is_not_scored_again(tmp_path, demo_faces):
+    """release._score's cache is by content: dfdc_faces_xl's val/test are dfdc_faces' byte copies, the leave-out
+    layout links the generated crops; the scores equal a fresh scoring's."""
+    det = Detector.load(sensitive_checkpoint(tmp_path / "s.pt", demo_faces), "cpu", "fp32")
+    copies = []
+    for i, p in enumerate(demo_faces[:5]):
+        copies.append(tmp_path / "copy" / f"{i}{p.suffix}")
+        copies[-1].parent.mkdir(exist_ok=True)
+        copies[-1].write_bytes(p.read_bytes())
+    calls = []
+    score_paths = det.score_paths
+    det.score_paths = lambda paths, **kw: (calls.append(list(paths)), score_paths(paths, **kw))[1]
+    cache: dict[str, float] = {}
+    first = release._score(det, [str(p) for p in demo_faces], 8, "originals", cache)
+    again = release._score(det, [str(p) for p in copies + demo_faces[5:7]], 8, "copies", cache)
+    assert len(calls) == 1 and len(calls[0]) == len(demo_faces)  # the second call scored nothing
+    assert np.array_equal(again, first[list(range(5)) + [5, 6]])
+    fresh = release._score(det, [str(p) for p in copies], 8, "no cache")
+    assert np.abs(fresh - first[:5]).max() < 1e-6  # fp32, the same batches' arithmetic within 1e-6

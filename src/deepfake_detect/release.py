@@ -523,14 +523,23 @@ class ReleaseOptions:
     threshold_reals: tuple[str, ...] = ()
 
 
-def _score(det, paths, batch_size, desc) -> np.ndarray:
-    """Raw p(fake) of the shipped weights (calibration is fitted on these, then applied by ``calibrate``)."""
-    print(f"release: scoring {len(paths)} image(s): {desc}", flush=True)
-    p, errors = det.score_paths(list(paths), batch_size=batch_size, progress=False, desc=desc)
+def _score(det, paths, batch_size, desc, cache: dict[str, float] | None = None) -> np.ndarray:
+    """Raw p(fake) of the shipped weights (calibration is fitted on these, then applied by ``calibrate``).
+    ``cache`` ({file's sha1: p} of this ``det``): a file already scored, here or under another path (dfdc_faces_xl's
+    val and test are dfdc_faces' byte copies; the leave-out layout links the same crops), is not scored again."""
+    paths = list(paths)
+    keys = [_sha1(q) for q in paths] if cache is not None else None
+    todo = paths if cache is None else list({k: q for k, q in zip(keys, paths) if k not in cache}.values())
+    print(f"release: scoring {len(todo)} image(s): {desc}"
+          + (f" ({len(paths) - len(todo)} scored already)" if len(todo) < len(paths) else ""), flush=True)
+    p, errors = det.score_paths(todo, batch_size=batch_size, progress=False, desc=desc) if todo else ([], {})
     if errors:
         raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
                            + "; ".join(list(errors.values())[:3]))
-    return p
+    if cache is None:
+        return p
+    cache.update(zip(map(_sha1, todo), (float(x) for x in p)))
+    return np.array([cache[k] for k in keys], dtype=float)
 
 
 def reals_by_source(params: dict, name: str, rows: list[dict], split: str) -> dict[str, list[str]]:
@@ -545,16 +554,13 @@ def reals_by_source(params: dict, name: str, rows: list[dict], split: str) -> di
 
 
 def operating_point(det: Detector, groups: dict[str, dict[str, list[str]]], max_fpr: float, calibration,
-                    batch_size: int, known: dict[str, np.ndarray]) -> dict:
+                    batch_size: int, cache: dict[str, float]) -> dict:
     """The threshold at which no kind of real photo of ``groups["val"]`` ({source: paths}) is called fake more
     than ``max_fpr`` of the time (sources.threshold_for_sources: the worst sets it), on the calibrated output, and
-    the rate of each source of ``groups["val"]`` and ``groups["test"]`` at it. ``known``: raw scores already made
-    ({path: p})."""
+    the rate of each source of ``groups["val"]`` and ``groups["test"]`` at it. ``cache``: raw scores already made
+    ({file's sha1: p}, ``_score``)."""
     def scores(paths, desc):
-        todo = [q for q in paths if q not in known]
-        if todo:
-            known.update(zip(todo, _score(det, todo, batch_size, desc)))
-        return calibrate(np.array([known[q] for q in paths]), calibration)
+        return calibrate(_score(det, paths, batch_size, desc, cache), calibration)
 
     p = {split: {src: scores(paths, f"{split} reals of {src}") for src, paths in g.items()}
          for split, g in groups.items()}
@@ -597,7 +603,8 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
 
     own = manifest(dataset)
     val = [r for r in own if r["split"] == "val"]
-    p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val")
+    cache: dict[str, float] = {}  # {file's sha1: raw p} of det: every set below shares it (_score)
+    p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val", cache)
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
     threshold = map_threshold(ckpt["threshold"], calibration)
     op = None
@@ -605,14 +612,13 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         groups = {split: {k: v for d in (dataset, *[t for t in o.threshold_reals if t != dataset])
                           for k, v in reals_by_source(params, d, own if d == dataset else manifest(d), split).items()}
                   for split in ("val", "test")}
-        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size,
-                             dict(zip([r["path"] for r in val], p_val)))
+        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size, cache)
         threshold = op["threshold"]
         print(f"release: {task} threshold {threshold:.4f} ({op['rule']})")
 
     test = [r for r in own if r["split"] == "test"]
     y_test = np.array([r["label"] for r in test])
-    p_test = _score(det, [r["path"] for r in test], batch_size, f"{run} on {dataset}/test")
+    p_test = _score(det, [r["path"] for r in test], batch_size, f"{run} on {dataset}/test", cache)
     out_test = calibrate(p_test, calibration)
     # the fp16 export beside the card's evaluate figure, in the evaluate stage's precision (the same numbers: a
     # bf16 evaluation and this fp32 scoring differ by more than a changed model would on a small split)
@@ -640,14 +646,14 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         else:
             rows = [r for r in manifest(name) if r["split"] == "test" and r["label"] == LABELS["real"]]
             real_sets[label] = [r["path"] for r in rows]
-            scores[label] = calibrate(_score(det, real_sets[label], batch_size,
-                                             f"{run} on {label}"), calibration)
+            scores[label] = calibrate(_score(det, real_sets[label], batch_size, f"{run} on {label}", cache),
+                                      calibration)
     for folder in reals:
         label = f"{Path(folder).parent.name} reals"
         real_sets[label] = folder_images(folder)
         if not real_sets[label]:
             raise ReleaseError(f"{folder}: no images (the reals of an evaluation set)")
-        scores[label] = calibrate(_score(det, real_sets[label], batch_size, f"{run} on {label}"),
+        scores[label] = calibrate(_score(det, real_sets[label], batch_size, f"{run} on {label}", cache),
                                   calibration)
     for name in sources:  # where the reals folders came from: the validation reals of a dataset
         if (Path(data_dir) / name / "manifest.csv").is_file():
