@@ -71,8 +71,8 @@ def subset(rows: list[dict], split: str, n: int, seed: int = 0) -> list[dict]:
 
 def section(**kw) -> dict:
     params = rename_run(load_params(REPO / "params.yaml", {"device": kw.pop("device", "auto"),
-                                                           "train-simplenet-fakes": kw}), "simplenet-fakes", "bench")
-    return params, params["train-simplenet-fakes"]
+                                                           "simplenet-fakes": kw}), "simplenet-fakes", "bench")
+    return params, params["bench"]
 
 
 class Timer:
@@ -221,10 +221,10 @@ from pathlib import Path
 from deepfake_detect.config import load_params, rename_run
 from deepfake_detect.train import fit
 data, out, cache, size, steps = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-params = rename_run(load_params(sys.argv[6], {"train-simplenet-fakes": {"image_size": size, "epochs": 1,
+params = rename_run(load_params(sys.argv[6], {"simplenet-fakes": {"image_size": size, "epochs": 1,
                     "max_steps_per_epoch": steps, "eval_test_every_epoch": False}}), "simplenet-fakes", "rss")
 t = time.perf_counter()
-fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=out / "models",
+fit(params["rss"], params, data_dir=data, models_dir=out / "models",
     metrics_dir=out / "metrics", cache_dir=cache, progress=False)
 # VmHWM: this process's own peak (ru_maxrss would include the parent's peak, inherited across exec);
 # the loader runs in-process on CPU (0 workers), so it is all of the trainer's memory

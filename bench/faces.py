@@ -228,13 +228,13 @@ def quick_probe(work: Path, source: Path) -> Path:
     from deepfake_detect.train import fit
 
     params = load_params(REPO / "params.yaml", {"device": "cpu", "data": {"synthetic": {"source": str(source)}},
-                                                "finetune-xception": {
+                                                "finetune-synth": {
         "run": "faces-probe", "model": "probe", "image_size": 128, "epochs": 2, "max_steps_per_epoch": 10,
         "batch_size": 32,
         "model_params": {"backbone": "efficientnet_lite0", "weights": "packaged", "dropout": 0.2},
         "lr": 0.003, "backbone_lr": None, "freeze_backbone_epochs": 0, "frozen_layers": [], "tta": "none",
         "eval_test_every_epoch": False, "early_stopping_patience": 0}})
-    cfg = params["finetune-xception"]
+    cfg = params["finetune-synth"]
     ckpt = work / "models" / "faces-probe.pt"
     if not ckpt.exists():
         prepare_dataset("synthetic", params["data"]["synthetic"], work / "data" / "synthetic", progress=False)

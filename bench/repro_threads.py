@@ -33,13 +33,25 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 SMOKE = {"image_size": 64, "batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2}  # + 16/8/8 demo images
 
 
-def make_data(params_path: Path, stage: str, data_dir: Path, smoke: bool) -> None:
-    """The stage's dataset as prepare-splits writes it (the demo sizes of the params file, or tiny ones)."""
+def run_of(params_path: Path, stage: str) -> str:
+    """The run that training ``stage`` trains (``runs`` of the params file; its section has the run's name)."""
+    from deepfake_detect.config import RUNS, ParamsError, load_params
+
+    runs = load_params(params_path)[RUNS]
+    run = next((r for r, s in runs.items() if s == stage), None)
+    if run is None:
+        raise ParamsError(f"{params_path}: no run of '{RUNS}' is trained by stage {stage!r} "
+                          f"(stages: {', '.join(runs.values())})")
+    return run
+
+
+def make_data(params_path: Path, run: str, data_dir: Path, smoke: bool) -> None:
+    """The run's dataset as prepare-splits writes it (the demo sizes of the params file, or tiny ones)."""
     from deepfake_detect.config import load_params
     from deepfake_detect.splits import SplitOptions, prepare_dataset
 
     params = load_params(params_path)
-    dataset, demo = params[stage]["dataset"], dict(params["demo"])
+    dataset, demo = params[run]["dataset"], dict(params["demo"])
     if smoke:
         demo = {**demo, "image_size": 64, dataset: {**demo[dataset], "train": 16, "val": 8, "test": 8}}
     prepare_dataset(dataset, params["data"][dataset], data_dir / dataset,
@@ -58,10 +70,10 @@ def worker(spec: dict) -> dict:
     from deepfake_detect.config import load_params
     from deepfake_detect.train import fit
 
-    changes = {"device": "cpu", spec["stage"]: dict(spec["changes"], **({"channels_last": False}
-                                                                        if spec["strict"] else {}))}
+    changes = {"device": "cpu", spec["run"]: dict(spec["changes"], **({"channels_last": False}
+                                                                      if spec["strict"] else {}))}
     params = load_params(spec["params"], changes)
-    cfg, out = params[spec["stage"]], Path(spec["out_dir"])
+    cfg, out = params[spec["run"]], Path(spec["out_dir"])
     summary = fit(cfg, params, data_dir=spec["data_dir"], models_dir=out / "models", metrics_dir=out / "metrics",
                   cache_dir=out / "cache", progress=False)
     state = read_checkpoint(out / "models" / f"{cfg['run']}.pt")["state_dict"]
@@ -118,14 +130,15 @@ def main() -> None:
         return
     modes = ["default"] if args.smoke else args.modes
     with tempfile.TemporaryDirectory(prefix="repro-threads-") as tmp:
-        make_data(Path(args.params), args.stage, Path(tmp) / "data", args.smoke)
+        train_run = run_of(Path(args.params), args.stage)
+        make_data(Path(args.params), train_run, Path(tmp) / "data", args.smoke)
         combos = [(m, n, "native") for m in modes for n in args.threads]
         combos += [(m, max(args.threads), "avx2") for m in modes] if args.avx2 else []
         runs = []
         for mode, n, isa in combos:
             name = f"{mode}-{n}t-{isa}"
             runs.append(run({"name": name, "mode": mode, "threads": n, "isa": isa, "strict": mode == "strict",
-                             "inproc_env": STRICT_ENV if mode == "strict" else {}, "stage": args.stage,
+                             "inproc_env": STRICT_ENV if mode == "strict" else {}, "run": train_run,
                              "params": args.params, "changes": SMOKE if args.smoke else {},
                              "data_dir": str(Path(tmp) / "data"), "out_dir": str(Path(tmp) / name)}))
             print(name, runs[-1], flush=True)

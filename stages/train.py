@@ -1,5 +1,5 @@
-"""DVC training stages (one per run; `runs` in the params maps each run to its stage and section):
-models/<run>.pt and metrics/train/<run>/.
+"""DVC training stages (one per run; `runs` in the params maps each run to its stage, and the run's params section
+has the run's name): models/<run>.pt and metrics/train/<run>/.
 
     python stages/train.py simplenet-fakes [--params params.yaml]
 """

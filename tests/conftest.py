@@ -97,9 +97,9 @@ def make_tiny(root, n=(16, 8, 8), size=64, seed=0):
 
 
 def tiny_params(run: str = "tiny", **section):
-    """params.yaml on the CPU with the train-simplenet-fakes recipe made tiny (64 px, batch 8, 2 epochs, changed
-    by ``section``) and trained as run ``run``: ``params["train-simplenet-fakes"]`` is its config."""
-    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
+    """params.yaml on the CPU with the simplenet-fakes recipe made tiny (64 px, batch 8, 2 epochs, changed by
+    ``section``) and trained as run ``run``: ``params[run]`` is its config."""
+    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "simplenet-fakes": {
         "image_size": 64, "batch_size": 8, "epochs": 2, **section}}), "simplenet-fakes", run)
 
 

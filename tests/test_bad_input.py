@@ -69,7 +69,7 @@ def _fit(root: Path, data: Path, kill_at: int | None = None, code: str | None = 
         mp.setattr(train, "train_one_epoch", dies)
         if code is not None:
             mp.setattr(train, "code_hash", lambda: code)
-        return train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+        return train.fit(params["tiny"], params, data_dir=data, models_dir=root / "models",
                          metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 
 
@@ -120,7 +120,7 @@ def test_training_into_unwritable_folder_fails_before_the_first_epoch(tmp_path):
     (tmp_path / "metrics").write_text("a file where the metrics folder should be")
     params = tiny_params()
     with pytest.raises(OutputError, match=r"tiny/metrics.json: cannot write \(.*metrics is a file, not a folder\)"):
-        train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+        train.fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
                   metrics_dir=tmp_path / "metrics" / "train", cache_dir=tmp_path / "cache", progress=False)
     assert not (tmp_path / "models" / "tiny.pt").exists()
 
@@ -396,8 +396,8 @@ def test_stage_into_unwritable_metrics_folder(tmp_path, tiny_ckpt, monkeypatch):
      "models/simplenet-fakes.pt: checkpoint not found; it is made by stage 'train-simplenet-fakes'"),
     ("explain.py", ["simplenet-fakes"], {"explain": {"n_examples": 0}},
      "'explain.n_examples' must be in [1, 64], got 0"),
-    ("train.py", ["competition-fakes"], {"train-competition": {"epochs": 0}},
-     "params.yaml: 'train-competition.epochs' must be in [1, 10000], got 0"),
+    ("train.py", ["competition-fakes"], {"competition-fakes": {"epochs": 0}},
+     "params.yaml: 'competition-fakes.epochs' must be in [1, 10000], got 0"),
     ("train.py", ["competition-fakes", "--params", "mine.yaml"], {"train-defaults": {"batch_size": 0}},
      "mine.yaml: 'train-defaults.batch_size' must be in [1, 4096], got 0"),
     ("train.py", ["nope", "--params", "mine.yaml"], {}, "mine.yaml: no run 'nope' in 'runs' (runs: simplenet-fakes,"),

@@ -64,7 +64,7 @@ def test_levers_on_a_tiny_trained_pipeline(tmp_path):
 
     data = make_tiny(tmp_path / "pipeline")
     params = tiny_params(epochs=2)
-    fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "pipeline" / "models",
+    fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "pipeline" / "models",
         metrics_dir=tmp_path / "pipeline" / "metrics", cache_dir=tmp_path / "cache", progress=False)
     report = _bench("levers.py", tmp_path, "--pipeline", str(tmp_path / "pipeline"))
     entry = report["runs"]["tiny"]

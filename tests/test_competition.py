@@ -27,7 +27,7 @@ def test_param_count_is_under_one_percent_of_simplenet():
 
 
 def test_params_yaml_section_builds_the_tested_model():
-    cfg = load_params(REPO / "params.yaml")["train-competition"]
+    cfg = load_params(REPO / "params.yaml")["competition-fakes"]
     assert cfg["run"] == "competition-fakes" and cfg["dataset"] == "fakes" and cfg["model"] == "competition"
     assert num_params(get_model(cfg["model"], cfg["image_size"], **cfg["model_params"])) == 141_522
 

@@ -21,6 +21,7 @@ from deepfake_detect.config import (
     load_params,
     merge_run,
     read_layers,
+    rename_run,
     run_config,
     validate,
 )
@@ -67,7 +68,7 @@ def test_params_file_sets_exactly_the_schema_keys():
     """Section by section: a key the code reads cannot hide in the code, and no key is left over. train-defaults
     sets every training key but dataset and model; each run's section sets those two and only keys it changes."""
     given = yaml.safe_load(PARAMS_FILES[0].read_text())
-    sections = set(given[RUNS].values())
+    sections = set(given[RUNS])  # each run's section has the run's name
     assert set(given) == set(SCHEMA) | sections
     for section in SCHEMA:
         if section == RECIPES:  # each recipe: any training keys but dataset (checked below)
@@ -91,7 +92,7 @@ def test_params_file_sets_exactly_the_schema_keys():
 def _value_in(params: dict, dotted: str):
     """What ``dotted`` is in the params file ``params`` (a run section's key: its merged training config's)."""
     *parents, leaf = dotted.split(".")
-    if parents and parents[0] in params[RUNS].values():
+    if parents and parents[0] in params[RUNS]:
         return merge_run(params, parents[0]).get(leaf) if leaf != RECIPE else params[parents[0]].get(RECIPE)
     for p in parents:
         params = params.get(p, {})
@@ -110,9 +111,9 @@ def test_real_params_holds_only_what_differs_from_its_base():
         assert set(base[RUNS]) - set(top[RUNS])
     assert all(base[RUNS][run] == stage for run, stage in top.get(RUNS, {}).items() if run in base[RUNS])
     for run in set(top.get(RUNS, {})) - set(base[RUNS]):
-        assert top[top[RUNS][run]]["dataset"] not in base["data"], run
+        assert top[run]["dataset"] not in base["data"], run
     top = {k: v for k, v in top.items() if k != RUNS}
-    sections = set(base[RUNS].values()) | set(top.get(RUNS, {}).values())
+    sections = set(base[RUNS]) | set(top.get(RUNS, {}))
     for dotted in _keys(top, schema={**SCHEMA, **{s: SECTION_SCHEMA for s in sections}}):
         value = top
         for part in dotted.split("."):
@@ -123,9 +124,9 @@ def test_real_params_holds_only_what_differs_from_its_base():
 @pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_run_loads_merged_and_its_model_builds(path):
     params = load_params(path)
-    for run, section in params[RUNS].items():
+    for run in params[RUNS]:
         cfg = run_config(params, run)
-        assert cfg is params[section] and cfg["run"] == run and set(cfg) == {"run", *TRAIN_SCHEMA}
+        assert cfg is params[run] and cfg["run"] == run and set(cfg) == {"run", *TRAIN_SCHEMA}
         check_model(cfg)
 
 
@@ -146,12 +147,12 @@ def test_every_number_has_a_range_and_it_is_enforced(tmp_path, dotted, key):
 
 
 @pytest.mark.parametrize("dotted,value,message", [
-    ("train-simplenet-synth.lr", "fast", "'train-simplenet-synth.lr' must be a number, got 'fast'"),
-    ("train-simplenet-synth.epochs", True, "'train-simplenet-synth.epochs' must be an integer, got True"),
-    ("train-competition.optimizer", "adamx", "'train-competition.optimizer' must be one of adam, adamw, sgd"),
-    ("finetune-xception.frozen_layers", [1], "'finetune-xception.frozen_layers' must be a list of strings"),
+    ("simplenet-synth.lr", "fast", "'simplenet-synth.lr' must be a number, got 'fast'"),
+    ("simplenet-synth.epochs", True, "'simplenet-synth.epochs' must be an integer, got True"),
+    ("competition-fakes.optimizer", "adamx", "'competition-fakes.optimizer' must be one of adam, adamw, sgd"),
+    ("finetune-synth.frozen_layers", [1], "'finetune-synth.frozen_layers' must be a list of strings"),
     ("data.fakes.groups", 3, "'data.fakes.groups' must be a string or null, got 3"),
-    ("train-simplenet-fakes.lr", float("nan"), "'train-simplenet-fakes.lr' must be in (0, 10], got nan"),
+    ("simplenet-fakes.lr", float("nan"), "'simplenet-fakes.lr' must be in (0, 10], got nan"),
 ])
 def test_wrong_values_are_named(tmp_path, dotted, value, message):
     path = _write(tmp_path, lambda p: _set(p, dotted, value))
@@ -161,32 +162,34 @@ def test_wrong_values_are_named(tmp_path, dotted, value, message):
 
 
 def test_unknown_and_missing_keys_are_named(tmp_path):
-    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].update(lrr=0.1))
-    with pytest.raises(ParamsError, match=r"unknown key 'train-simplenet-fakes.lrr' \(valid keys here: dataset, "):
+    path = _write(tmp_path, lambda p: p["simplenet-fakes"].update(lrr=0.1))
+    with pytest.raises(ParamsError, match=r"unknown key 'simplenet-fakes.lrr' \(valid keys here: dataset, "):
         load_params(path)
     path = _write(tmp_path, lambda p: p[DEFAULTS].pop("early_stopping_patience"))
     with pytest.raises(ParamsError, match=r"missing key 'train-defaults.early_stopping_patience'"):
         load_params(path)
-    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].pop("dataset"))
-    with pytest.raises(ParamsError, match=r"missing key 'train-simplenet-fakes.dataset' \(each run's section sets "
+    path = _write(tmp_path, lambda p: p["simplenet-fakes"].pop("dataset"))
+    with pytest.raises(ParamsError, match=r"missing key 'simplenet-fakes.dataset' \(each run's section sets "
                                           r"dataset and model\)"):
         load_params(path)
     path = _write(tmp_path, lambda p: p[DEFAULTS].update(model="simplenet"))
     with pytest.raises(ParamsError, match=r"'train-defaults.model' cannot be defaulted"):
         load_params(path)
     path = _write(tmp_path, lambda p: p.update(trian={}))
-    with pytest.raises(ParamsError, match=r"unknown key 'trian' \(sections: .*the training section of each entry "
-                                          r"of 'runs': train-simplenet-fakes, "):
+    with pytest.raises(ParamsError, match=r"unknown key 'trian' \(sections: .*the training section of each run "
+                                          r"of 'runs': simplenet-fakes, "):
         load_params(path)
 
 
 @pytest.mark.parametrize("runs, message", [
-    ({"a": "train-a"}, r"'runs.a' names section 'train-a', which is not set \(add it with at least dataset and "),
-    ({"x": "train-simplenet-fakes"}, r"runs 'simplenet-fakes' and 'x' both name section 'train-simplenet-fakes'"),
-    ({"a/b": "train-simplenet-fakes"}, r"run name 'a/b' in 'runs' must be letters, digits"),
-    ({"a": "data"}, r"'runs.a' must name its training stage's params section \(not one of seed, "),
+    ({"a": "train-a"}, r"run 'a' of 'runs' has no section 'a' \(add it with at least dataset and "),
+    ({"x": "train-simplenet-fakes"}, r"runs 'simplenet-fakes' and 'x' both name stage 'train-simplenet-fakes'"),
+    ({"a/b": "train-a"}, r"run name 'a/b' in 'runs' must be letters, digits"),
+    ({"a": "data"}, r"'runs.a' must name the training stage of dvc.yaml that makes it \(not one of seed, "),
+    ({"explain": "train-a"}, r"run name 'explain' in 'runs' is the name of a section of the params file"),
     ([], r"'runs' must map each run's name to the training stage that makes it"),
-], ids=["missing-section", "shared-section", "bad-name", "fixed-section", "not-a-mapping"])
+], ids=["missing-section", "shared-stage", "bad-name", "fixed-section-as-stage", "fixed-section-as-run",
+        "not-a-mapping"])
 def test_bad_runs_are_named(tmp_path, runs, message):
     """Each entry added to the demo's runs (or runs replaced, when not a mapping)."""
     path = _write(tmp_path, lambda p: p[RUNS].update(runs) if runs else p.update(runs=runs))
@@ -194,20 +197,46 @@ def test_bad_runs_are_named(tmp_path, runs, message):
         load_params(path)
 
 
+def test_a_section_still_named_after_its_stage_is_named_with_its_new_name(tmp_path):
+    """A params file written when a run's section carried its training stage's name (`finetune-xception:` for run
+    finetune-synth) stops with the file, the old section and the new name, in the top file or in its base: its
+    values are never silently dropped."""
+    def old(p):
+        p["finetune-xception"] = p.pop("finetune-synth")
+    with pytest.raises(ParamsError, match=rf"^{tmp_path}/params.yaml: section 'finetune-xception' is named after the "
+                                          r"training stage of run 'finetune-synth'.*rename 'finetune-xception:' to "
+                                          r"'finetune-synth:'"):
+        load_params(_write(tmp_path, old))
+    path = _layered(tmp_path, {"train-competition": {"epochs": 9}})
+    with pytest.raises(ParamsError, match=rf"^{path}: section 'train-competition' is named after the training stage "
+                                          r"of run 'competition-fakes'.*to 'competition-fakes:'"):
+        load_params(path)
+
+
+def test_a_renamed_run_has_its_section_under_its_new_name():
+    params = rename_run(load_params(PARAMS_FILES[0], {"simplenet-fakes": {"epochs": 1}}), "simplenet-fakes", "mine")
+    assert list(params[RUNS])[0] == "mine" and params[RUNS]["mine"] == "train-simplenet-fakes"
+    assert "simplenet-fakes" not in params and run_config(params, "mine")["run"] == "mine"
+    assert params["mine"]["epochs"] == 1
+    for bad in ("simplenet-synth", "explain", "a/b"):
+        with pytest.raises(ParamsError, match=rf"cannot rename run 'mine' to '{bad}'"):
+            rename_run(params, "mine", bad)
+
+
 def test_a_run_is_train_defaults_with_its_section_laid_over(tmp_path):
     """Hand-worked: a new run is one `runs` entry and a section of what it changes; everything else (and a key
     changed in train-defaults) comes from train-defaults; model_params is replaced whole, not merged."""
     def mutate(p):
         p[RUNS]["tiny-run"] = "train-tiny"
-        p["train-tiny"] = {"dataset": "synthetic", "model": "competition", "epochs": 1,
-                           "model_params": {"dropout": 0.3}}
+        p["tiny-run"] = {"dataset": "synthetic", "model": "competition", "epochs": 1,
+                         "model_params": {"dropout": 0.3}}
         p[DEFAULTS].update(lr=0.002, model_params={"dropout": 0.1, "augment": {}})
     params = load_params(_write(tmp_path, mutate))
     cfg = run_config(params, "tiny-run")
     assert (cfg["run"], cfg["dataset"], cfg["model"], cfg["epochs"]) == ("tiny-run", "synthetic", "competition", 1)
     assert cfg["model_params"] == {"dropout": 0.3} and cfg["lr"] == 0.002 and cfg["batch_size"] == 32
-    assert params["train-simplenet-fakes"]["lr"] == 0.002  # the default changed every run that does not set it
-    assert params["train-competition"]["lr"] == 0.003  # ... but not one that sets its own
+    assert params["simplenet-fakes"]["lr"] == 0.002  # the default changed every run that does not set it
+    assert params["competition-fakes"]["lr"] == 0.003  # ... but not one that sets its own
     with pytest.raises(ParamsError, match=rf"^{tmp_path}/params.yaml: no run 'nope' in 'runs' \(runs: simplenet-"):
         run_config(params, "nope")
 
@@ -225,13 +254,13 @@ def test_a_file_laid_over_its_base(tmp_path):
     """The files merge first (key by key; model_params whole), then each run's train-defaults under its section:
     a key of the top file's train-defaults reaches every run that neither file's section sets."""
     path = _layered(tmp_path, {"data": {"fakes": {"source": "folder"}}, DEFAULTS: {"image_size": 256, "epochs": 9},
-                               "train-competition": {"model_params": {"dropout": 0.5}, "image_size": 224}})
+                               "competition-fakes": {"model_params": {"dropout": 0.5}, "image_size": 224}})
     params, base = load_params(path), load_params(tmp_path / "params.yaml")
-    assert params.source == str(path) and params["train-competition"].source == str(path)
+    assert params.source == str(path) and params["competition-fakes"].source == str(path)
     assert params["data"]["fakes"] == {**base["data"]["fakes"], "source": "folder"}
-    assert params["train-simplenet-fakes"] == {**base["train-simplenet-fakes"], "image_size": 256, "epochs": 9}
-    assert params["finetune-xception"]["epochs"] == 2  # set by the base's own section, which wins over defaults
-    assert params["train-competition"] == {**base["train-competition"], "image_size": 224,
+    assert params["simplenet-fakes"] == {**base["simplenet-fakes"], "image_size": 256, "epochs": 9}
+    assert params["finetune-synth"]["epochs"] == 2  # set by the base's own section, which wins over defaults
+    assert params["competition-fakes"] == {**base["competition-fakes"], "image_size": 224,
                                            "model_params": {"dropout": 0.5}}
     assert params[RUNS] == base[RUNS] and params["demo"] == base["demo"]
 
@@ -252,8 +281,8 @@ def test_errors_in_layered_files_name_the_file_that_holds_the_value(tmp_path):
 
 
 def test_an_int_is_accepted_as_a_number(tmp_path):
-    path = _write(tmp_path, lambda p: p["train-simplenet-fakes"].update(lr=1))
-    lr = load_params(path)["train-simplenet-fakes"]["lr"]
+    path = _write(tmp_path, lambda p: p["simplenet-fakes"].update(lr=1))
+    lr = load_params(path)["simplenet-fakes"]["lr"]
     assert lr == 1.0 and isinstance(lr, float)
 
 
@@ -273,7 +302,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_unknown_model_and_model_params_are_named():
-    cfg = load_params(PARAMS_FILES[0])["train-simplenet-fakes"]
+    cfg = load_params(PARAMS_FILES[0])["simplenet-fakes"]
     with pytest.raises(ParamsError, match=r"model 'simplenett' of run 'simplenet-fakes' is not a known model"):
         check_model({**cfg, "model": "simplenett"})
     with pytest.raises(ParamsError, match=r"unknown key 'model_params.dropout' of run 'simplenet-fakes'"):

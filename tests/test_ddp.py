@@ -22,10 +22,10 @@ SCRIPT = textwrap.dedent('''
     from deepfake_detect.train import fit
 
     root, data = Path(sys.argv[1]), Path(sys.argv[2])
-    params = rename_run(load_params(sys.argv[3], {"device": "cpu", "train-simplenet-fakes": {
+    params = rename_run(load_params(sys.argv[3], {"device": "cpu", "simplenet-fakes": {
         "image_size": 64, "batch_size": 8, "epochs": 2, "hflip": True, "eval_test_every_epoch": False}}),
         "simplenet-fakes", "tiny")
-    fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+    fit(params["tiny"], params, data_dir=data, models_dir=root / "models",
         metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 ''')
 
@@ -64,7 +64,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
     # and training itself: per-process batch 4 x 2 processes = the single-process batches of 8
     params = tiny_params(hflip=True, eval_test_every_epoch=False)
-    single = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "single/models",
+    single = fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "single/models",
                  metrics_dir=tmp_path / "single/metrics", cache_dir=tmp_path / "cache", progress=False)
     single_history = torch.load(tmp_path / "single/models/tiny.pt", weights_only=True)["metrics"]["history"]
     for a, b in zip(m["history"], single_history):

@@ -212,7 +212,7 @@ def test_tiny_model_still_learns_demo_faces_with_the_augmentation(tmp_path):
 
     params = tiny_params(degrade_p_blur=0.5, degrade_p_jpeg=0.5, epochs=6, batch_size=16, select_metric="auc",
                          eval_test_every_epoch=False)
-    cfg = params["train-simplenet-fakes"]
+    cfg = params["tiny"]
     demo_cfg = {"image_size": 64, "fakes": {"train": 200, "val": 60, "test": 6, "strength": 1.0}}
     prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", SplitOptions(seed=0, demo_cfg=demo_cfg),
                     progress=False)

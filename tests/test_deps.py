@@ -126,10 +126,10 @@ def _train_run(stage: dict) -> str | None:
 
 def _reads(name: str, stage: dict, wdir: Path) -> tuple[str, ...]:
     run = _train_run(stage)
-    if run is not None:  # and the recipe its section builds on (the topmost file that names one)
-        recipe = next((tree[name]["recipe"] for _, tree in read_layers(wdir / "params.yaml")[::-1]
-                       if "recipe" in (tree.get(name) or {})), None)
-        return ("seed", "device", f"{RUNS}.{run}", "train-defaults", name) + ((f"recipes.{recipe}",) if recipe else ())
+    if run is not None:  # its run's section (named after the run), and the recipe it builds on (the topmost file
+        recipe = next((tree[run]["recipe"] for _, tree in read_layers(wdir / "params.yaml")[::-1]  # naming one)
+                       if "recipe" in (tree.get(run) or {})), None)
+        return ("seed", "device", f"{RUNS}.{run}", "train-defaults", run) + ((f"recipes.{recipe}",) if recipe else ())
     datasets = datasets_of(load_params(wdir / "params.yaml"))
     return tuple(k for key in READS[name]
                  for k in ([f"data.{d}.source" for d in datasets] if key == "data.*.source" else [key]))
@@ -196,17 +196,20 @@ def test_stage_declares_every_key_it_reads_from_the_file_that_sets_it(dvcfile, n
 @pytest.mark.parametrize("dvcfile", PIPELINES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_run_has_its_training_stage_and_per_run_stages(dvcfile):
     """`runs` is the one list of runs: each names a training stage that trains that run into models/<run>.pt and
-    metrics/train/<run>/ from its dataset; every training stage is a run's; evaluate and explain loop over runs."""
+    metrics/train/<run>/ from its dataset, with the run's own params section; every training stage is a run's;
+    evaluate and explain loop over runs."""
     wdir = dvcfile.parent
     params = load_params(wdir / "params.yaml")
     runs = params[RUNS]
     stages = yaml.safe_load(dvcfile.read_text())["stages"]
     trained = {_train_run(stage): name for name, stage in stages.items() if _train_run(stage)}
     assert trained == runs, (trained, runs)
-    for run, section in runs.items():
-        stage = stages[section]
+    for run, name in runs.items():
+        stage = stages[name]
         outs = [o if isinstance(o, str) else next(iter(o)) for o in stage["outs"]]
-        assert outs == [f"models/{run}.pt", f"metrics/train/{run}"], (section, outs)
-        assert f"data/{params[section]['dataset']}" in stage["deps"], section
+        assert outs == [f"models/{run}.pt", f"metrics/train/{run}"], (name, outs)
+        assert f"data/{params[run]['dataset']}" in stage["deps"], name
+        listed = [k for e in stage["params"] for k in ([e] if isinstance(e, str) else next(iter(e.values())))]
+        assert run in listed and name not in listed or name == run, (name, listed)  # the run's section, by its name
     for group in ("evaluate-roc-det", "explain"):
         assert stages[group]["foreach"] == "${runs}" and "models/${key}.pt" in stages[group]["do"]["deps"]

@@ -23,7 +23,7 @@ def _manifest(root, paths):
 def test_fit_records_the_domain_in_the_checkpoint(tmp_path):
     data = make_tiny(tmp_path)  # noise pictures: no face in them
     params = tiny_params(epochs=1)
-    fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+    fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
         metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     domain = read_checkpoint(tmp_path / "models" / "tiny.pt")["domain"]
     assert domain["data"] == "demo" and domain["image_size"] == 64 and domain["native_size"] == [64, 64]
@@ -35,7 +35,7 @@ def test_fit_records_the_domain_in_the_checkpoint(tmp_path):
 def test_face_crops_and_their_framing_are_measured(tmp_path, demo_faces):
     _manifest(tmp_path / "data" / "fakes", demo_faces)
     params = load_params(PARAMS_YAML, {"data": {"fakes": {"source": "/somewhere/faces"}}})
-    cfg = {**params["train-simplenet-fakes"], "image_size": 64}
+    cfg = {**params["simplenet-fakes"], "image_size": 64}
     from deepfake_detect.data import read_manifest
 
     domain = training_domain(params, cfg, read_manifest(tmp_path / "data" / "fakes" / "manifest.csv"))

@@ -82,11 +82,11 @@ def test_learns_the_demo_generator_fingerprint(tmp_path):
     src = {"source": "demo", "groups": None, "val_fraction": 0.15, "test_fraction": 0.15}
     prepare_dataset("synthetic", src, data / "synthetic", SplitOptions(
         seed=0, demo_cfg={"image_size": 64, "synthetic": {"train": 120, "val": 40, "test": 10}}), progress=False)
-    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-synth": {
+    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "simplenet-synth": {
         "model": "npr", "model_params": {}, "image_size": 64, "optimizer": "adam", "lr": 0.001,
         "batch_size": 4, "epochs": 3, "hflip": False, "select_metric": "auc", "eval_test_every_epoch": False}}),
         "simplenet-synth", "npr")
-    out = fit(params["train-simplenet-synth"], params, data_dir=data, models_dir=tmp_path / "models",
+    out = fit(params["npr"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["num_params"] == 1_437_761
     assert out["best_val_auc"] > 0.75, out

@@ -29,18 +29,18 @@ TINY = {  # one epoch of 64 px for every run (train-defaults), two for simplenet
     "demo": {"image_size": 64, "fakes": {"train": 36, "val": 18, "test": 18},
              "synthetic": {"train": 24, "val": 12, "test": 12}},
     "train-defaults": {"image_size": 64, "epochs": 1, "batch_size": 16},
-    "train-simplenet-fakes": {"epochs": 2},
-    "finetune-xception": {"epochs": 1},
+    "simplenet-fakes": {"epochs": 2},
+    "finetune-synth": {"epochs": 1},
     "finetune-fakes": {"epochs": 1},
-    "train-competition": {"epochs": 1},
-    "train-sbi-fakes": {"epochs": 1},
+    "competition-fakes": {"epochs": 1},
+    "sbi-fakes": {"epochs": 1},
     "evaluate-roc-det": {"bootstrap": 20},
     "explain": {"n_examples": 2, "n_faithfulness": 4},
 }
 # real/params.yaml laid over the tiny params.yaml: its own recipe changes made tiny too
 TINY_REAL = {"train-defaults": {"image_size": 64},
-             "finetune-xception": {"epochs": 1}, "finetune-fakes": {"image_size": 64, "epochs": 1},
-             "train-competition": {"image_size": 64}, "finetune-generated": {"image_size": 64, "epochs": 1},
+             "finetune-synth": {"epochs": 1}, "finetune-fakes": {"image_size": 64, "epochs": 1},
+             "competition-fakes": {"image_size": 64}, "finetune-generated": {"image_size": 64, "epochs": 1},
              "finetune-generated-gan": {"image_size": 64, "epochs": 1}}
 
 
@@ -159,7 +159,7 @@ def test_param_change_reruns_only_dependants(repro):
     """A run's own key marks its training stage only; a train-defaults key every training stage; a per-run
     stage's key every stage of that group."""
     work, _ = repro
-    assert _status_after(work, lambda p: p["train-simplenet-synth"].update(lr=0.0005)) == {"train-simplenet-synth"}
+    assert _status_after(work, lambda p: p["simplenet-synth"].update(lr=0.0005)) == {"train-simplenet-synth"}
     assert _status_after(work, lambda p: p["train-defaults"].update(label_smoothing=0.05)) == TRAIN
     assert _status_after(work, lambda p: p["explain"].update(n_examples=3)) == {f"explain@{r}" for r in RUN_STAGES}
     assert _status_after(work, lambda p: p["data"].update(on_leak="drop")) == {"prepare-splits"}
@@ -172,7 +172,7 @@ def test_one_runs_change_reruns_only_its_stages_and_the_summary(repro):
     _run(["git", "add", "-A"], work)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first repro"], work)
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train-simplenet-synth"]["lr"] = 0.003
+    params["simplenet-synth"]["lr"] = 0.003
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(DVC + ["repro"], work, timeout=600).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
@@ -193,19 +193,19 @@ def test_exp_run_on_a_fresh_clone_saves_the_experiment(repro, tmp_path):
     _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
     for key, value in (("user.email", "t@t"), ("user.name", "t")):
         _run(["git", "config", key, value], clone)
-    res = _run(DVC + ["exp", "run", "-S", "++train-competition.early_stopping_patience=1",
-                      "-S", "++train-competition.frozen_layers=[features.head_conv]", "train-competition"], clone,
+    res = _run(DVC + ["exp", "run", "-S", "++competition-fakes.early_stopping_patience=1",
+                      "-S", "++competition-fakes.frozen_layers=[features.head_conv]", "train-competition"], clone,
                timeout=600)
     assert "Ran experiment" in res.stdout + res.stderr
     shown = json.loads(_run(DVC + ["exp", "show", "--json"], clone).stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert exps, shown
-    params = exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["train-competition"]
+    params = exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["competition-fakes"]
     assert params["early_stopping_patience"] == 1 and params["frozen_layers"] == ["features.head_conv"]
     table = _run([sys.executable, "-m", "deepfake_detect.cli", "exps"], clone).stdout.splitlines()
     assert table[1].split()[:3] == ["experiment", "changed", "params"] and set(RUN_STAGES) <= set(table[1].split())
     row = next(line for line in table if exps[0]["revs"][0]["name"] in line)
-    assert "train-competition.early_stopping_patience=1, train-competition.frozen_layers=['features.head_conv']" in row
+    assert "competition-fakes.early_stopping_patience=1, competition-fakes.frozen_layers=['features.head_conv']" in row
     assert "…" not in "".join(table) and len(re.findall(r"\b[01]\.\d{3}\b|–", row)) == len(RUN_STAGES)
 
 

@@ -134,14 +134,14 @@ def test_probe_trains_on_demo_data_through_the_trainer(tmp_path):
 
     from conftest import PARAMS_YAML
 
-    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "demo": {"image_size": 64}, "train-competition": {
+    params = rename_run(load_params(PARAMS_YAML, {"device": "cpu", "demo": {"image_size": 64}, "competition-fakes": {
         "model": "probe", "image_size": 64, "batch_size": 16, "epochs": 3, "lr": 0.01,
         "model_params": {"backbone": "efficientnet_lite0", "weights": "packaged", "dropout": 0.0},
         "eval_test_every_epoch": False, "tta": "flip", "ema_decay": 0.0}}), "competition-fakes", "probe-demo")
     demo = {**params["demo"], "fakes": {"train": 96, "val": 48, "test": 24, "strength": 1.0}}
     prepare_dataset("fakes", params["data"]["fakes"], tmp_path / "data/fakes", SplitOptions(demo_cfg=demo),
                     progress=False)
-    out = fit(params["train-competition"], params, data_dir=tmp_path / "data", models_dir=tmp_path / "models",
+    out = fit(params["probe-demo"], params, data_dir=tmp_path / "data", models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["best_val_auc"] >= 0.8, out
     model, ckpt = load_model(tmp_path / "models/probe-demo.pt")

@@ -40,7 +40,7 @@ def demo_fakes(tmp_path_factory):
 
 
 def _params(**section):
-    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "train-simplenet-fakes": {
+    return rename_run(load_params(PARAMS_YAML, {"device": "cpu", "simplenet-fakes": {
         "image_size": 64, "batch_size": 16, "epochs": 5, "hflip": True, "select_metric": "auc",
         "eval_test_every_epoch": False, "pseudo_fakes": "sbi", "pseudo_fakes_params": DEMO_MASK,
         **section}}), "simplenet-fakes", "sbi")
@@ -148,7 +148,7 @@ def test_splits_the_trainer_builds(demo_fakes, tmp_path):
     n_real = {s: len(real_rows([r for r in rows if r["split"] == s])) for s in ("train", "val", "test")}
     for strict in (False, True):
         params = _params(pseudo_fakes_val=strict)
-        cfg = params["train-simplenet-fakes"]
+        cfg = params["sbi"]
         loaders = make_loaders(cfg, rows, get_model("simplenet", image_size=64), 0, torch.device("cpu"),
                                cache_dir=tmp_path, progress=False)
         assert len(loaders["train"].dataset) == 2 * n_real["train"] and isinstance(loaders["train"].sampler,
@@ -166,7 +166,7 @@ def test_a_detector_trained_on_no_fake_finds_the_demo_face_swaps(demo_fakes, tmp
     on the real val split: val AUC 0.899 on the demo's real face swaps (0.90-0.94 over seeds 0-2; trained
     on the real fakes instead, the same budget gives 0.70-0.87)."""
     params = _params()
-    out = fit(params["train-simplenet-fakes"], params, data_dir=demo_fakes, models_dir=tmp_path / "models",
+    out = fit(params["sbi"], params, data_dir=demo_fakes, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["train_images_per_epoch"] == 160  # 80 reals, each with its pseudo-fake
     assert out["best_val_auc"] > 0.8, out

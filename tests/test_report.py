@@ -132,16 +132,18 @@ def test_summarize_writes_one_row_per_run(tmp_path):
 NAMES = {"fakes": "demo fakes", "synthetic": "stylegan_faces"}
 
 
-def test_table_reads_layered_params_from_the_lock(tmp_path):
-    """A row's recipe is what dvc.lock recorded: the base file's train-defaults and section with the pipeline's
-    own params.yaml laid over them, the run's stage from `runs`."""
+@pytest.mark.parametrize("section", ["run-a", "train-a"], ids=["run-named", "stage-named-older-lock"])
+def test_table_reads_layered_params_from_the_lock(tmp_path, section):
+    """A row's recipe is what dvc.lock recorded: the base file's train-defaults and the run's section with the
+    pipeline's own params.yaml laid over them, the run's stage from `runs`. A lock written before a run's section
+    took the run's name (it named the section after the stage) reads the same."""
     lock = {"stages": {
         "prepare-splits": {"params": {"../params.yaml": {"data": {"fakes": {"source": "demo"}}},
                                       "params.yaml": {"data": {"fakes": {"source": "../x/dfdc_faces"}}}}},
         "train-a": {"params": {"../params.yaml": {"runs.run-a": "train-a", "train-defaults": {"image_size": 128,
                                                                                               "epochs": 5},
-                                                  "train-a": {"dataset": "fakes", "model": "simplenet"}},
-                               "params.yaml": {"train-defaults": {"image_size": 256}, "train-a": {"epochs": 9}}}},
+                                                  section: {"dataset": "fakes", "model": "simplenet"}},
+                               "params.yaml": {"train-defaults": {"image_size": 256}, section: {"epochs": 9}}}},
         "summarize": {"params": {"../params.yaml": {"runs": {"run-a": "train-a"}}}}}}
     (tmp_path / "real" / "metrics" / "runs").mkdir(parents=True)
     (tmp_path / "real" / "dvc.lock").write_text(yaml.safe_dump(lock))
@@ -159,10 +161,10 @@ def test_generalization_table_names_each_recipe_and_reads_the_panel_and_the_eval
                 "pseudo_fakes_val": False}
     lock = {"stages": {
         "train-a": {"params": {"params.yaml": {"runs.a": "train-a", "train-defaults": defaults,
-                                               "train-a": {"dataset": "fakes", "model": "efficientnet_lite0",
+                                               "a": {"dataset": "fakes", "model": "efficientnet_lite0",
                                                            "pseudo_fakes": "sbi", "pseudo_fakes_val": True}}}},
         "train-b": {"params": {"params.yaml": {"runs.b": "train-b", "train-defaults": defaults,
-                                               "train-b": {"dataset": "synthetic", "model": "npr",
+                                               "b": {"dataset": "synthetic", "model": "npr",
                                                            "degrade_p_blur": 0.5, "degrade_p_jpeg": 0.1}}}},
         "summarize": {"params": {"params.yaml": {"runs": {"a": "train-a", "b": "train-b"}}}}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
@@ -229,17 +231,17 @@ def test_experiments_table_shows_changed_params_and_a_metric_per_run():
     """`dvc exp show --json` (its shape, by hand): the experiment's row names only the key it changed, the
     workspace what it changed from the commit; a column per run, in the order of `runs`."""
     base = {"runs": {"simplenet-fakes": "a", "competition-fakes": "b"}, "train-defaults": {"lr": 0.001},
-            "train-competition": {"epochs": 6}}
-    changed = {**base, "train-competition": {"epochs": 6, "lr": 0.0005}}
+            "competition-fakes": {"epochs": 6}}
+    changed = {**base, "competition-fakes": {"epochs": 6, "lr": 0.0005}}
     exp = {"revs": [_exp("f" * 40, "tidy-oak", changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8})]}
     shown = [_exp("workspace", None, changed, {"competition-fakes": 0.9, "simplenet-fakes": 0.8}),
              _exp("a" * 40, "main", base, {"competition-fakes": 0.81, "simplenet-fakes": 0.8}, [exp])]
     lines = experiments_table(shown).splitlines()
     assert lines[0] == "demo pipeline, test auc per run:"
     assert lines[1].split() == ["experiment", "changed", "params", "simplenet-fakes", "competition-fakes"]
-    assert lines[2].split() == ["workspace", "train-competition.lr=0.0005", "0.800", "0.900"]
+    assert lines[2].split() == ["workspace", "competition-fakes.lr=0.0005", "0.800", "0.900"]
     assert lines[3].split() == ["main", "aaaaaaa", "0.800", "0.810"]
-    assert lines[4].split() == ["tidy-oak", "train-competition.lr=0.0005", "0.800", "0.900"]
+    assert lines[4].split() == ["tidy-oak", "competition-fakes.lr=0.0005", "0.800", "0.900"]
     assert len({line.rindex(" 0.") for line in lines[2:]}) == 1  # the last column starts at one place
     real = experiments_table(shown, "real").splitlines()
     assert real[0] == "real pipeline, test auc per run:" and real[1].split() == ["experiment", "changed", "params"]

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent('''
     from deepfake_detect.config import load_params, rename_run
 
     def main(root, data, mode, params_yaml):
-        params = rename_run(load_params(params_yaml, {"device": "cpu", "train-simplenet-fakes": {
+        params = rename_run(load_params(params_yaml, {"device": "cpu", "simplenet-fakes": {
             "image_size": 64, "batch_size": 8, "epochs": 3, "hflip": True,
             "lr_scheduler": "cosine", "ema_decay": 0.9, "select_metric": "auc"}}), "simplenet-fakes", "tiny")
         if mode == "hang":  # stand-in for a long epoch: epoch 2 starts (one real batch), then never ends
@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent('''
                     time.sleep(600)
                 return one_epoch(t, epoch)
             train.train_one_epoch = slow
-        train.fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+        train.fit(params["tiny"], params, data_dir=data, models_dir=root / "models",
                   metrics_dir=root / "metrics", cache_dir=data.parent / "cache", progress=False)
 
     if __name__ == "__main__":
@@ -86,7 +86,7 @@ def test_state_of_another_config_restarts(tmp_path, capsys):
     data = make_tiny(tmp_path, n=(8, 4, 4))
     save_torch(state_path(tmp_path / "models", "tiny"), {"config_hash": "something else"})
     params = tiny_params(epochs=1)
-    out = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+    out = fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert "another configuration, starting over" in capsys.readouterr().out
     assert out["epochs_run"] == 1 and not state_path(tmp_path / "models", "tiny").exists()

@@ -23,7 +23,7 @@ from conftest import make_tiny, tiny_params
 def test_fit_writes_outputs_and_cleans_state(tmp_path):
     data = make_tiny(tmp_path)
     params = tiny_params(hflip=True, eval_test_every_epoch=False)
-    out = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+    out = fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["epochs_run"] == 2 and out["train_images_per_epoch"] == 16
     ckpt = torch.load(tmp_path / "models/tiny.pt", weights_only=True)
@@ -74,7 +74,7 @@ def test_cached_and_uncached_training_agree(tmp_path):
     results = []
     for cached in (True, False):
         params = tiny_params(hflip=True, decode_cache=cached, run=f"c{cached}")
-        results.append(fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+        results.append(fit(params[f"c{cached}"], params, data_dir=data, models_dir=tmp_path / "models",
                            metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False))
     for key in ("final_train_loss", "final_val_loss", "final_test_loss", "best_val_acc"):
         assert results[0][key] == results[1][key], key
@@ -103,7 +103,7 @@ def test_batch_size_must_divide_over_processes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "init_distributed", lambda device: (0, 2, torch.device("cpu")))
     with pytest.raises(ValueError, match="batch_size 3 is not divisible"):
-        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "m",
+        fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "m",
             metrics_dir=tmp_path / "x", cache_dir=tmp_path / "cache", progress=False)
 
 
@@ -112,9 +112,9 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
 
     data = make_tiny(tmp_path)
     params = tiny_params(optimizer="sgd", momentum=0.0, epochs=3)
-    params["train-simplenet-fakes"]["lr"] = 1e30  # past the params range: the loop's own guard is under test
+    params["tiny"]["lr"] = 1e30  # past the params range: the loop's own guard is under test
     with pytest.raises(TrainingError, match=r"run 'tiny': loss is not finite at epoch 1, batch [2-9]"):
-        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+        fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
 
 
@@ -137,7 +137,7 @@ def test_frozen_layers_and_warmup_keep_weights_and_batchnorm_stats(tmp_path):
 
     data = make_tiny(tmp_path)
     params = tiny_params(model="competition", model_params={}, frozen_layers=["features.stem", "features.stage0"])
-    cfg = params["train-simplenet-fakes"]
+    cfg = params["tiny"]
     out = fit(cfg, params, data_dir=data, models_dir=tmp_path / "models", metrics_dir=tmp_path / "metrics",
               cache_dir=tmp_path / "cache", progress=False)
     torch.manual_seed(params["seed"])  # fit built its model right after seeding: rebuild the same init
@@ -177,7 +177,7 @@ def test_frozen_layers_must_name_parameters(tmp_path):
     data = make_tiny(tmp_path)
     params = tiny_params(frozen_layers=["backbone.blocks.0"])
     with pytest.raises(ParamsError, match="frozen_layers of run 'tiny' names 'backbone.blocks.0'.*simplenet"):
-        fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+        fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
 
 
@@ -194,7 +194,7 @@ def test_fp16_autocast_gets_loss_scaling(tmp_path, monkeypatch):
     assert not engine.grad_scaler(torch.device("cpu")).is_enabled()  # CPU: full precision, no scaling
 
     data = make_tiny(tmp_path)
-    cfg = tiny_params(max_steps_per_epoch=1, optimizer="sgd", lr=0.1)["train-simplenet-fakes"]
+    cfg = tiny_params(max_steps_per_epoch=1, optimizer="sgd", lr=0.1)["tiny"]
     cpu = torch.device("cpu")
 
     def one_step(scaler):
@@ -229,7 +229,7 @@ def test_select_metric_picks_the_checkpoint_epoch(metric, best):
     from deepfake_detect.train import Progress
 
     params = tiny_params(select_metric=metric, threshold_rule="fixed", early_stopping_patience=2)
-    cfg = params["train-simplenet-fakes"]
+    cfg = params["tiny"]
     model = get_model("competition", image_size=32)
     done = Progress()
     y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])
@@ -250,7 +250,7 @@ def test_checkpoint_holds_what_validation_scored_and_its_threshold(tmp_path):
 
     data = make_tiny(tmp_path)
     params = tiny_params(ema_decay=0.9, select_metric="auc", threshold_rule="balanced", tta="flip", epochs=3)
-    out = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=tmp_path / "models",
+    out = fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     model, ckpt = load_model(tmp_path / "models/tiny.pt")
     assert ckpt["tta"] == "flip" and ckpt["metrics"]["ema_decay"] == 0.9
@@ -274,7 +274,7 @@ def test_ema_weights_differ_from_the_raw_weights(tmp_path):
     for decay in (0.0, 0.9):
         params = tiny_params(ema_decay=decay, select_metric="loss", eval_test_every_epoch=False)
         root = tmp_path / f"ema{decay}"
-        runs[decay] = fit(params["train-simplenet-fakes"], params, data_dir=data, models_dir=root / "models",
+        runs[decay] = fit(params["tiny"], params, data_dir=data, models_dir=root / "models",
                           metrics_dir=root / "metrics", cache_dir=tmp_path / "cache", progress=False)
         runs[decay]["state"] = torch.load(root / "models/tiny.pt", weights_only=True)["state_dict"]
     a, b = runs[0.0]["state"], runs[0.9]["state"]

@@ -4,14 +4,15 @@ Every value lives in the params file (``params.yaml`` for the demo pipeline,
 ``real/params.yaml`` for the real-data one); this module only knows which keys exist,
 their types, choices and ranges. A missing key, a misspelt key, a wrong type or an
 out-of-range number stops a stage with one line that names the file and the key
-(``params.yaml: 'train-simplenet-fakes.lr' must be in (0, 10], got -1``).
+(``params.yaml: 'simplenet-fakes.lr' must be in (0, 10], got -1``).
 
-Runs are data: ``runs`` maps each run's name (``models/<run>.pt``, ``metrics/*/<run>``) to the
-training stage that makes it, whose params section of the same name holds only what that run
-changes; ``train-defaults`` holds every other training key. A recipe shared by runs is written once, under
-``recipes``, and a section names it (``recipe: lite0-finetune``): a run's config is ``train-defaults``, then its
-recipe, then its own section (``run_config``). A params file may name a ``base`` file it is laid over: the real
-pipeline's ``real/params.yaml`` holds only its data sources and recipe changes over ``params.yaml``.
+Runs are data: ``runs`` maps each run's name to the training stage of dvc.yaml that makes it (the one place a run
+meets its stage). The run's name is its everywhere else: its params section (only what that run changes),
+``models/<run>.pt`` and ``metrics/*/<run>``; ``train-defaults`` holds every other training key. A recipe shared by
+runs is written once, under ``recipes``, and a section names it (``recipe: lite0-finetune``): a run's config is
+``train-defaults``, then its recipe, then its own section (``run_config``). A params file may name a ``base`` file
+it is laid over: the real pipeline's ``real/params.yaml`` holds only its data sources and recipe changes over
+``params.yaml``.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .errors import UserError
 
 PARAMS_FILE = "params.yaml"
 BASE = "base"  # top-level key: the params file this one is laid over (relative to this one)
-RUNS = "runs"  # run name -> the training stage (and params section) that trains it
+RUNS = "runs"  # run name (also its params section) -> the training stage of dvc.yaml that trains it
 DEFAULTS = "train-defaults"  # every training key a run's section does not set
 RUN_KEYS = ("dataset", "model")  # set by each run's own section (the model: or by its recipe), never defaulted
 RECIPES = "recipes"  # name -> training keys shared by the runs whose section says `recipe: <name>`
@@ -322,22 +323,25 @@ def read_layers(path: str | Path = PARAMS_FILE) -> list[tuple[str, dict]]:
 
 
 def check_runs(runs: Any, where: str) -> dict[str, str]:
-    """``runs``: run names (file-name safe) to distinct training sections that are not other sections' names."""
+    """``runs``: run names (file-name safe, and not the name of another section) to distinct training stages."""
     if not isinstance(runs, dict) or not runs:
         raise ParamsError(f"{where}: '{RUNS}' must map each run's name to the training stage that makes it, "
                           f"got {runs!r}")
     seen: dict[str, str] = {}
-    for run, section in runs.items():
+    for run, stage in runs.items():
         if not isinstance(run, str) or not RUN_NAME.fullmatch(run):
             raise ParamsError(f"{where}: run name {run!r} in '{RUNS}' must be letters, digits, '-' or '_' "
-                              "(it names models/<run>.pt and DVC stages)")
-        if not isinstance(section, str) or section in SCHEMA or section == BASE:
-            raise ParamsError(f"{where}: '{RUNS}.{run}' must name its training stage's params section "
-                              f"(not one of {', '.join(SCHEMA)}), got {section!r}")
-        if section in seen:
-            raise ParamsError(f"{where}: runs '{seen[section]}' and '{run}' both name section '{section}'; "
-                              "each run has its own training stage and section")
-        seen[section] = run
+                              "(it names models/<run>.pt, its params section and DVC stages)")
+        if run in SCHEMA or run == BASE:
+            raise ParamsError(f"{where}: run name '{run}' in '{RUNS}' is the name of a section of the params file; "
+                              f"a run's name is its own section's (not one of {', '.join(SCHEMA)})")
+        if not isinstance(stage, str) or not RUN_NAME.fullmatch(stage) or stage in SCHEMA or stage == BASE:
+            raise ParamsError(f"{where}: '{RUNS}.{run}' must name the training stage of dvc.yaml that makes it "
+                              f"(not one of {', '.join(SCHEMA)}), got {stage!r}")
+        if stage in seen:
+            raise ParamsError(f"{where}: runs '{seen[stage]}' and '{run}' both name stage '{stage}'; "
+                              "each run has its own training stage")
+        seen[stage] = run
     return dict(runs)
 
 
@@ -355,17 +359,25 @@ def _schema(given: dict) -> dict:
     return {**SCHEMA, "data": data}
 
 
-def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
-    """One params file on its own: known keys of the right types and ranges; any subset may be set."""
+def _check_layer(where: str, given: dict, sections: list[str], stages: dict[str, str]) -> dict:
+    """One params file on its own: known keys of the right types and ranges; any subset may be set. ``sections``:
+    the run names (each run's section); ``stages``: {training stage: its run} of the runs named otherwise, whose
+    section a params file written before sections took their run's name still calls by the stage."""
     if isinstance(given.get(DEFAULTS), dict):
         per_run = [k for k in RUN_KEYS if k in given[DEFAULTS]]
         if per_run:
             raise ParamsError(f"{where}: '{DEFAULTS}.{per_run[0]}' cannot be defaulted: each run's own section "
                               f"sets {' and '.join(RUN_KEYS)}")
+    renamed = [k for k in given if k in stages and k not in SCHEMA and k not in sections]
+    if renamed:
+        stage, run = renamed[0], stages[renamed[0]]
+        raise ParamsError(f"{where}: section '{stage}' is named after the training stage of run '{run}'; a run's "
+                          f"params section now carries the run's name: rename '{stage}:' to '{run}:' (its keys "
+                          "stay as they are)")
     unknown = [k for k in given if k not in SCHEMA and k not in sections]
     if unknown:
         raise ParamsError(f"{where}: unknown key '{unknown[0]}' (sections: {', '.join(SCHEMA)}, and the training "
-                          f"section of each entry of '{RUNS}': {', '.join(sections)})")
+                          f"section of each run of '{RUNS}': {', '.join(sections)})")
     recipes = given.get(RECIPES)
     if isinstance(recipes, dict):
         for name, recipe in recipes.items():
@@ -373,12 +385,13 @@ def _check_layer(where: str, given: dict, sections: list[str]) -> dict:
     return validate(given, {**_schema(given), **{s: SECTION_SCHEMA for s in sections}}, where, partial=True)
 
 
-def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
-    """One run's training config: ``train-defaults`` with its section laid over it, every key set."""
+def _merge_run(where: str, merged: dict, run: str) -> Params:
+    """One run's training config: ``train-defaults`` with its section (named ``run``) laid over it, every key set."""
+    section = run
     own = merged.get(section)
     if own is None:
-        raise ParamsError(f"{where}: '{RUNS}.{run}' names section '{section}', which is not set (add it with at "
-                          f"least {' and '.join(RUN_KEYS)})")
+        raise ParamsError(f"{where}: run '{run}' of '{RUNS}' has no section '{run}' (add it with at least "
+                          f"{' and '.join(RUN_KEYS)})")
     recipe = own.get(RECIPE)
     if recipe is not None and recipe not in (merged.get(RECIPES) or {}):
         raise ParamsError(f"{where}: '{section}.{RECIPE}' names {recipe!r}, which '{RECIPES}' does not define "
@@ -395,8 +408,8 @@ def _merge_run(where: str, merged: dict, run: str, section: str) -> Params:
 
 
 def merge_run(params: dict, section: str) -> dict:
-    """``train-defaults``, then the section's recipe (``recipes.<name>``), then the section, key by key
-    (``model_params`` and lists whole)."""
+    """``train-defaults``, then the section's recipe (``recipes.<name>``), then the section (a run's: named after
+    the run), key by key (``model_params`` and lists whole)."""
     own = {k: v for k, v in params.get(section, {}).items() if k != RECIPE}
     recipe = (params.get(RECIPES) or {}).get(params.get(section, {}).get(RECIPE), {})
     return {**params[DEFAULTS], **recipe, **own}
@@ -404,48 +417,52 @@ def merge_run(params: dict, section: str) -> dict:
 
 def load_params(path: str | Path = PARAMS_FILE, changes: dict | None = None) -> Params:
     """Read and validate a params file and the files it is laid over (optionally with ``changes`` laid over it
-    first). Each run's section comes back merged with ``train-defaults``, with its run name as ``run``."""
+    first). Each run's section (its name the run's) comes back merged with ``train-defaults``, with its run name
+    as ``run``."""
     layers = read_layers(path)
     top, given = layers[-1]
     layers[-1] = (top, override(given, changes or {}))
     runs: dict = {}
-    sections: list[str] = []  # the sections of every layer's runs: a base's sections stay valid keys
+    sections: list[str] = []  # the runs of every layer's runs: a base's run sections stay valid keys
+    stages: dict[str, str] = {}  # training stage -> its run, for the runs named otherwise (an old section name)
     for where, given in layers:  # a file that sets runs replaces its base's (the real pipeline's own list)
         if RUNS in given:
             runs = check_runs(given[RUNS], where)
-            sections += [s for s in runs.values() if s not in sections]
+            sections += [r for r in runs if r not in sections]
+            stages.update({s: r for r, s in runs.items() if s != r})
     runs = check_runs(runs or None, top)
     merged: dict = {}
     for where, given in layers:
-        merged = override(merged, _check_layer(where, given, sections))
+        merged = override(merged, _check_layer(where, given, sections, stages))
     fixed = validate({k: v for k, v in merged.items() if k in SCHEMA}, _schema(merged), top)
     demo_extra = [d for d in datasets_of(fixed)[len(DATASETS):] if fixed["data"][d]["source"] == "demo"]
     if demo_extra:
         raise ParamsError(f"{top}: 'data.{demo_extra[0]}.source' cannot be demo (the demo generates "
                           f"{' and '.join(DATASETS)} only); give a folder")
-    return Params({**fixed, RUNS: runs, **{s: _merge_run(top, merged, r, s) for r, s in runs.items()}}, top)
+    return Params({**fixed, RUNS: runs, **{r: _merge_run(top, merged, r) for r in runs}}, top)
 
 
-def _section_of(params: dict, run: str) -> str:
+def _check_run(params: dict, run: str) -> None:
     if run not in params[RUNS]:
         raise ParamsError(f"{source_of(params)}: no run '{run}' in '{RUNS}' (runs: {', '.join(params[RUNS])})")
-    return params[RUNS][run]
 
 
 def run_config(params: dict, run: str) -> dict:
-    """The merged, validated training config of ``run`` (a key of ``runs``)."""
-    return params[_section_of(params, run)]
+    """The merged, validated training config of ``run`` (a key of ``runs``, and the name of its section)."""
+    _check_run(params, run)
+    return params[run]
 
 
 def rename_run(params: Params, run: str, name: str) -> Params:
     """``params`` with run ``run`` called ``name`` (its checkpoint models/<name>.pt, its metrics folder): for tests
     and benchmarks that train a recipe of the params file under a name of their own."""
-    section = _section_of(params, run)
-    if not RUN_NAME.fullmatch(name) or name in params[RUNS]:
+    _check_run(params, run)
+    if not RUN_NAME.fullmatch(name) or name in params[RUNS] or name in SCHEMA or name == BASE:
         raise ParamsError(f"{source_of(params)}: cannot rename run '{run}' to {name!r} (a new run name is letters, "
-                          "digits, '-' or '_')")
+                          "digits, '-' or '_', and no other run's or section's)")
     runs = {(name if r == run else r): s for r, s in params[RUNS].items()}
-    return Params({**params, RUNS: runs, section: Params({**params[section], "run": name}, source_of(params))},
+    rest = {k: v for k, v in params.items() if k != run}
+    return Params({**rest, RUNS: runs, name: Params({**params[run], "run": name}, source_of(params))},
                   source_of(params))
 
 

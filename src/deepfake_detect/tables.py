@@ -56,9 +56,15 @@ def _lock_runs(lock: dict) -> dict[str, str]:
     return _stage_params(lock["summarize"])[RUNS]
 
 
-def _row(pipeline: str, run: str, stage: str, lock: dict, folder: Path) -> str:
+def _run_config(lock: dict, run: str, stage: str) -> dict:
+    """The training config ``run`` ran with, as its training ``stage`` recorded it in dvc.lock: from the run's own
+    section, or, in a lock written before sections took their run's name, from the section named after the stage."""
     tree = _stage_params(lock[stage])
-    cfg = merge_run(tree, stage)
+    return merge_run(tree, run if run in tree else stage)
+
+
+def _row(pipeline: str, run: str, stage: str, lock: dict, folder: Path) -> str:
+    cfg = _run_config(lock, run, stage)
     data = _stage_params(lock["prepare-splits"])["data"][cfg["dataset"]]["source"]
     data = f"demo {cfg['dataset']}" if data == "demo" else Path(data).name
     m = read_metrics_json(folder / "metrics" / "runs" / f"{run}.json")
@@ -194,7 +200,7 @@ def render_generalization_table(pipeline: str, root: str | Path = ".") -> str:
                            if d != cross["trained_on"])
         panel = m.get(PANEL_KEY, {}).get("degradations", {})
         drops = [f"{0.0 - panel[d]['auc_drop']:+.3f}" if d in panel else "–" for d in GENERALIZATION_DROPS]
-        cells = [f"`{run}`", _recipe(merge_run(_stage_params(lock[stage]), stage)), fmt(row.get("val_auc")),
+        cells = [f"`{run}`", _recipe(_run_config(lock, run, stage)), fmt(row.get("val_auc")),
                  f"**{_auc_ci(m)}** ({cross['datasets'][cross['trained_on']]})", others or "–",
                  *(_auc_ci(m.get("cross_generator", {}).get(g)) for g in sets), *drops,
                  f"{row.get('num_params', 0):,}", f"{row.get('train_time_s', 0):,} s"]
