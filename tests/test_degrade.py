@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from deepfake_detect import degrade, robustness
+from deepfake_detect.config import TrainConfig
 from deepfake_detect.data import EpochSampler, ManifestDataset, Preprocess, build_decoded_cache, read_manifest
 
 from conftest import make_tiny, tiny_params
@@ -129,7 +130,8 @@ def _noise_hwc(seed: int, size: int = 32) -> np.ndarray:
 
 
 def test_probability_zero_is_the_identity():
-    assert degrade.RandomDegrade.from_cfg({"degrade_p_blur": 0.0, "degrade_p_jpeg": 0.0}, seed=0) is None
+    cfg = TrainConfig.of(tiny_params(degrade_p_blur=0.0, degrade_p_jpeg=0.0)["train-simplenet-fakes"])
+    assert degrade.RandomDegrade.from_cfg(cfg, seed=0) is None
     aug = degrade.RandomDegrade(0.0, 0.0)
     for i in range(50):
         img = _noise_hwc(i)

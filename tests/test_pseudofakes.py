@@ -2,12 +2,14 @@
 from reals alone, and a detector trained on no fake image that finds the demo's real face swaps."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from deepfake_detect import demo
-from deepfake_detect.config import ParamsError, load_params, rename_run
+from deepfake_detect.config import ParamsError, TrainConfig, load_params, rename_run
 from deepfake_detect.data import ManifestDataset, Preprocess, read_manifest
 from deepfake_detect.pseudofakes import (
     PairSampler,
@@ -130,7 +132,8 @@ def test_bad_settings_name_the_key(tmp_path):
         make_self_blend({"blend_ratios": [0.5, 2]}, "x")
     with pytest.raises(ParamsError, match=r"pseudo_fakes_params.mask_height' must be a \[low, high\] pair"):
         make_self_blend({"mask_height": [0.5, 0.2]}, "x")
-    cfg = {"run": "x", "pseudo_fakes": "none", "pseudo_fakes_val": True}
+    cfg = dataclasses.replace(TrainConfig.from_params(load_params(PARAMS_YAML), "simplenet-fakes"), run="x",
+                              pseudo_fakes="none", pseudo_fakes_val=True)
     with pytest.raises(ParamsError, match="sets pseudo_fakes_val but pseudo_fakes is none"):
         uses_pseudo_fakes(cfg, "val")
     base = _real_dataset(tmp_path, n=1)

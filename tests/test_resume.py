@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent('''
             one_epoch = train.train_one_epoch
             def slow(t, epoch):
                 if epoch == 2:
-                    one_epoch(dataclasses.replace(t, cfg={**t.cfg, "max_steps_per_epoch": 1}), epoch)
+                    one_epoch(dataclasses.replace(t, cfg=dataclasses.replace(t.cfg, max_steps_per_epoch=1)), epoch)
                     (root / "in-epoch-2").touch()
                     time.sleep(600)
                 return one_epoch(t, epoch)

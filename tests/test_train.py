@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from deepfake_detect.config import TrainConfig
 from deepfake_detect.data import (
     EpochSampler,
     ManifestDataset,
@@ -112,9 +113,10 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
 
     data = make_tiny(tmp_path)
     params = tiny_params(optimizer="sgd", momentum=0.0, epochs=3)
-    params["tiny"]["lr"] = 1e30  # past the params range: the loop's own guard is under test
+    cfg = TrainConfig.from_params(params, "tiny")
+    object.__setattr__(cfg, "lr", 1e30)  # past the params range (TrainConfig refuses it): the loop's guard is tested
     with pytest.raises(TrainingError, match=r"run 'tiny': loss is not finite at epoch 1, batch [2-9]"):
-        fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
+        fit(cfg, params, data_dir=data, models_dir=tmp_path / "models",
             metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -448,9 +449,86 @@ def _check_run(params: dict, run: str) -> None:
 
 
 def run_config(params: dict, run: str) -> dict:
-    """The merged, validated training config of ``run`` (a key of ``runs``, and the name of its section)."""
+    """The merged, validated training config of ``run`` (a key of ``runs``, and the name of its section) as the
+    params section it is (a dict); ``TrainConfig.from_params`` is the same as the typed object the training code
+    reads."""
     _check_run(params, run)
     return params[run]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One run's training config, typed: ``run``, then one field per key of ``TRAIN_SCHEMA`` (same names, same
+    order; a test holds them equal), then ``source``, the params file it came from (``source_of``). The values
+    come from the params file only: no field has a default. Built by ``from_params`` (or ``of`` from a run's
+    merged section), each value checked against its schema key on the way in (``__post_init__``), so a config
+    built by hand fails as a params file would. ``to_dict`` is the section as a dict again (what is hashed
+    for resuming)."""
+
+    run: str
+    dataset: str
+    model: str
+    model_params: dict
+    image_size: int
+    hflip: bool
+    optimizer: str
+    lr: float
+    backbone_lr: float | None
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    freeze_backbone_epochs: int
+    frozen_layers: list[str]
+    lr_scheduler: str
+    plateau_factor: float
+    plateau_patience: int
+    early_stopping_patience: int
+    select_metric: str
+    ema_decay: float
+    tta: str
+    threshold_rule: str
+    label_smoothing: float
+    pseudo_fakes: str
+    pseudo_fakes_val: bool
+    pseudo_fakes_params: dict
+    degrade_p_blur: float
+    degrade_blur_sigma_max: float
+    degrade_p_jpeg: float
+    degrade_jpeg_quality_min: int
+    eval_test_every_epoch: bool
+    max_steps_per_epoch: int
+    num_workers: int
+    decode_cache: bool
+    amp: bool
+    channels_last: bool
+    compile: bool
+    source: str = field(compare=False, repr=False, kw_only=True)  # the params file, for messages
+
+    def __post_init__(self):
+        if not isinstance(self.run, str) or not RUN_NAME.fullmatch(self.run):
+            raise ParamsError(f"{self.source}: a run's name is letters, digits, '-' or '_', got {self.run!r}")
+        for name, key in TRAIN_SCHEMA.items():  # the type and range of each; a number of a float key as a float
+            object.__setattr__(self, name, _check_leaf(self.source, name, getattr(self, name), key))
+
+    @classmethod
+    def from_params(cls, params: dict, run: str) -> TrainConfig:
+        """The training config of ``run`` (a key of ``runs``) of a loaded params file (``load_params``)."""
+        return cls.of(run_config(params, run))
+
+    @classmethod
+    def of(cls, cfg: Mapping | TrainConfig) -> TrainConfig:
+        """``cfg`` itself, or a run's merged section (``run`` and every key of ``TRAIN_SCHEMA``, nothing else) as a
+        TrainConfig; a missing, unknown or wrong key is a ParamsError naming it and the params file."""
+        if isinstance(cfg, TrainConfig):
+            return cfg
+        where = source_of(cfg)
+        keys = validate({k: v for k, v in cfg.items() if k != "run"}, TRAIN_SCHEMA, where)
+        return cls(run=cfg.get("run"), **keys, source=where)
+
+    def to_dict(self) -> dict:
+        """``run`` and every training key, as the params section holds them (``source`` left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source"}
 
 
 def rename_run(params: Params, run: str, name: str) -> Params:

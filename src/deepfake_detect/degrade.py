@@ -17,9 +17,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 @functools.cache
@@ -100,12 +104,12 @@ class RandomDegrade:
     seed: int = 0
 
     @classmethod
-    def from_cfg(cls, cfg: dict, seed: int) -> RandomDegrade | None:
+    def from_cfg(cls, cfg: TrainConfig, seed: int) -> RandomDegrade | None:
         """The augmentation of a training section (keys ``degrade_*``); None when both probabilities are 0."""
-        if not (cfg["degrade_p_blur"] or cfg["degrade_p_jpeg"]):
+        if not (cfg.degrade_p_blur or cfg.degrade_p_jpeg):
             return None
-        return cls(cfg["degrade_p_blur"], cfg["degrade_p_jpeg"], cfg["degrade_blur_sigma_max"],
-                   cfg["degrade_jpeg_quality_min"], seed)
+        return cls(cfg.degrade_p_blur, cfg.degrade_p_jpeg, cfg.degrade_blur_sigma_max,
+                   cfg.degrade_jpeg_quality_min, seed)
 
     def draw(self, epoch: int, index: int) -> tuple[float | None, int | None]:
         """(blur sigma or None, JPEG quality or None) for image ``index`` in ``epoch``."""

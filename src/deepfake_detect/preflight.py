@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import run_checkpoint
-from .config import RUNS, ParamsError, run_config, source_of
+from .config import RUNS, ParamsError, TrainConfig, source_of
 from .data import DatasetError, is_image_file
 
 KEY = "evaluate-roc-det"
@@ -85,7 +85,7 @@ def check_evaluation_inputs(params: dict, data_dir: str | Path, run: str, models
     manifest of the dataset the run trains on, each cross_generator folder, and the panel's size. A problem is
     one line (a UserError) naming the key or file and the fix."""
     run_checkpoint(params, run, models_dir)  # models/<run>.pt: names the stage that makes it
-    dataset = run_config(params, run)["dataset"] if run in params[RUNS] else None  # else: the checkpoint says
+    dataset = TrainConfig.from_params(params, run).dataset if run in params[RUNS] else None  # else: the checkpoint says
     manifest = Path(data_dir) / str(dataset) / "manifest.csv"
     if dataset is not None and not manifest.is_file():
         raise DatasetError(f"{manifest}: not found; run '{run}' is scored on the test split of '{dataset}', "

@@ -37,7 +37,7 @@ from skimage.draw import ellipse
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from .config import ParamsError
+from .config import ParamsError, TrainConfig
 from .data import LABELS, EpochSampler
 
 REAL, FAKE = LABELS["real"], LABELS["fake"]
@@ -279,20 +279,20 @@ def real_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if int(r["label"]) == REAL]
 
 
-def uses_pseudo_fakes(cfg: dict, split: str) -> bool:
+def uses_pseudo_fakes(cfg: TrainConfig, split: str) -> bool:
     """Whether ``split`` of a run is made of reals and their pseudo-fakes (train with ``pseudo_fakes``;
     val too with ``pseudo_fakes_val``; test never: a run is always scored on real fakes)."""
-    if cfg["pseudo_fakes_val"] and cfg["pseudo_fakes"] == "none":
-        raise ParamsError(f"params: run '{cfg['run']}' sets pseudo_fakes_val but pseudo_fakes is none "
+    if cfg.pseudo_fakes_val and cfg.pseudo_fakes == "none":
+        raise ParamsError(f"params: run '{cfg.run}' sets pseudo_fakes_val but pseudo_fakes is none "
                           f"(set pseudo_fakes: sbi, or pseudo_fakes_val: false)")
-    return cfg["pseudo_fakes"] != "none" and (split == "train" or (split == "val" and cfg["pseudo_fakes_val"]))
+    return cfg.pseudo_fakes != "none" and (split == "train" or (split == "val" and cfg.pseudo_fakes_val))
 
 
-def pseudo_fake_split(base, sampler: EpochSampler, cfg: dict, seed: int, split: str):
+def pseudo_fake_split(base, sampler: EpochSampler, cfg: TrainConfig, seed: int, split: str):
     """(dataset, sampler) of a split made of the reals of ``base`` and their pseudo-fakes. Training: a new
     pseudo-fake per real and epoch, pairs kept together (``PairSampler``). Validation: one fixed pseudo-fake
     per real (epoch 0 of its own stream), in order."""
-    ds = SelfBlendedDataset(base, make_self_blend(cfg["pseudo_fakes_params"], cfg["run"]), seed,
+    ds = SelfBlendedDataset(base, make_self_blend(cfg.pseudo_fakes_params, cfg.run), seed,
                             stream=("train", "val").index(split))
     if split != "train":
         return ds, EpochSampler(len(ds), num_replicas=sampler.num_replicas, rank=sampler.rank)

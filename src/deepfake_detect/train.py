@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .checkpoint import make_checkpoint, model_state
-from .config import ParamsError, run_config, source_of
+from .config import ParamsError, TrainConfig, source_of
 from .data import (
     DatasetError,
     EpochSampler,
@@ -87,33 +87,35 @@ def backbone_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     return list(backbone.parameters()), [p for p in model.parameters() if id(p) not in ids]
 
 
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig | dict) -> torch.optim.Optimizer:
+    cfg = TrainConfig.of(cfg)
     backbone, head = backbone_and_head(model)
-    groups = [{"params": head, "lr": cfg["lr"]}]
+    groups = [{"params": head, "lr": cfg.lr}]
     if backbone:
-        groups.append({"params": backbone, "lr": cfg["backbone_lr"] if cfg["backbone_lr"] is not None else cfg["lr"]})
-    wd = cfg["weight_decay"]
+        groups.append({"params": backbone, "lr": cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr})
+    wd = cfg.weight_decay
     # the fused (single-kernel) Adam: on CPU 3x faster than the per-tensor loop, same update rule
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
-    if cfg["optimizer"] == "adam":
+    if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, weight_decay=wd, fused=fused)
-    if cfg["optimizer"] == "adamw":
+    if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=wd, fused=fused)
-    return torch.optim.SGD(groups, momentum=cfg["momentum"], weight_decay=wd, nesterov=cfg["momentum"] > 0)
+    return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=wd, nesterov=cfg.momentum > 0)
 
 
-def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, device: torch.device,
+def make_loaders(cfg: TrainConfig | dict, rows: list[dict], model: nn.Module, seed: int, device: torch.device,
                  cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, DataLoader]:
     """Train/val/test loaders. Train: shuffled, flipped and degraded (``degrade_*`` keys) as a function of
     (seed, epoch) (``EpochSampler``; call ``set_epoch``), batch ``batch_size / world`` per process.
     Eval: each process takes every world-th image, so the split is seen exactly once.
     Batches are uint8; ``loader.dataset.transform.normalise`` runs on the device."""
+    cfg = TrainConfig.of(cfg)
     rank, world = dist_info()
-    if cfg["batch_size"] % world:
-        raise ParamsError(f"{source_of(cfg)}: '{cfg['run']}' batch_size {cfg['batch_size']} is not divisible by the "
+    if cfg.batch_size % world:
+        raise ParamsError(f"{source_of(cfg)}: '{cfg.run}' batch_size {cfg.batch_size} is not divisible by the "
                           f"{world} training processes")
-    size = cfg["image_size"]
-    workers = default_num_workers(cfg["num_workers"], device, cached=cfg["decode_cache"])
+    size = cfg.image_size
+    workers = default_num_workers(cfg.num_workers, device, cached=cfg.decode_cache)
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                   prefetch_factor=4 if workers > 0 else None)
     loaders = {}
@@ -124,9 +126,9 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
             split_rows = real_rows(split_rows)
         if not split_rows:
             raise DatasetError(f"manifest has no '{split}' {'real ' if pseudo else ''}images for dataset "
-                               f"'{cfg['dataset']}'")
+                               f"'{cfg.dataset}'")
         cache = None
-        if cfg["decode_cache"]:
+        if cfg.decode_cache:
             if rank != 0:  # rank 0 decodes, the others wait and read
                 barrier()
             cache = build_decoded_cache(split_rows, size, cache_dir, progress=progress and rank == 0)
@@ -136,12 +138,12 @@ def make_loaders(cfg: dict, rows: list[dict], model: nn.Module, seed: int, devic
         augment = RandomDegrade.from_cfg(cfg, seed) if train else None  # blur / JPEG of the uint8 image
         ds = ManifestDataset(split_rows, Preprocess(size, model.mean, model.std), cache=cache, raw=True,
                              augment=augment)
-        sampler = EpochSampler(len(ds), shuffle=train, seed=seed, hflip=train and cfg["hflip"],
+        sampler = EpochSampler(len(ds), shuffle=train, seed=seed, hflip=train and cfg.hflip,
                                num_replicas=world, rank=rank, tag_epoch=augment is not None)
         if pseudo:
             ds, sampler = pseudo_fake_split(ds, sampler, cfg, seed, split)
-        loaders[split] = DataLoader(ds, sampler=sampler, batch_size=cfg["batch_size"] // world if train else
-                                    cfg["batch_size"], drop_last=False, collate_fn=collate_uint8, **common)
+        loaders[split] = DataLoader(ds, sampler=sampler, batch_size=cfg.batch_size // world if train else
+                                    cfg.batch_size, drop_last=False, collate_fn=collate_uint8, **common)
     return loaders
 
 
@@ -152,7 +154,7 @@ class Trainer:
     optimizer and loss scaler, the EMA (or None), and ``scorer``: the module kept and validated (the EMA's when
     there is one) as a ``detector.Detector``, the object every other scoring path uses."""
 
-    cfg: dict
+    cfg: TrainConfig  # a run's merged section is made one (``TrainConfig.of``)
     model: nn.Module
     loaders: dict[str, DataLoader]
     optimizer: torch.optim.Optimizer
@@ -163,6 +165,9 @@ class Trainer:
     progress: bool = True
     scorer: Detector | None = None  # set by ``with_scorer``
 
+    def __post_init__(self):
+        self.cfg = TrainConfig.of(self.cfg)
+
     @property
     def kept(self) -> nn.Module:
         """The module validated and checkpointed: the EMA's when there is one."""
@@ -172,11 +177,11 @@ class Trainer:
         """``scorer``: ``eval_model`` (default: ``kept``; compiled when the run compiles) wrapped as a Detector
         with the run's preprocessing, TTA and precision (bf16 under AMP on CUDA, else fp32: as training ran)."""
         base = _unwrap(self.kept)
-        stub = {"run": self.cfg["run"], "image_size": self.cfg["image_size"], "mean": list(base.mean),
-                "std": list(base.std), "threshold": 0.5, "tta": self.cfg["tta"], "cam_layer": base.cam_layer}
-        precision = "bf16" if self.cfg["amp"] and amp_dtype(self.device) == torch.bfloat16 else "fp32"
+        stub = {"run": self.cfg.run, "image_size": self.cfg.image_size, "mean": list(base.mean),
+                "std": list(base.std), "threshold": 0.5, "tta": self.cfg.tta, "cam_layer": base.cam_layer}
+        precision = "bf16" if self.cfg.amp and amp_dtype(self.device) == torch.bfloat16 else "fp32"
         self.scorer = Detector.from_model(eval_model or self.kept, stub, precision=precision,
-                                          channels_last=self.cfg["channels_last"])
+                                          channels_last=self.cfg.channels_last)
         return self
 
 
@@ -189,36 +194,38 @@ def evaluate(t: Trainer, split: str, desc: str) -> tuple[np.ndarray, np.ndarray,
     return gather_predictions(probs, labels, loss)
 
 
-def check_model(cfg: dict, where: str | None = None) -> None:
+def check_model(cfg: TrainConfig | dict, where: str | None = None) -> None:
     """The run's model exists and takes its ``model_params`` (else the key is named)."""
-    name, where = cfg["model"], where or source_of(cfg)
+    cfg = TrainConfig.of(cfg)
+    name, where = cfg.model, where or source_of(cfg)
     if not is_model(name):
-        raise ParamsError(f"{where}: model '{name}' of run '{cfg['run']}' is not a known model "
+        raise ParamsError(f"{where}: model '{name}' of run '{cfg.run}' is not a known model "
                           f"(registered: {', '.join(list_models())}; or any timm architecture)")
     valid = model_kwargs(name)
-    for key in cfg["model_params"]:
+    for key in cfg.model_params:
         if valid is not None and key not in valid:
-            raise ParamsError(f"{where}: unknown key 'model_params.{key}' of run '{cfg['run']}' for model '{name}' "
+            raise ParamsError(f"{where}: unknown key 'model_params.{key}' of run '{cfg.run}' for model '{name}' "
                               f"(valid keys here: {', '.join(sorted(valid)) or 'none'})")
 
 
-def check_frozen_layers(model: nn.Module, cfg: dict) -> None:
+def check_frozen_layers(model: nn.Module, cfg: TrainConfig) -> None:
     """Every ``frozen_layers`` prefix names a module that holds parameters (else the key is named)."""
     names = [n for n, _ in model.named_parameters()]
-    for prefix in cfg["frozen_layers"]:
+    for prefix in cfg.frozen_layers:
         if not isinstance(prefix, str) or not any(n == prefix or n.startswith(prefix + ".") for n in names):
             tops = sorted({n.split(".")[0] for n in names})
-            raise ParamsError(f"{source_of(cfg)}: frozen_layers of run '{cfg['run']}' names {prefix!r}, which holds no "
-                              f"parameters of model '{cfg['model']}' (module names start with: {', '.join(tops)})")
+            raise ParamsError(f"{source_of(cfg)}: frozen_layers of run '{cfg.run}' names {prefix!r}, which holds no "
+                              f"parameters of model '{cfg.model}' (module names start with: {', '.join(tops)})")
 
 
-def set_trainable(model: nn.Module, cfg: dict, epoch: int) -> None:
+def set_trainable(model: nn.Module, cfg: TrainConfig | dict, epoch: int) -> None:
     """requires_grad per parameter for this epoch: the backbone is frozen during the first
     ``freeze_backbone_epochs`` epochs, the ``frozen_layers`` always, and so are the prefixes a model
     names in its ``frozen_prefixes`` attribute (e.g. the frozen-feature probe's backbone)."""
+    cfg = TrainConfig.of(cfg)
     backbone = {id(p) for p in backbone_and_head(model)[0]}
-    warmup = epoch <= cfg["freeze_backbone_epochs"]
-    prefixes = list(cfg["frozen_layers"]) + list(getattr(model, "frozen_prefixes", ()))
+    warmup = epoch <= cfg.freeze_backbone_epochs
+    prefixes = list(cfg.frozen_layers) + list(getattr(model, "frozen_prefixes", ()))
     for name, p in model.named_parameters():
         frozen = any(name == f or name.startswith(f + ".") for f in prefixes)
         p.requires_grad_(not (frozen or (warmup and id(p) in backbone)))
@@ -247,16 +254,16 @@ def train_one_epoch(t: Trainer, epoch: int) -> tuple[float, float, int]:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # first batch with a non-finite loss
     n, check_every = 0, 1 if device.type == "cpu" else 25
-    steps = min(cfg["max_steps_per_epoch"] or len(loader), len(loader))
+    steps = min(cfg.max_steps_per_epoch or len(loader), len(loader))
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch} train", leave=False, disable=not t.progress)
     normalise = loader.dataset.transform.normalise
     buffer = InputBuffer() if device.type == "cpu" else None  # CUDA: the caching allocator already reuses
     for step, (x, y) in enumerate(bar, 1):
-        x = to_device(x, device, cfg["channels_last"], normalise, buffer)
+        x = to_device(x, device, cfg.channels_last, normalise, buffer)
         y = y.to(device, non_blocking=True)
-        with autocast(device, cfg["amp"]):
+        with autocast(device, cfg.amp):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -269,7 +276,7 @@ def train_one_epoch(t: Trainer, epoch: int) -> tuple[float, float, int]:
         n += len(y)
         if step % check_every == 0 or step == steps:
             if first_bad.item():
-                raise TrainingError(f"run '{cfg['run']}': loss is not finite at epoch {epoch}, batch "
+                raise TrainingError(f"run '{cfg.run}': loss is not finite at epoch {epoch}, batch "
                                     f"{first_bad.item()} (lower lr, check the data)")
             bar.set_postfix(loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
         if step >= steps:
@@ -296,14 +303,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def make_ema(model: nn.Module, cfg: dict):
+def make_ema(model: nn.Module, cfg: TrainConfig):
     """timm's ModelEmaV3 of the model (None when ``ema_decay`` is 0). Warm-up: the decay grows as
     1 - (1 + step)^-3/4 up to ``ema_decay``, so short small-data runs average recent weights, not the init."""
-    if not cfg["ema_decay"]:
+    if not cfg.ema_decay:
         return None
     from timm.utils import ModelEmaV3
 
-    ema = ModelEmaV3(model, decay=cfg["ema_decay"], use_warmup=True, warmup_power=3 / 4)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
     ema.requires_grad_(False)
     return ema
 
@@ -333,10 +340,10 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
-def resume_key(cfg: dict, params: dict, rows: list[dict], world: int) -> dict[str, str]:
+def resume_key(cfg: TrainConfig, params: dict, rows: list[dict], world: int) -> dict[str, str]:
     """What a run's numbers depend on, part by part, so a mismatch can say which part changed:
     its params (section, seed, device kind, process count), its data, and the code."""
-    parts = {"params": {"cfg": cfg, "seed": params["seed"], "device": resolve_device(params["device"]).type,
+    parts = {"params": {"cfg": cfg.to_dict(), "seed": params["seed"], "device": resolve_device(params["device"]).type,
                         "world": world},
              "data": cache_key(rows, 0), "code": code_hash()}
     return {k: hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest() for k, v in parts.items()}
@@ -413,23 +420,24 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 
 # ---------------------------------------------------------------- fit
 
-def training_domain(params: dict, cfg: dict, rows: list[dict]) -> dict:
+def training_domain(params: dict, cfg: TrainConfig | dict, rows: list[dict]) -> dict:
     """What a run trains on, recorded in its checkpoint so that predict and evaluate can judge their inputs:
     ``data`` (``demo`` or the folder params name), ``image_size``, the training images' own median size
     (``native_size``), and from ``faces.measure_framing`` on a sample of them whether they are face crops and
     how they frame the face (predict crops faces in larger pictures the same way)."""
     from .faces import FRAMING_SAMPLE, FaceDetectorError, measure_framing
 
+    cfg = TrainConfig.of(cfg)
     train = [r for r in rows if r["split"] == "train"]
     sample = train[::max(1, len(train) // FRAMING_SAMPLE)][:FRAMING_SAMPLE]
     sizes = [(int(r["width"]), int(r["height"])) for r in train if r.get("width") and r.get("height")]
-    domain = {"data": str(params["data"][cfg["dataset"]]["source"]), "image_size": int(cfg["image_size"]),
+    domain = {"data": str(params["data"][cfg.dataset]["source"]), "image_size": int(cfg.image_size),
               "native_size": [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))]
               if sizes else None}
     try:
         domain.update(measure_framing(load_rgb(r["path"]) for r in sample))
     except FaceDetectorError as e:  # training does not need the detector; predict then frames faces by default
-        print(f"{cfg['run']}: face crops not measured: {e}")
+        print(f"{cfg.run}: face crops not measured: {e}")
         domain["face_crops"] = None
     return domain
 
@@ -446,27 +454,29 @@ class Progress:
     elapsed: float = 0.0  # training seconds so far
     domain: dict = field(default_factory=dict)  # what the run trains on (``training_domain``), into the checkpoint
 
-    def record(self, row: dict, model: nn.Module, cfg: dict, val_scores: np.ndarray, val_labels: np.ndarray) -> bool:
+    def record(self, row: dict, model: nn.Module, cfg: TrainConfig | dict, val_scores: np.ndarray,
+               val_labels: np.ndarray) -> bool:
         """Add an epoch; when its validation ``select_metric`` is the best so far (ties: the other metrics),
         keep a checkpoint of ``model`` (the EMA when there is one) with the threshold chosen on these
         validation scores, and return True. Test numbers never take part."""
+        cfg = TrainConfig.of(cfg)
         self.history.append(row)
-        improved = selection_key(row, cfg["select_metric"]) > selection_key(self.best, cfg["select_metric"])
+        improved = selection_key(row, cfg.select_metric) > selection_key(self.best, cfg.select_metric)
         if improved:
             self.best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "val_auc": row["val_auc"],
                          "epoch": row["epoch"]}
-            threshold = metrics.choose_threshold(val_labels, val_scores, cfg["threshold_rule"])
-            ckpt = make_checkpoint(model, cfg["image_size"], run=cfg["run"], threshold=threshold,
-                                   extra={"dataset": cfg["dataset"], "tta": cfg["tta"],
-                                          "pseudo_fakes": cfg["pseudo_fakes"], "domain": self.domain},
+            threshold = metrics.choose_threshold(val_labels, val_scores, cfg.threshold_rule)
+            ckpt = make_checkpoint(model, cfg.image_size, run=cfg.run, threshold=threshold,
+                                   extra={"dataset": cfg.dataset, "tta": cfg.tta,
+                                          "pseudo_fakes": cfg.pseudo_fakes, "domain": self.domain},
                                    metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"],
-                                            "best_val_auc": row["val_auc"], "select_metric": cfg["select_metric"],
-                                            "threshold_rule": cfg["threshold_rule"], "ema_decay": cfg["ema_decay"]})
+                                            "best_val_auc": row["val_auc"], "select_metric": cfg.select_metric,
+                                            "threshold_rule": cfg.threshold_rule, "ema_decay": cfg.ema_decay})
             ckpt["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}  # not views
             self.best_ckpt, self.stale = ckpt, 0
         else:
             self.stale += 1
-        self.stopped = bool(cfg["early_stopping_patience"] and self.stale >= cfg["early_stopping_patience"])
+        self.stopped = bool(cfg.early_stopping_patience and self.stale >= cfg.early_stopping_patience)
         return improved
 
 
@@ -478,24 +488,24 @@ def selection_key(row: dict, metric: str) -> tuple[float, ...]:
     return {"acc": (acc, neg_loss, auc), "auc": (auc, neg_loss, acc), "loss": (neg_loss, auc, acc)}[metric]
 
 
-def build_model(cfg: dict, device: torch.device) -> nn.Module:
+def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     """The run's model, checked (name, model_params, frozen_layers), on the device."""
     check_model(cfg)
     try:
-        model = get_model(cfg["model"], image_size=cfg["image_size"], **cfg["model_params"])
+        model = get_model(cfg.model, image_size=cfg.image_size, **cfg.model_params)
     except (ValueError, TypeError) as e:  # the builder rejects a size or a model_params value
-        raise ParamsError(f"{source_of(cfg)}: run '{cfg['run']}' cannot build model '{cfg['model']}': {e}") from e
+        raise ParamsError(f"{source_of(cfg)}: run '{cfg.run}' cannot build model '{cfg.model}': {e}") from e
     check_frozen_layers(model, cfg)
     model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if cfg["channels_last"] else model
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict):
-    if cfg["lr_scheduler"] == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg["plateau_factor"],
-                                                          patience=cfg["plateau_patience"])
-    if cfg["lr_scheduler"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg["epochs"], 1))
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+    if cfg.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     return None
 
 
@@ -506,10 +516,10 @@ def step_scheduler(scheduler, val_loss: float) -> None:
         scheduler.step()
 
 
-def wrap_model(model: nn.Module, cfg: dict, device: torch.device) -> tuple[nn.Module, nn.Module]:
+def wrap_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """(the model evaluation runs, the model training runs): compiled if asked, and under torchrun the
     training one in DDP (evaluation needs no collectives per batch)."""
-    eval_model = torch.compile(model) if cfg["compile"] else model
+    eval_model = torch.compile(model) if cfg.compile else model
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         from torch.nn.parallel import DistributedDataParallel
 
@@ -527,14 +537,14 @@ def run_epoch(t: Trainer, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
     vp, vy, va_loss = evaluate(t, "val", f"epoch {epoch} val")
     row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": _acc(vp, vy),
            "val_auc": _auc(vp, vy), "lr": t.optimizer.param_groups[0]["lr"]}
-    if t.cfg["eval_test_every_epoch"]:
+    if t.cfg.eval_test_every_epoch:
         tp, ty, te_loss = evaluate(t, "test", f"epoch {epoch} test")
         row.update(test_loss=te_loss, test_acc=_acc(tp, ty), test_auc=_auc(tp, ty))
     return {**row, "train_images": seen}, vp[:, 1], vy
 
 
-def _epoch_line(cfg: dict, row: dict, improved: bool) -> str:
-    return (f"{cfg['run']} epoch {row['epoch']}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
+def _epoch_line(cfg: TrainConfig, row: dict, improved: bool) -> str:
+    return (f"{cfg.run} epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
             f"auc {row['val_auc']:.4f}"
             + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} auc {row['test_auc']:.4f}"
@@ -546,13 +556,14 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
               metrics_dir: str | Path = "metrics/train", progress: bool = True) -> dict:
     """The training stage of ``run`` (a key of ``runs``): ``fit`` with its merged config ->
     models/<run>.pt and metrics/train/<run>/."""
-    return fit(run_config(params, run), params, data_dir, models_dir, metrics_dir, progress)
+    return fit(TrainConfig.from_params(params, run), params, data_dir, models_dir, metrics_dir, progress)
 
 
-def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
+def fit(cfg: TrainConfig | dict, params: dict, data_dir: str | Path = "data", models_dir: str | Path = "models",
         metrics_dir: str | Path = "metrics/train", progress: bool = True, resume: bool = True,
         cache_dir: str | Path | None = None) -> dict:
-    """Train one run as configured by ``cfg``, its merged training config (``config.run_config``).
+    """Train one run as configured by ``cfg``, its training config (``TrainConfig.from_params``; a run's merged
+    section of a loaded params file is made one).
 
     Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (each
     process takes ``batch_size / N`` of every batch; metrics are reduced over processes;
@@ -560,7 +571,8 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     ``models/.<run>.state.pt``; a rerun with the same configuration resumes from it and
     ends with the same numbers as an uninterrupted run. ``resume=False`` starts over.
     """
-    run = cfg["run"]
+    cfg = TrainConfig.of(cfg)
+    run = cfg.run
     rank, world, device = init_distributed(params["device"])
     main, progress = rank == 0, progress and rank == 0
     ckpt_path, spath = Path(models_dir) / f"{run}.pt", state_path(models_dir, run)
@@ -569,10 +581,10 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
         check_writable(Path(metrics_dir) / run / "metrics.json")  # written by dvclive
     seed_everything(params["seed"])
     model = build_model(cfg, device)
-    rows = read_manifest(Path(data_dir) / cfg["dataset"] / "manifest.csv")
+    rows = read_manifest(Path(data_dir) / cfg.dataset / "manifest.csv")
     loaders = make_loaders(cfg, rows, model, params["seed"], device, cache_dir, progress)
     optimizer = make_optimizer(model, cfg)
-    scheduler, scaler = make_scheduler(optimizer, cfg), grad_scaler(device, cfg["amp"])
+    scheduler, scaler = make_scheduler(optimizer, cfg), grad_scaler(device, cfg.amp)
     set_trainable(model, cfg, 1)  # before DDP, which registers the parameters that take gradients
     eval_model, run_model = wrap_model(model, cfg, device)
     ema = make_ema(model, cfg)
@@ -586,11 +598,11 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
     done.domain = training_domain(params, cfg, rows)
     live = _open_live(cfg, metrics_dir, done.history) if main else None
     if main:
-        print(f"{run}: {cfg['model']} ({num_params(model):,} params) on {cfg['dataset']} "
+        print(f"{run}: {cfg.model} ({num_params(model):,} params) on {cfg.dataset} "
               f"({', '.join(f'{k} {len(v.dataset)}' for k, v in loaders.items())}) on {device}"
               + (f" x {world} processes" if world > 1 else ""))
     t0 = time.perf_counter() - done.elapsed
-    for epoch in range(len(done.history) + 1, cfg["epochs"] + 1):
+    for epoch in range(len(done.history) + 1, cfg.epochs + 1):
         if done.stopped:
             break
         row, val_scores, val_labels = run_epoch(t, epoch)
@@ -604,18 +616,18 @@ def fit(cfg: dict, params: dict, data_dir: str | Path = "data", models_dir: str 
         step_scheduler(scheduler, row["val_loss"])
         if done.stopped and main:
             print(f"{run}: early stop after epoch {epoch} "
-                  f"({done.stale} epochs without val-{cfg['select_metric']} gain)")
+                  f"({done.stale} epochs without val-{cfg.select_metric} gain)")
         done.elapsed = time.perf_counter() - t0
         if main:  # after every epoch, so a rerun goes on from here
             save_state(spath, key, model, optimizer, scheduler, scaler, done, ema)
     return _finish(t, done, live, (ckpt_path, spath), train_time=time.perf_counter() - t0)
 
 
-def _open_live(cfg: dict, metrics_dir: str | Path, history: list[dict]):
+def _open_live(cfg: TrainConfig, metrics_dir: str | Path, history: list[dict]):
     """dvclive's logger for the run; a resumed run rewrites the epochs it already has (no gaps, no duplicates)."""
     from dvclive import Live
 
-    live = Live(dir=str(Path(metrics_dir) / cfg["run"]), dvcyaml=None, save_dvc_exp=False, report=None,
+    live = Live(dir=str(Path(metrics_dir) / cfg.run), dvcyaml=None, save_dvc_exp=False, report=None,
                 monitor_system=False)
     for row in history:
         _log_epoch(live, row)
@@ -647,9 +659,9 @@ def _finish(t: Trainer, done: Progress, live, paths: tuple[Path, Path], train_ti
                                      "history": done.history}
         save_torch(ckpt_path, done.best_ckpt)  # the checkpoint carries the run's summary too
         spath.unlink(missing_ok=True)
-        print(f"{cfg['run']}: best val {cfg['select_metric']} at epoch {done.best['epoch']} (val acc "
+        print(f"{cfg.run}: best val {cfg.select_metric} at epoch {done.best['epoch']} (val acc "
               f"{done.best['val_acc']:.4f}, auc {done.best['val_auc']:.4f}), test there: acc {test_acc:.4f}, auc "
-              f"{test_auc:.4f}; threshold {done.best_ckpt['threshold']:.4f} ({cfg['threshold_rule']}) "
+              f"{test_auc:.4f}; threshold {done.best_ckpt['threshold']:.4f} ({cfg.threshold_rule}) "
               f"({train_time:.0f} s) -> {ckpt_path}")
     barrier()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
