@@ -196,8 +196,8 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     assert card["weights_sha256"] == sha256_of(out / "faceswap.pt")  # issue 36, row 4: the card names its weights
     assert Detector.load(out / "faceswap.pt", "cpu", "fp32").card["run"] == "steady"
     assert not list(out.glob(".release-*"))  # the scratch folder is gone
-    assert shipped["task"] == "faceswap" and shipped["calibration"] == card["calibration"]
-    assert shipped["output_threshold"] == card["threshold"]
+    assert shipped.task == "faceswap" and shipped.calibration == card["calibration"]
+    assert shipped.output_threshold == card["threshold"]
 
 
 def test_the_markdown_card_shows_the_figures(released):
