@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
 
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
 
 DETECTOR = "MTCNN (facenet-pytorch 2.5.3)"
 MIN_CONFIDENCE = 0.7  # O-Net's face probability, MTCNN's own last-stage threshold: no false positive on the 100 blurred
@@ -71,9 +68,10 @@ class Framing:
     oy: float = -0.05
 
     @classmethod
-    def of_checkpoint(cls, ckpt: Checkpoint, margin: float | None = None) -> "Framing":
-        """The framing the checkpoint's training images had (``domain.framing``), else the default; ``margin``
-        (``--face-margin``) replaces the scale by 1 + margin."""
+    def of_checkpoint(cls, ckpt: Any, margin: float | None = None) -> "Framing":
+        """The framing the checkpoint's training images had (``domain.framing`` of a ``checkpoint.Checkpoint``;
+        not imported: the frame-faces stage runs this module alone), else the default; ``margin`` (``--face-margin``)
+        replaces the scale by 1 + margin."""
         rec = ((ckpt.domain or {}).get("framing") or {})
         f = cls(**{k: float(rec[k]) for k in ("scale", "ox", "oy") if isinstance(rec.get(k), (int, float))})
         return f if margin is None else cls(1.0 + float(margin), f.ox, f.oy)
