@@ -145,7 +145,7 @@ def padded(rows: list[dict], model, ckpt, framing: faces.Framing, work: Path, se
            "no_face": {"n": len(rows), "pictures_with_a_detection": no_face_fp}}
     if model is None:
         return out
-    threshold = float(ckpt["threshold"])
+    threshold = float(ckpt.threshold)
     own = _score(model, ckpt, [r["path"] for r in rows], "whole", framing)
     squash = _score(model, ckpt, [work / f"padded{i}.png" for i in range(len(rows))], "whole", framing)
     cropped = _score(model, ckpt, [work / f"padded{i}.png" for i in range(len(rows))], "faces", framing)

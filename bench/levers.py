@@ -36,7 +36,7 @@ def tta_scores(model, ckpt: dict, rows: list[dict], modes: list[str]) -> dict[st
     """Validation p(fake) under each TTA mode (the checkpoint's own among them)."""
     y = [r["label"] for r in rows]
     out = {}
-    for mode in dict.fromkeys([*modes, ckpt.get("tta", "none")]):
+    for mode in dict.fromkeys([*modes, ckpt.tta]):
         det = Detector.from_model(model, ckpt, precision="fp32", tta=mode)  # fp32: training's validation scores
         p, errors = det.score_paths([r["path"] for r in rows], y, desc=f"val tta {mode}")
         if errors:
@@ -70,22 +70,22 @@ def main() -> None:
     report = {"pipeline": str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder), "runs": {}}
     for run in runs:
         model, ckpt = load_model(folder / "models" / f"{run}.pt")
-        manifest = read_manifest(folder / "data" / ckpt["dataset"] / "manifest.csv")  # the splits DVC trained on
+        manifest = read_manifest(folder / "data" / ckpt.dataset / "manifest.csv")  # the splits DVC trained on
         rows = [{"path": str(folder / r["path"]), "label": int(r["label"])} for r in manifest if r["split"] == "val"]
         y = np.array([r["label"] for r in rows])
-        trained = ckpt.get("metrics", {})
+        trained = ckpt.metrics
         scores = tta_scores(model, ckpt, rows, modes)
-        entry = {"checkpoint_tta": ckpt.get("tta", "none"),
+        entry = {"checkpoint_tta": ckpt.tta,
                  "val_auc_by_tta": {m: round(metrics.auc(y, scores[m]), 4) for m in modes},
                  "selection": selection(trained.get("history", [])), "ema_decay": trained.get("ema_decay"),
                  "select_metric": trained.get("select_metric")}
-        p = scores[ckpt.get("tta", "none")]  # as the checkpoint scores: what its threshold was chosen on
-        entry["threshold"] = {"rule": trained.get("threshold_rule"), "value": round(ckpt["threshold"], 4),
+        p = scores[ckpt.tta]  # as the checkpoint scores: what its threshold was chosen on
+        entry["threshold"] = {"rule": trained.get("threshold_rule"), "value": round(ckpt.threshold, 4),
                               "val_acc_at_0.5": round(float(((p > 0.5) == y).mean()), 4),
-                              "val_acc_at_threshold": round(float(((p > ckpt["threshold"]) == y).mean()), 4),
+                              "val_acc_at_threshold": round(float(((p > ckpt.threshold) == y).mean()), 4),
                               "val_balanced_acc_at_0.5": metrics.threshold_metrics(y, p, 0.5)["balanced_acc"],
                               "val_balanced_acc_at_threshold":
-                                  metrics.threshold_metrics(y, p, ckpt["threshold"])["balanced_acc"]}
+                                  metrics.threshold_metrics(y, p, ckpt.threshold)["balanced_acc"]}
         report["runs"][run] = entry
         print(run, entry, flush=True)
     write_json(args.out, report)

@@ -76,7 +76,7 @@ def worker(spec: dict) -> dict:
     cfg, out = params[spec["run"]], Path(spec["out_dir"])
     summary = fit(cfg, params, data_dir=spec["data_dir"], models_dir=out / "models", metrics_dir=out / "metrics",
                   cache_dir=out / "cache", progress=False)
-    state = read_checkpoint(out / "models" / f"{cfg['run']}.pt")["state_dict"]
+    state = read_checkpoint(out / "models" / f"{cfg['run']}.pt").state_dict
     h = hashlib.sha256()
     for key in sorted(state):
         h.update(key.encode() + state[key].contiguous().numpy().tobytes())

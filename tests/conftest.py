@@ -113,7 +113,7 @@ def tiny_checkpoint(path: Path, run: str = "tiny", dataset: str = "fakes", image
 
     torch.manual_seed(0)
     return save_checkpoint(path, get_model("simplenet", image_size=image_size), image_size, run=run,
-                           extra={"dataset": dataset}, metrics={"test_acc_at_best_val": 0.5})
+                           dataset=dataset, metrics={"test_acc_at_best_val": 0.5})
 
 
 @pytest.fixture
@@ -157,5 +157,4 @@ def sensitive_checkpoint(path: Path, images, image_size: int = 64, domain: dict 
         shift = d.mean() * scale / 2
         last.bias[1] -= shift
         last.bias[0] += shift
-    return save_checkpoint(path, model, image_size, run=run,
-                           extra={"dataset": "fakes", **({"domain": domain} if domain else {})})
+    return save_checkpoint(path, model, image_size, run=run, dataset="fakes", domain=domain or None)

@@ -157,8 +157,8 @@ def test_checkpoint_reloads_with_weights_none(tmp_path):
         y = model(x)
     path = save_checkpoint(tmp_path / "m.pt", model, 64, run="t")
     loaded, ckpt = load_model(path)
-    assert ckpt["arch"] == "efficientnet_lite0" and "weights" not in ckpt["arch_params"]
-    assert ckpt["cam_layer"] == "backbone.bn2"
+    assert ckpt.arch == "efficientnet_lite0" and "weights" not in ckpt.arch_params
+    assert ckpt.cam_layer == "backbone.bn2"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), y)
 

@@ -155,7 +155,7 @@ def _broken(ckpt: Path, change) -> Path:
     (lambda c: c["state_dict"]["classifier.4.bias"].fill_(float("-inf")),
      r"checkpoint weight 'classifier.4.bias' holds NaN or infinite values"),
     (lambda c: c.update(metrics=None), r"field 'metrics' must be a dict"),
-    (lambda c: c.update(state_dict=make_checkpoint(get_model("competition"), 64)["state_dict"]),
+    (lambda c: c.update(state_dict=make_checkpoint(get_model("competition"), 64).state_dict),
      r"weights do not fit architecture 'simplenet': RuntimeError: Error\(s\) in loading state_dict"),
 ], ids=["unknown-arch", "no-image-size", "image-size-str", "image-size-no-model", "image-size-1",
         "image-size-100000", "unknown-arch-param", "mean-2", "mean-nan", "std-zero", "std-inf", "classes-swapped",

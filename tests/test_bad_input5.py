@@ -29,7 +29,7 @@ SHIPPED = REPO / "src" / "deepfake_detect" / "detectors"
 
 def _card(pt: Path, **fields) -> Path:
     """A model card beside ``pt`` bound to it (its run, its SHA-256), with ``fields`` changed."""
-    card = {"format": "deepfake-detect-card", "name": "mine", "run": read_checkpoint(pt).get("run", ""),
+    card = {"format": "deepfake-detect-card", "name": "mine", "run": read_checkpoint(pt).run,
             "weights_sha256": sha256_of(pt), "threshold": 0.5, "threshold_rule": "balanced", "calibration": None,
             **fields}
     path = pt.with_suffix(".json")
@@ -57,8 +57,8 @@ def test_a_shipped_checkpoint_without_its_card_uses_its_calibrated_threshold(tmp
     shipped = Detector.load("faceswap", "cpu", "fp32")
     ckpt = read_checkpoint(pt)
     assert alone.calibration == shipped.calibration is not None
-    assert alone.threshold == pytest.approx(ckpt["output_threshold"]) == pytest.approx(shipped.threshold)
-    assert alone.threshold != pytest.approx(ckpt["threshold"])
+    assert alone.threshold == pytest.approx(ckpt.output_threshold) == pytest.approx(shipped.threshold)
+    assert alone.threshold != pytest.approx(ckpt.threshold)
     assert "output_threshold" in alone.threshold_source
     p = np.array([0.2, 0.3, 0.35, 0.5])
     np.testing.assert_array_equal(alone.is_fake(p), shipped.is_fake(p))
@@ -135,7 +135,7 @@ def test_the_shipped_cards_are_bound_to_their_weights():
     for name in detector.SHIPPED:
         card = json.loads((SHIPPED / f"{name}.json").read_text())
         assert card["weights_sha256"] == sha256_of(SHIPPED / f"{name}.pt")
-        assert card["run"] == read_checkpoint(SHIPPED / f"{name}.pt")["run"]
+        assert card["run"] == read_checkpoint(SHIPPED / f"{name}.pt").run
         assert Detector.load(name, "cpu", "fp32").card["weights_sha256"] == card["weights_sha256"]
 
 

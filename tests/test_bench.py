@@ -68,7 +68,7 @@ def test_levers_on_a_tiny_trained_pipeline(tmp_path):
         metrics_dir=tmp_path / "pipeline" / "metrics", cache_dir=tmp_path / "cache", progress=False)
     report = _bench("levers.py", tmp_path, "--pipeline", str(tmp_path / "pipeline"))
     entry = report["runs"]["tiny"]
-    trained = read_checkpoint(tmp_path / "pipeline" / "models" / "tiny.pt")["metrics"]
+    trained = read_checkpoint(tmp_path / "pipeline" / "models" / "tiny.pt").metrics
     assert set(entry["val_auc_by_tta"]) == {"none", "flip"} and entry["checkpoint_tta"] == "none"
     assert entry["val_auc_by_tta"]["none"] == pytest.approx(trained["best_val_auc"], abs=1e-3)
     assert set(entry["selection"]) == {"acc", "auc", "loss"}

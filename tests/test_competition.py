@@ -69,8 +69,8 @@ def test_checkpoint_round_trip(tmp_path):
     model.eval()
     path = save_checkpoint(tmp_path / "c.pt", model, 64, run="competition-fakes")
     loaded, ckpt = load_model(path)
-    assert ckpt["arch"] == "competition" and ckpt["cam_layer"] == "features.head_conv"
-    assert ckpt["arch_params"]["augment"] == {"scale": [0.8, 1.0]}
+    assert ckpt.arch == "competition" and ckpt.cam_layer == "features.head_conv"
+    assert ckpt.arch_params["augment"] == {"scale": [0.8, 1.0]}
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-6)

@@ -43,7 +43,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert "x 2 processes" in proc.stdout
     ckpt_path = tmp_path / "ddp/models/tiny.pt"
     model, ckpt = load_model(ckpt_path)
-    m = ckpt["metrics"]
+    m = ckpt.metrics
     assert m["train_images_per_epoch"] == 16  # every training image once per epoch, over both processes
 
     # validation/test metrics are over the full split exactly once: a single-process evaluation

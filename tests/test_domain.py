@@ -25,7 +25,7 @@ def test_fit_records_the_domain_in_the_checkpoint(tmp_path):
     params = tiny_params(epochs=1)
     fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
         metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
-    domain = read_checkpoint(tmp_path / "models" / "tiny.pt")["domain"]
+    domain = read_checkpoint(tmp_path / "models" / "tiny.pt").domain
     assert domain["data"] == "demo" and domain["image_size"] == 64 and domain["native_size"] == [64, 64]
     assert domain["n_checked"] == 16 and domain["n_with_face"] == 0 and domain["face_crops"] is False
     assert "framing" not in domain

@@ -133,7 +133,7 @@ def test_stage_and_cli_score_alike_with_the_checkpoints_tta_and_threshold(tmp_pa
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     ckpt_path = save_checkpoint("models/tta.pt", get_model("simplenet", image_size=64), 64, run="tta", threshold=0.3,
-                                metrics={"threshold_rule": "balanced"}, extra={"tta": "flip", "dataset": "fakes"})
+                                metrics={"threshold_rule": "balanced"}, tta="flip", dataset="fakes")
     paths = [write_image(Path("imgs") / cls / f"{i}.png", i, size=64).as_posix()
              for cls, idx in (("fake", range(4)), ("real", range(4, 9))) for i in idx]
     y = np.array([int("/fake/" in p) for p in paths])
@@ -192,7 +192,7 @@ def test_unknown_tta_is_a_clear_error(tmp_path, capsys):
     from deepfake_detect.models import get_model
 
     torch.manual_seed(0)
-    bad = save_checkpoint(tmp_path / "bad.pt", get_model("simplenet", image_size=64), 64, extra={"tta": "rotate"})
+    bad = save_checkpoint(tmp_path / "bad.pt", get_model("simplenet", image_size=64), 64, tta="rotate")
     img = write_image(tmp_path / "a.png", 0)
     assert cli.main(["predict", "--model", str(bad), str(img), "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err

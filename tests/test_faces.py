@@ -1,5 +1,7 @@
 """Face detection and cropping (faces.py): the crop geometry worked by hand, the tight-crop rule, and MTCNN
 itself on demo faces (found, in place when pasted into a larger picture, none in a blurred background)."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -45,8 +47,8 @@ def test_regions_tight_crop_is_scored_whole_else_one_crop_per_face():
 
 
 def test_framing_of_checkpoint_and_margin():
-    assert faces.Framing.of_checkpoint({}) == faces.Framing()
-    ckpt = {"domain": {"framing": {"scale": 2.0, "ox": -0.02, "oy": -0.07}}}
+    assert faces.Framing.of_checkpoint(SimpleNamespace(domain=None)) == faces.Framing()
+    ckpt = SimpleNamespace(domain={"framing": {"scale": 2.0, "ox": -0.02, "oy": -0.07}})  # a Checkpoint's field
     assert faces.Framing.of_checkpoint(ckpt) == faces.Framing(2.0, -0.02, -0.07)
     assert faces.Framing.of_checkpoint(ckpt, margin=0.25) == faces.Framing(1.25, -0.02, -0.07)
 

@@ -68,7 +68,7 @@ def test_checkpoint_round_trip(tmp_path):
     model(torch.randn(4, 3, 64, 64))  # BatchNorm statistics off their defaults
     model.eval()
     loaded, ckpt = load_model(save_checkpoint(tmp_path / "n.pt", model, 64, run="npr-synth"))
-    assert ckpt["arch"] == "npr" and ckpt["cam_layer"] == "layer2" and ckpt["arch_params"] == {"stem_kernel": 7}
+    assert ckpt.arch == "npr" and ckpt.cam_layer == "layer2" and ckpt.arch_params == {"stem_kernel": 7}
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-6)

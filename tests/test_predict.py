@@ -28,7 +28,7 @@ DEMO_FRAMING = {"scale": 2.0, "ox": -0.02, "oy": -0.07}  # what training records
 def _p_fake(ckpt_path, image):
     model, ckpt = load_model(ckpt_path)
     im = load_rgb(image) if not isinstance(image, Image.Image) else image
-    x = Preprocess(ckpt["image_size"], ckpt["mean"], ckpt["std"])(im)[None]
+    x = Preprocess(ckpt.image_size, ckpt.mean, ckpt.std)(im)[None]
     with torch.no_grad():
         return torch.softmax(model(x), 1)[0, 1].item()
 

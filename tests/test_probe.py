@@ -58,7 +58,7 @@ def test_probe_checkpoint_rebuilds_with_weights_none(tmp_path):
         y = model(x)
         torch.testing.assert_close(other(x), y)
     loaded, ckpt = load_model(save_checkpoint(tmp_path / "m.pt", model, 64, run="t"))
-    assert ckpt["arch"] == "probe" and ckpt["cam_layer"] == "backbone.blocks.6" and "weights" not in ckpt["arch_params"]
+    assert ckpt.arch == "probe" and ckpt.cam_layer == "backbone.blocks.6" and "weights" not in ckpt.arch_params
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), y)
 
@@ -145,7 +145,7 @@ def test_probe_trains_on_demo_data_through_the_trainer(tmp_path):
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     assert out["best_val_auc"] >= 0.8, out
     model, ckpt = load_model(tmp_path / "models/probe-demo.pt")
-    assert ckpt["arch"] == "probe" and ckpt["tta"] == "flip"
+    assert ckpt.arch == "probe" and ckpt.tta == "flip"
     ref = load_backbone("efficientnet_lite0", "packaged").state_dict()
     state = model.backbone.state_dict()
     assert state and all(torch.equal(v, ref[k]) for k, v in state.items() if k in ref)  # frozen, stats too

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,15 @@ def test_val_auc_falls_back_to_the_evaluate_json(tmp_path):
 def test_export_is_float16_loads_safely_and_scores_like_the_original(tmp_path, demo_faces):
     src = sensitive_checkpoint(tmp_path / "orig.pt", demo_faces)
     ckpt = read_checkpoint(src)
-    ckpt["metrics"] = {"best_val_auc": 0.9, "history": [{"epoch": 1}], "threshold_rule": "balanced"}
-    out = release.save_torch(tmp_path / "shipped.pt", release.export_checkpoint(ckpt, task="faceswap"))
+    ckpt = replace(ckpt, metrics={"best_val_auc": 0.9, "history": [{"epoch": 1}], "threshold_rule": "balanced"})
+    out = release.export_checkpoint(ckpt, task="faceswap").save(tmp_path / "shipped.pt")
     shipped = read_checkpoint(out)
     raw = torch.load(out, weights_only=True)
-    assert raw["format"] == ckpt["format"] and shipped["metrics"] == {"best_val_auc": 0.9, "threshold_rule": "balanced"}
-    floats = [t for t in shipped["state_dict"].values() if t.is_floating_point()]
+    assert raw["format"] == ckpt.format and shipped.metrics == {"best_val_auc": 0.9, "threshold_rule": "balanced"}
+    assert raw["task"] == shipped.task == "faceswap"
+    floats = [t for t in shipped.state_dict.values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float16 for t in floats)
-    assert all(shipped["state_dict"][k].dtype == t.dtype for k, t in ckpt["state_dict"].items()
+    assert all(shipped.state_dict[k].dtype == t.dtype for k, t in ckpt.state_dict.items()
                if not t.is_floating_point())
     paths = [str(p) for p in demo_faces]
     p0, _ = Detector.load(src, "cpu", "fp32").score_paths(paths, progress=False)
@@ -194,8 +196,8 @@ def test_the_card_has_every_contract_key_and_the_files_agree(released):
     assert card["weights_sha256"] == sha256_of(out / "faceswap.pt")  # issue 36, row 4: the card names its weights
     assert Detector.load(out / "faceswap.pt", "cpu", "fp32").card["run"] == "steady"
     assert not list(out.glob(".release-*"))  # the scratch folder is gone
-    assert shipped["task"] == "faceswap" and shipped["calibration"] == card["calibration"]
-    assert shipped["output_threshold"] == card["threshold"]
+    assert shipped.task == "faceswap" and shipped.calibration == card["calibration"]
+    assert shipped.output_threshold == card["threshold"]
 
 
 def test_the_markdown_card_shows_the_figures(released):

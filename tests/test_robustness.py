@@ -2,6 +2,8 @@
 rates at the threshold against sklearn, seeding, the markdown table and the figure, flat evaluation folders."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from deepfake_detect import robustness
+from deepfake_detect.checkpoint import Checkpoint
 from deepfake_detect.data import Preprocess, load_rgb
 from deepfake_detect.plots.robustness import panel_figure, save_panel_figure
 from deepfake_detect.predict import labelled_images
@@ -38,7 +41,8 @@ class Lopsided(HighFrequency):
                                                                      x[..., w:].mean((1, 2, 3)))], 1)
 
 
-CKPT = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "threshold": 0.45, "tta": "none", "run": "dummy"}
+CKPT = Checkpoint(arch="dummy", arch_params={}, image_size=32, mean=[0.5] * 3, std=[0.5] * 3, classes=["real", "fake"],
+                  threshold=0.45, cam_layer="", state_dict={}, tta="none", run="dummy")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def noisy_rows(tmp_path_factory) -> list[dict]:
 
 
 def _detector(model, ckpt, tta="checkpoint", num_workers=-1):
-    """A fp32 Detector of an in-memory model and checkpoint dict (the panel takes detectors)."""
+    """A fp32 Detector of an in-memory model and Checkpoint (the panel takes detectors)."""
     from deepfake_detect.detector import Detector
 
     return Detector.from_model(model, ckpt, precision="fp32", tta=tta).with_options(num_workers=num_workers)
@@ -77,7 +81,7 @@ def _degraded(model, ckpt, rows, name, tta="checkpoint", batch_size=64, num_work
 
 def _by_hand(rows: list[dict], name: str, model: nn.Module | None = None) -> np.ndarray:
     """p(fake) of each image under degradation ``name``, without score.py: decode, degrade, preprocess, model."""
-    prep, model = Preprocess(CKPT["image_size"], CKPT["mean"], CKPT["std"]), model or HighFrequency()
+    prep, model = Preprocess(CKPT.image_size, CKPT.mean, CKPT.std), model or HighFrequency()
     ims = [load_rgb(r["path"]) for r in rows]
     x = torch.stack([prep(Degradation(name)(im)) for im in ims])
     with torch.no_grad():
@@ -151,7 +155,7 @@ def test_panel_on_a_subsample_scores_only_those_images(noisy_rows):
 
 
 def test_panel_tta_override(noisy_rows):
-    flip_ckpt = {**CKPT, "tta": "flip"}
+    flip_ckpt = replace(CKPT, tta="flip")
     kw = dict(n_bootstrap=0, progress=False, degradations=("jpeg_q50",))
     no_flip = _degraded(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", tta="none", progress=False)
     flipped = _degraded(Lopsided(), flip_ckpt, noisy_rows, "jpeg_q50", progress=False)

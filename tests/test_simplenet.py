@@ -45,7 +45,7 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.randn(3, 3, 64, 64)
     model.eval()
     assert torch.equal(model(x), loaded(x))
-    assert ckpt["metrics"]["best_val_acc"] == 0.9 and tuple(loaded.mean) == tuple(model.mean)
+    assert ckpt.metrics["best_val_acc"] == 0.9 and tuple(loaded.mean) == tuple(model.mean)
     assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"
 
 

@@ -238,8 +238,8 @@ def test_select_metric_picks_the_checkpoint_epoch(metric, best):
     rows = [_row(1, 0.9, 0.80, 0.50), _row(2, 0.8, 0.95, 0.45), _row(3, 0.7, 0.90, 0.30), _row(4, 0.6, 0.5, 0.9)]
     for r in rows:
         done.record(r, model, cfg, s, y)
-    assert done.best["epoch"] == best and done.best_ckpt["metrics"]["best_epoch"] == best
-    assert done.best_ckpt["metrics"]["select_metric"] == metric
+    assert done.best["epoch"] == best and done.best_ckpt.metrics["best_epoch"] == best
+    assert done.best_ckpt.metrics["select_metric"] == metric
     assert done.stale == 4 - best and done.stopped == (4 - best >= 2)  # early stopping follows the same metric
 
 
@@ -255,18 +255,18 @@ def test_checkpoint_holds_what_validation_scored_and_its_threshold(tmp_path):
     out = fit(params["tiny"], params, data_dir=data, models_dir=tmp_path / "models",
               metrics_dir=tmp_path / "metrics", cache_dir=tmp_path / "cache", progress=False)
     model, ckpt = load_model(tmp_path / "models/tiny.pt")
-    assert ckpt["tta"] == "flip" and ckpt["metrics"]["ema_decay"] == 0.9
+    assert ckpt.tta == "flip" and ckpt.metrics["ema_decay"] == 0.9
     val = [r for r in read_manifest(data / "fakes/manifest.csv") if r["split"] == "val"]
     y = np.array([int(r["label"]) for r in val])
     p, errors = Detector.from_model(model, ckpt).score_paths([r["path"] for r in val], list(y), progress=False)
     assert not errors
     assert metrics.auc(y, p) == pytest.approx(out["best_val_auc"], abs=1e-6)
     assert ((p > 0.5) == y).mean() == pytest.approx(out["best_val_acc"])
-    assert ckpt["threshold"] == pytest.approx(metrics.choose_threshold(y, p, "balanced"), abs=1e-4)
-    assert out["threshold"] == ckpt["threshold"]
+    assert ckpt.threshold == pytest.approx(metrics.choose_threshold(y, p, "balanced"), abs=1e-4)
+    assert out["threshold"] == ckpt.threshold
     # balanced accuracy at the stored threshold is the best over every cut of the validation scores
     best = max((p[y == 1] >= c).mean() / 2 + (p[y == 0] < c).mean() / 2 for c in np.unique(p))
-    pred = p > ckpt["threshold"]
+    pred = p > ckpt.threshold
     assert pred[y == 1].mean() / 2 + (~pred[y == 0]).mean() / 2 == pytest.approx(best)
 
 

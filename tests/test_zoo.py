@@ -55,6 +55,6 @@ def test_meso_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         y = model(x)
     loaded, ckpt = load_model(save_checkpoint(tmp_path / "m.pt", model, 128, run="t"))
-    assert ckpt["cam_layer"] == "features.3.1"
+    assert ckpt.cam_layer == "features.3.1"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), y)

@@ -51,7 +51,7 @@ import torch.nn as nn
 from PIL import Image
 
 from . import score as _score
-from .checkpoint import load_model
+from .checkpoint import Checkpoint, load_model
 from .data import Preprocess
 from .engine import predict, resolve_device
 from .errors import UserError
@@ -199,7 +199,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_card(card: dict, card_path: Path, pt: Path, ckpt: dict) -> None:
+def check_card(card: dict, card_path: Path, pt: Path, ckpt: Checkpoint) -> None:
     """A model card bound to the weights beside it: its ``run`` is the checkpoint's and its ``weights_sha256`` the
     SHA-256 of ``pt``; else a DetectorError of one line naming both files (a card without the fields: rerun the
     release stage, which writes them)."""
@@ -207,9 +207,9 @@ def check_card(card: dict, card_path: Path, pt: Path, ckpt: dict) -> None:
         if not isinstance(card.get(key), str) or not card[key]:
             raise DetectorError(f"{card_path}: model card has no '{key}' (a card names the run and the SHA-256 of "
                                 f"the weights it was made for, {pt.name}); {REBUILD}")
-    if card["run"] != ckpt.get("run", ""):
+    if card["run"] != ckpt.run:
         raise DetectorError(f"{card_path}: model card is for run '{card['run']}', but {pt} holds run "
-                            f"'{ckpt.get('run', '')}': the card and the weights do not belong together; put the "
+                            f"'{ckpt.run}': the card and the weights do not belong together; put the "
                             f"right .pt beside it, or {REBUILD}")
     digest = sha256_of(pt)
     if digest != card["weights_sha256"].lower():
@@ -265,7 +265,7 @@ class Detector:
     """A checkpoint ready to score. Fields (read-only by convention; ``dataclasses.replace`` makes a variant):
 
     * ``model``: the torch module in eval mode on ``device`` (Grad-CAM and saliency use it directly);
-      ``ckpt``: the raw checkpoint dict; ``path``: where it came from (None: built in memory).
+      ``ckpt``: the ``checkpoint.Checkpoint``; ``path``: where it came from (None: built in memory).
     * ``name``: the shipped name (``faceswap``, ``generated``) or the run; ``run``, ``dataset``, ``domain``: what
       training recorded (``domain``: e.g. ``face_crops``, ``framing``; ``predict`` reads it).
     * ``image_size``, ``mean``, ``std``: the input ``data.Preprocess`` builds (resize to a square, then
@@ -278,7 +278,7 @@ class Detector:
     """
 
     model: nn.Module
-    ckpt: dict
+    ckpt: Checkpoint
     path: Path | None
     name: str
     run: str
@@ -317,43 +317,42 @@ class Detector:
         return cls.from_model(model, ckpt, pt, name=name, precision=precision, tta=tta, card=card)
 
     @classmethod
-    def from_model(cls, model: nn.Module, ckpt: dict, path: str | Path | None = None, name: str | None = None,
+    def from_model(cls, model: nn.Module, ckpt: Checkpoint, path: str | Path | None = None, name: str | None = None,
                    precision: str = "fp32", tta: str = "checkpoint", card: dict | None = None,
                    channels_last: bool = False) -> "Detector":
         """A detector of a model already built (``checkpoint.load_model``, a model in training, or any module in
-        tests) and its checkpoint dict (at least image_size, mean, std, threshold); the device is the model's.
+        tests) and its ``Checkpoint`` (``checkpoint.make_checkpoint`` of a model in memory); the device is the model's.
         ``card``'s threshold, rule and calibration win."""
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         card = dict(card or {})
-        source = str(path) if path is not None else f"checkpoint of run '{ckpt.get('run', '')}'"
+        source = str(path) if path is not None else f"checkpoint of run '{ckpt.run}'"
         card_source = str(Path(path).with_suffix(".json")) if path is not None else "model card"
         fix = f"fix the model card, or {REBUILD}"
         if "calibration" in card:
             cal = _check_calibration(card["calibration"], card_source, fix)
         else:
-            cal = _check_calibration(ckpt.get("calibration"), f"{source}: checkpoint field",
+            cal = _check_calibration(ckpt.calibration, f"{source}: checkpoint field",
                                      "the checkpoint is damaged or edited by hand; restore or retrain it")
         if "threshold" in card:
             threshold = _check_threshold(card["threshold"], card_source, fix)
         elif cal is not None and "calibration" not in card:
             # a shipped .pt without its card: its calibration is applied, so the threshold must be on the calibrated
             # scale too (``output_threshold``, the card's), never the run's raw one
-            out = ckpt.get("output_threshold")
+            out = ckpt.output_threshold
             threshold = (_check_threshold(out, f"{source}: checkpoint field", "restore or retrain the .pt",
                                           "output_threshold")
-                         if out is not None else float(calibrate([ckpt["threshold"]], cal)[0]))
+                         if out is not None else float(calibrate([ckpt.threshold], cal)[0]))
         else:
-            threshold = float(ckpt["threshold"])
+            threshold = float(ckpt.threshold)
             if cal is not None:  # a card's calibration without its threshold: the run's, mapped the same way
                 threshold = float(calibrate([threshold], cal)[0])
-        rule = card.get("threshold_rule", (ckpt.get("metrics") or {}).get("threshold_rule"))
+        rule = card.get("threshold_rule", ckpt.metrics.get("threshold_rule"))
         return cls(model=model, ckpt=ckpt, path=None if path is None else Path(path),
-                   name=name or card.get("name") or ckpt.get("run", ""), run=ckpt.get("run", ""),
-                   image_size=int(ckpt["image_size"]), mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]),
+                   name=name or card.get("name") or ckpt.run, run=ckpt.run,
+                   image_size=int(ckpt.image_size), mean=tuple(ckpt.mean), std=tuple(ckpt.std),
                    tta=_score.resolve_tta(ckpt, tta, source), threshold=threshold, threshold_rule=rule,
-                   calibration=cal, domain=ckpt.get("domain"), dataset=ckpt.get("dataset"),
-                   cam_layer=ckpt.get("cam_layer", getattr(model, "cam_layer", "")),
+                   calibration=cal, domain=ckpt.domain, dataset=ckpt.dataset, cam_layer=ckpt.cam_layer,
                    precision=resolve_precision(precision, device), device=device, card=card,
                    channels_last=channels_last)
 
@@ -447,14 +446,14 @@ class Detector:
     def threshold_source(self) -> str:
         """Where ``threshold`` comes from, for summaries."""
         where = ("model card" if "threshold" in self.card else
-                 "checkpoint's output_threshold" if self.calibration and "output_threshold" in self.ckpt
+                 "checkpoint's output_threshold" if self.calibration and self.ckpt.output_threshold is not None
                  and "calibration" not in self.card else "checkpoint")
         rule = f", rule '{self.threshold_rule}' on the validation split" if self.threshold_rule else ""
         return where + rule + (", on calibrated p" if self.calibration else "")
 
     def __repr__(self) -> str:
         cal = ", calibrated" if self.calibration else ""
-        return (f"Detector({self.name!r}, arch={self.ckpt.get('arch')!r}, {self.image_size}px, tta={self.tta}, "
+        return (f"Detector({self.name!r}, arch={self.ckpt.arch!r}, {self.image_size}px, tta={self.tta}, "
                 f"threshold={self.threshold:.4g}{cal}, {self.precision} on {self.device})")
 
 

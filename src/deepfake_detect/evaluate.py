@@ -99,7 +99,7 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
                    f"evaluate {run} on {dataset}")
     m = metrics.binary_metrics(y, p, threshold=0.5, n_bootstrap=cfg["bootstrap"], seed=params["seed"])
     m.update(threshold_metrics(y, p, det.threshold))  # acc and balanced acc at the detector's threshold too
-    trained = det.ckpt.get("metrics", {})  # what training recorded: for the headline row of summarize
+    trained = det.ckpt.metrics  # what training recorded: for the headline row of summarize
     m.update({k: trained.get(k) for k in ("test_acc_at_best_val", "num_params", "train_time_s")})
     m["val_auc"] = trained.get("best_val_auc")  # validation AUC of the kept epoch: the val-test gap beside auc
     m["precision"] = det.precision

@@ -201,9 +201,9 @@ def run_stage(params: dict, run: str, data_dir: str | Path = "data", models_dir:
     masks = {r["path"]: m for r, m in zip(masked, load_masks([r["mask"] for r in masked], det.image_size))}
     show = {"real": reals[:cfg["n_examples"]], "fake": fakes[:cfg["n_examples"]]}
     mean_rows = {"real": reals[:cfg["n_mean"]], "fake": fakes[:cfg["n_mean"]]}
-    _save_figures(Path(plots_dir), run, f"{run} ({ckpt['arch']}, {dataset} test)", model.cam_layer, att, show,
+    _save_figures(Path(plots_dir), run, f"{run} ({ckpt.arch}, {dataset} test)", model.cam_layer, att, show,
                   mean_rows, masks)
-    metrics = {"run": run, "arch": ckpt["arch"], "dataset": dataset, "cam_layer": model.cam_layer,
+    metrics = {"run": run, "arch": ckpt.arch, "dataset": dataset, "cam_layer": model.cam_layer,
                "n_mean_real": len(mean_rows["real"]), "n_mean_fake": len(mean_rows["fake"]),
                **_faithfulness_metrics(att, masked, masks, mean_rows["real"])}
     write_json(Path(metrics_dir) / f"{run}.json", metrics)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
@@ -68,10 +68,11 @@ class Framing:
     oy: float = -0.05
 
     @classmethod
-    def of_checkpoint(cls, ckpt: dict, margin: float | None = None) -> "Framing":
-        """The framing the checkpoint's training images had (``domain.framing``), else the default; ``margin``
-        (``--face-margin``) replaces the scale by 1 + margin."""
-        rec = ((ckpt.get("domain") or {}).get("framing") or {})
+    def of_checkpoint(cls, ckpt: Any, margin: float | None = None) -> "Framing":
+        """The framing the checkpoint's training images had (``domain.framing`` of a ``checkpoint.Checkpoint``;
+        not imported: the frame-faces stage runs this module alone), else the default; ``margin`` (``--face-margin``)
+        replaces the scale by 1 + margin."""
+        rec = ((ckpt.domain or {}).get("framing") or {})
         f = cls(**{k: float(rec[k]) for k in ("scale", "ox", "oy") if isinstance(rec.get(k), (int, float))})
         return f if margin is None else cls(1.0 + float(margin), f.ox, f.oy)
 

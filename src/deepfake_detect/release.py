@@ -27,19 +27,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .checkpoint import read_checkpoint
+from .checkpoint import Checkpoint, read_checkpoint
 from .config import RUNS
 from .data import LABELS, SPLITS, is_image_file, list_files, read_manifest
 from .detector import Detector, calibrate, sha256_of, stage_precision  # calibrate: the one Platt map
 from .errors import UserError
-from .io import output_errors, save_torch, write_json, write_text
+from .io import output_errors, write_json, write_text
 from .metrics import auc as roc_auc
 from .metrics_files import MetricsFileError, read_metrics_json
 from .sources import sources_of_rows, threshold_for_sources
@@ -154,16 +154,13 @@ def _small(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 200
 
 
-def export_checkpoint(ckpt: dict, **extra) -> dict:
+def export_checkpoint(ckpt: Checkpoint, **changes) -> Checkpoint:
     """A copy of ``ckpt`` for shipping: floating-point weights as float16 (others as they are), metrics trimmed to
-    the small scalars of ``KEEP_METRICS``; ``extra`` fields added (e.g. ``calibration``, ``task``)."""
-    out = {k: v for k, v in ckpt.items() if k not in ("state_dict", "metrics")}
-    out["state_dict"] = {k: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous()
-                         for k, t in ckpt["state_dict"].items()}
-    metrics = ckpt.get("metrics") or {}
-    out["metrics"] = {k: metrics[k] for k in KEEP_METRICS if k in metrics and _small(metrics[k])}
-    out.update(extra)
-    return out
+    the small scalars of ``KEEP_METRICS``; ``changes``: fields set (``task``, ``calibration``, ``output_threshold``)."""
+    state = {k: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous()
+             for k, t in ckpt.state_dict.items()}
+    metrics = {k: ckpt.metrics[k] for k in KEEP_METRICS if k in ckpt.metrics and _small(ckpt.metrics[k])}
+    return replace(ckpt, state_dict=state, metrics=metrics, **changes)
 
 
 # -------------------------------------------------------------------------------------------- calibration
@@ -445,7 +442,7 @@ def provenance(root: str | Path = ".") -> dict:
     return {"commit": commit, "dirty": None if status is None else bool(status), "command": COMMAND, "lock": LOCK}
 
 
-def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: dict, figures: dict) -> dict:
+def build_card(task: str, run: str, ckpt: Checkpoint, evaluated: dict, train_metrics: dict, figures: dict) -> dict:
     """The model card of ``run`` shipped as ``task``. ``figures``: what the release stage measured and chose --
     ``dataset`` (``dataset_summary``), ``val_aucs``, ``threshold``, ``calibration``, ``calibration_check``,
     ``reliability``, ``fpr``, ``prov``, ``num_params`` and ``weights_sha256`` (of the shipped .pt)."""
@@ -453,17 +450,17 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
     calibration, calibration_check = figures["calibration"], figures["calibration_check"]
     reliability_, fpr, prov, num_params = figures["reliability"], figures["fpr"], figures["prov"], figures["num_params"]
     weights_sha256 = figures.get("weights_sha256", "")
-    m = ckpt.get("metrics") or {}
+    m = ckpt.metrics
     panel = ((evaluated.get("robustness") or {}).get("degradations")) or {}
     names = (evaluated.get("cross_dataset") or {}).get("datasets") or {}
     cross = (evaluated.get("cross_dataset") or {}).get("auc") or {}
     training = {k: train_metrics.get(k, m.get(k)) for k in ("epochs_run", "best_epoch", "train_images_per_epoch",
                                                              "train_time_s")}
     training.update({k: m[k] for k in ("select_metric", "threshold_rule", "ema_decay") if k in m})
-    training.update({k: ckpt[k] for k in ("image_size", "tta", "pseudo_fakes") if k in ckpt})
-    training["arch_params"] = ckpt.get("arch_params", {})
-    if ckpt.get("domain"):
-        training["domain"] = ckpt["domain"]
+    training.update(image_size=ckpt.image_size, tta=ckpt.tta, pseudo_fakes=ckpt.pseudo_fakes)
+    training["arch_params"] = ckpt.arch_params
+    if ckpt.domain:
+        training["domain"] = ckpt.domain
     rule, op = m.get("threshold_rule"), figures.get("operating_point")
     card = {
         "format": CARD_FORMAT,
@@ -471,14 +468,14 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
         "task": TASK_TITLES.get(task, task),
         "run": run,
         "weights_sha256": weights_sha256,  # of the .pt shipped beside the card: Detector.load checks it
-        "arch": ckpt["arch"],
+        "arch": ckpt.arch,
         "num_params": int(num_params),
         "dataset": dataset,
         "training": training,
         "chosen_on": {"criterion": "validation AUC", "val_auc": {r: _round(v, 6) for r, v in val_aucs.items()}},
         "threshold": float(threshold),
         "threshold_rule": ((op["rule"] + ", on the calibrated output" if op else
-                            f"the checkpoint's threshold {float(ckpt['threshold']):.6g}"
+                            f"the checkpoint's threshold {float(ckpt.threshold):.6g}"
                             + (f" (training's rule '{rule}' on the validation split)" if rule else "")
                             + (", mapped through the calibration (the same decisions)" if calibration else ""))
                            + "; fake when p > threshold"),
@@ -491,7 +488,7 @@ def build_card(task: str, run: str, ckpt: dict, evaluated: dict, train_metrics: 
         "cross_dataset": {names.get(d, d): a for d, a in cross.items()},
         "cross_generator": {k: {x: v.get(x) for x in ("auc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake")}
                             for k, v in (evaluated.get("cross_generator") or {}).items()},
-        "per_source": (evaluated.get("per_source") or {}).get(ckpt.get("dataset")),
+        "per_source": (evaluated.get("per_source") or {}).get(ckpt.dataset),
         "false_positive_rate": fpr,
         "verdict_false_positive_rate": None,  # set by run_stage once every task's detector is out (verdict_rates)
         "licence": WEIGHTS_LICENCE,
@@ -588,7 +585,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     run = pick_run(val_aucs)
     src = Path(models_dir) / f"{run}.pt"
     ckpt = read_checkpoint(src)
-    num_params = sum(t.numel() for k, t in ckpt["state_dict"].items() if t.is_floating_point()
+    num_params = sum(t.numel() for k, t in ckpt.state_dict.items() if t.is_floating_point()
                      and "running_" not in k)
     evaluated = _read_json(metrics_dir / "evaluate" / f"{run}.json")
     train_file = metrics_dir / "train" / run / "metrics.json"
@@ -596,7 +593,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     num_params = int(train_metrics.get("num_params") or evaluated.get("num_params") or num_params)
     shipped = export_checkpoint(ckpt, task=task)
     with tempfile.TemporaryDirectory() as tmp:  # the shipped weights score everything below
-        det = Detector.load(save_torch(Path(tmp) / f"{task}.pt", shipped), device, stage_precision(o.precision, device))
+        det = Detector.load(shipped.save(Path(tmp) / f"{task}.pt"), device, stage_precision(o.precision, device))
 
     def manifest(name):
         return read_manifest(Path(data_dir) / name / "manifest.csv")
@@ -606,7 +603,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     cache: dict[str, float] = {}  # {file's sha1: raw p} of det: every set below shares it (_score)
     p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val", cache)
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
-    threshold = map_threshold(ckpt["threshold"], calibration)
+    threshold = map_threshold(ckpt.threshold, calibration)
     op = None
     if o.max_source_fpr is not None:
         groups = {split: {k: v for d in (dataset, *[t for t in o.threshold_reals if t != dataset])
@@ -665,8 +662,8 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         if k in same:
             fpr[k]["note"] = overlap_note(len(real_sets[k]), same[k], f"{sources[dataset]} val reals")
 
-    pt = save_torch(out_dir / f"{task}.pt", export_checkpoint(ckpt, task=task, calibration=calibration,
-                                                              output_threshold=threshold))
+    pt = export_checkpoint(ckpt, task=task, calibration=calibration, output_threshold=threshold).save(
+        out_dir / f"{task}.pt")
     card = build_card(task, run, ckpt, evaluated, train_metrics, {
         "dataset": dataset_summary(dataset, params["data"][dataset]["source"], own), "val_aucs": val_aucs,
         "threshold": threshold, "calibration": calibration, "calibration_check": check,
@@ -732,7 +729,7 @@ def check_inputs(params: dict, tasks: list[tuple[str, str]], reals: list[str], o
                 raise ReleaseError(f"{ev_path}: '{key}' must be an object, got {json.dumps(evaluated[key])[:40]}: "
                                    "rerun the stage that writes it (`dvc repro real/dvc.yaml`)")
         pt = Path(options.models_dir) / f"{run}.pt"
-        held = read_checkpoint(pt).get("run", "")
+        held = read_checkpoint(pt).run
         if held != run:  # the card names the run: weights of another run under this name would be mislabelled
             raise ReleaseError(f"{pt}: holds run '{held}', not '{run}' (a copied or swapped checkpoint?); rerun "
                                f"its training stage, or restore it (dvc checkout {pt})")

@@ -9,6 +9,8 @@ model's own (softmax output 1, averaged over the TTA views); ``Detector`` applie
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -17,6 +19,9 @@ from .data import BadImageError, ManifestDataset, Preprocess
 from .engine import check_tta, default_num_workers
 from .errors import UserError
 from .io import path_text
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 
 class ScoreError(UserError, ValueError):
@@ -50,12 +55,12 @@ class _Recorder:
             yield x, y
 
 
-def resolve_tta(ckpt: dict, tta: str = "checkpoint", source: str = "checkpoint") -> str:
+def resolve_tta(ckpt: Checkpoint, tta: str = "checkpoint", source: str = "checkpoint") -> str:
     """The TTA mode to score with: ``tta`` (a ``--tta`` value) unless it is ``checkpoint``, then the checkpoint's
     field ``tta`` (``none`` when absent); an unknown mode is a TTAError naming ``--tta`` or ``source``'s field."""
     if tta != "checkpoint":
         return check_tta(tta, "--tta")
-    return check_tta(ckpt.get("tta", "none"), f"{source}: checkpoint field 'tta'")
+    return check_tta(ckpt.tta, f"{source}: checkpoint field 'tta'")
 
 
 def threshold_metrics(y, p: np.ndarray, threshold: float) -> dict:

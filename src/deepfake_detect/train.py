@@ -27,7 +27,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import metrics
-from .checkpoint import make_checkpoint, model_state
+from .checkpoint import Checkpoint, make_checkpoint, model_state
 from .config import ParamsError, TrainConfig, source_of
 from .data import (
     DatasetError,
@@ -177,8 +177,7 @@ class Trainer:
         """``scorer``: ``eval_model`` (default: ``kept``; compiled when the run compiles) wrapped as a Detector
         with the run's preprocessing, TTA and precision (bf16 under AMP on CUDA, else fp32: as training ran)."""
         base = _unwrap(self.kept)
-        stub = {"run": self.cfg.run, "image_size": self.cfg.image_size, "mean": list(base.mean),
-                "std": list(base.std), "threshold": 0.5, "tta": self.cfg.tta, "cam_layer": base.cam_layer}
+        stub = make_checkpoint(base, self.cfg.image_size, run=self.cfg.run, tta=self.cfg.tta)
         precision = "bf16" if self.cfg.amp and amp_dtype(self.device) == torch.bfloat16 else "fp32"
         self.scorer = Detector.from_model(eval_model or self.kept, stub, precision=precision,
                                           channels_last=self.cfg.channels_last)
@@ -373,7 +372,8 @@ def save_state(path: Path, key: dict[str, str], model: nn.Module, optimizer, sch
                       "ema": model_state(ema.module) if ema is not None else None,
                       "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                      "scaler": scaler.state_dict(), "rng": _rng_state(), **vars(done)})
+                      "scaler": scaler.state_dict(), "rng": _rng_state(), **vars(done),
+                      "best_ckpt": done.best_ckpt.to_dict() if done.best_ckpt is not None else None})
 
 
 def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -394,7 +394,10 @@ def load_state(path: Path, key: dict[str, str], model: nn.Module, optimizer: tor
                else _restore(state, model, optimizer, scheduler, scaler, ema))
     if why is None:
         _set_rng_state(state["rng"])
-        return Progress(**{f.name: state[f.name] for f in fields(Progress)})
+        done = Progress(**{f.name: state[f.name] for f in fields(Progress)})
+        if done.best_ckpt is not None:
+            done.best_ckpt = Checkpoint(**done.best_ckpt)  # as save_state wrote it
+        return done
     print(f"{path}: {why}")
     path.unlink(missing_ok=True)
     return None
@@ -448,7 +451,7 @@ class Progress:
 
     history: list[dict] = field(default_factory=list)  # one row per epoch: losses, accuracies, AUCs, lr, images
     best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": math.inf, "val_auc": -1.0, "epoch": 0})
-    best_ckpt: dict | None = None  # the checkpoint of the best validation epoch
+    best_ckpt: Checkpoint | None = None  # the checkpoint of the best validation epoch
     stale: int = 0  # epochs since the last validation gain
     stopped: bool = False  # early stopping has ended the run
     elapsed: float = 0.0  # training seconds so far
@@ -467,12 +470,11 @@ class Progress:
                          "epoch": row["epoch"]}
             threshold = metrics.choose_threshold(val_labels, val_scores, cfg.threshold_rule)
             ckpt = make_checkpoint(model, cfg.image_size, run=cfg.run, threshold=threshold,
-                                   extra={"dataset": cfg.dataset, "tta": cfg.tta,
-                                          "pseudo_fakes": cfg.pseudo_fakes, "domain": self.domain},
+                                   dataset=cfg.dataset, tta=cfg.tta, pseudo_fakes=cfg.pseudo_fakes,
+                                   domain=self.domain,
                                    metrics={"best_epoch": row["epoch"], "best_val_acc": row["val_acc"],
                                             "best_val_auc": row["val_auc"], "select_metric": cfg.select_metric,
                                             "threshold_rule": cfg.threshold_rule, "ema_decay": cfg.ema_decay})
-            ckpt["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}  # not views
             self.best_ckpt, self.stale = ckpt, 0
         else:
             self.stale += 1
@@ -594,7 +596,7 @@ def fit(cfg: TrainConfig | dict, params: dict, data_dir: str | Path = "data", mo
     done = (load_state(spath, key, model, optimizer, scheduler, scaler, ema) if resume else None) or Progress()
     if main and done.history:
         print(f"{run}: resuming after epoch {len(done.history)} from {spath}")
-        save_torch(ckpt_path, done.best_ckpt)  # DVC removes a stage's outs before rerunning it
+        done.best_ckpt.save(ckpt_path)  # DVC removes a stage's outs before rerunning it
     done.domain = training_domain(params, cfg, rows)
     live = _open_live(cfg, metrics_dir, done.history) if main else None
     if main:
@@ -611,7 +613,7 @@ def fit(cfg: TrainConfig | dict, params: dict, data_dir: str | Path = "data", mo
         improved = done.record(row, t.kept, cfg, val_scores, val_labels)
         if main:
             if improved:
-                save_torch(ckpt_path, done.best_ckpt)
+                done.best_ckpt.save(ckpt_path)
             print(_epoch_line(cfg, row, improved))
         step_scheduler(scheduler, row["val_loss"])
         if done.stopped and main:
@@ -642,26 +644,27 @@ def _finish(t: Trainer, done: Progress, live, paths: tuple[Path, Path], train_ti
     if "test_acc" in best_row:
         test_acc, test_auc = best_row["test_acc"], best_row["test_auc"]
     else:  # evaluate the best-validation weights once on test
-        model.load_state_dict(done.best_ckpt["state_dict"])
+        model.load_state_dict(done.best_ckpt.state_dict)
         tp, ty, _ = evaluate(t, "test", "test")
         test_acc, test_auc = _acc(tp, ty), _auc(tp, ty)
     summary = {"best_val_acc": done.best["val_acc"],
                "best_val_auc": done.best["val_auc"], "best_epoch": done.best["epoch"],
                "test_acc_at_best_val": test_acc, "test_auc_at_best_val": test_auc,
-               "threshold": done.best_ckpt["threshold"], "epochs_run": len(done.history),
+               "threshold": done.best_ckpt.threshold, "epochs_run": len(done.history),
                "num_params": num_params(model), "train_images_per_epoch": done.history[-1]["train_images"]}
     summary.update({f"final_{k}": v for k, v in done.history[-1].items() if k not in ("epoch", "lr", "train_images")})
     if live is not None:
         for key, value in summary.items():  # metrics.json: no timings, so equal inputs give equal files
             live.summary[key] = value
         live.end()
-        done.best_ckpt["metrics"] = {**done.best_ckpt["metrics"], **summary, "train_time_s": round(train_time, 2),
-                                     "history": done.history}
-        save_torch(ckpt_path, done.best_ckpt)  # the checkpoint carries the run's summary too
+        done.best_ckpt = replace(done.best_ckpt, metrics={**done.best_ckpt.metrics, **summary,
+                                                          "train_time_s": round(train_time, 2),
+                                                          "history": done.history})
+        done.best_ckpt.save(ckpt_path)  # the checkpoint carries the run's summary too
         spath.unlink(missing_ok=True)
         print(f"{cfg.run}: best val {cfg.select_metric} at epoch {done.best['epoch']} (val acc "
               f"{done.best['val_acc']:.4f}, auc {done.best['val_auc']:.4f}), test there: acc {test_acc:.4f}, auc "
-              f"{test_auc:.4f}; threshold {done.best_ckpt['threshold']:.4f} ({cfg.threshold_rule}) "
+              f"{test_auc:.4f}; threshold {done.best_ckpt.threshold:.4f} ({cfg.threshold_rule}) "
               f"({train_time:.0f} s) -> {ckpt_path}")
     barrier()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
