@@ -316,7 +316,7 @@ class Detector:
             check_card(card, card_path, pt, ckpt)
         # NHWC batches (as training's validation feeds them, params channels_last): the views of ``score`` are
         # pixel-major already, and oneDNN's convolutions run ~1.8x faster on them than on the NCHW copy (fp32 scores
-        # equal to ~3e-7; bench/detector_speed.py)
+        # move by summation order only: < 2e-6 on real faces; bench/detector_speed.py, docs/speed.md)
         return cls.from_model(model, ckpt, pt, name=name, precision=precision, tta=tta, card=card,
                               channels_last=True)
 
