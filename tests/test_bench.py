@@ -16,6 +16,7 @@ from conftest import REPO, make_tiny, tiny_params
 
 SMOKE_TESTED = {"bench_train.py", "repro_threads.py", "levers.py", "stylegan_probe.py", "model_speed.py",
                 "faces.py", "inference_precision.py",  # faces.py: tests/test_bench_faces.py
+                "detector_speed.py",  # tests/test_bench_detector_speed.py
                 "serve_load.py"}  # tests/test_bench_serve.py
 
 
