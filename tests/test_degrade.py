@@ -130,7 +130,7 @@ def _noise_hwc(seed: int, size: int = 32) -> np.ndarray:
 
 
 def test_probability_zero_is_the_identity():
-    cfg = TrainConfig.of(tiny_params(degrade_p_blur=0.0, degrade_p_jpeg=0.0)["train-simplenet-fakes"])
+    cfg = TrainConfig.of(tiny_params(degrade_p_blur=0.0, degrade_p_jpeg=0.0)["tiny"])
     assert degrade.RandomDegrade.from_cfg(cfg, seed=0) is None
     aug = degrade.RandomDegrade(0.0, 0.0)
     for i in range(50):

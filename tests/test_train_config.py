@@ -71,5 +71,5 @@ def test_a_config_built_by_hand_is_checked_like_the_params_file():
 
 
 def test_a_wrong_type_in_the_params_file_still_names_its_section():
-    with pytest.raises(ParamsError, match=r"params.yaml: 'train-simplenet-fakes.lr' must be in \(0, 10\], got -1"):
-        load_params(PARAMS_YAML, {"train-simplenet-fakes": {"lr": -1}})
+    with pytest.raises(ParamsError, match=r"params.yaml: 'simplenet-fakes.lr' must be in \(0, 10\], got -1"):
+        load_params(PARAMS_YAML, {"simplenet-fakes": {"lr": -1}})
