@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_cores": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "loadavg_before": load_before, "loadavg_after": loadavg(),
-        "model": args.model, "arch": det.ckpt.get("arch"), "image_size": size, "precision": det.precision,
+        "model": args.model, "arch": det.ckpt.arch, "image_size": size, "precision": det.precision,
         "tta": det.tta, "channels_last": det.channels_last, "load_s": round(load_s, 2),
         "n": args.n, "batch_size": args.batch_size, "repeats": args.repeats,
         "files": len(files), "files_source": source, "predict_batch_size": PredictOptions().batch_size,

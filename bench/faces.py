@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
                      **({"dfdc_faces": sets["dfdc_faces"]} if "dfdc_faces" in sets else {})}
         model, ckpt = load_model(model_path)
         framing = faces.Framing.of_checkpoint(ckpt)
-        result.update(model=str(model_path), domain=ckpt.get("domain"), framing_used=vars(framing))
+        result.update(model=str(model_path), domain=ckpt.domain, framing_used=vars(framing))
         result["detection"] = {name: detection(rows, framing) for name, rows in sets.items()}
         result["padded"] = padded(score_rows, model, ckpt, framing, tmp)
         result["orientation"] = orientation(score_rows[:20], model, ckpt, framing, tmp)
