@@ -313,4 +313,4 @@ def test_a_file_scored_once_under_two_paths_is_not_scored_again(tmp_path, demo_f
     assert len(calls) == 1 and len(calls[0]) == len(demo_faces)  # the second call scored nothing
     assert np.array_equal(again, first[list(range(5)) + [5, 6]])
     fresh = release._score(det, [str(p) for p in copies], 8, "no cache")
-    assert np.abs(fresh - first[:5]).max() < 1e-6  # fp32, the same batches' arithmetic within 1e-6
+    assert np.abs(fresh - first[:5]).max() < 1e-5  # fp32 in other batches: within 1e-5 on any CPU

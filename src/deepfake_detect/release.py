@@ -524,18 +524,17 @@ def _score(det, paths, batch_size, desc, cache: dict[str, float] | None = None) 
     """Raw p(fake) of the shipped weights (calibration is fitted on these, then applied by ``calibrate``).
     ``cache`` ({file's sha1: p} of this ``det``): a file already scored, here or under another path (dfdc_faces_xl's
     val and test are dfdc_faces' byte copies; the leave-out layout links the same crops), is not scored again."""
-    paths = list(paths)
-    keys = [_sha1(q) for q in paths] if cache is not None else None
-    todo = paths if cache is None else list({k: q for k, q in zip(keys, paths) if k not in cache}.values())
+    cache = {} if cache is None else cache
+    keys = [_sha1(q) for q in paths]
+    todo = {k: q for k, q in zip(keys, paths) if k not in cache}  # each new file once, hashed once
     print(f"release: scoring {len(todo)} image(s): {desc}"
-          + (f" ({len(paths) - len(todo)} scored already)" if len(todo) < len(paths) else ""), flush=True)
-    p, errors = det.score_paths(todo, batch_size=batch_size, progress=False, desc=desc) if todo else ([], {})
-    if errors:
-        raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
-                           + "; ".join(list(errors.values())[:3]))
-    if cache is None:
-        return p
-    cache.update(zip(map(_sha1, todo), (float(x) for x in p)))
+          + (f" ({len(keys) - len(todo)} scored already)" if len(todo) < len(keys) else ""), flush=True)
+    if todo:
+        p, errors = det.score_paths(list(todo.values()), batch_size=batch_size, progress=False, desc=desc)
+        if errors:
+            raise ReleaseError(f"{len(errors)} image(s) do not decode while scoring {desc}: "
+                               + "; ".join(list(errors.values())[:3]))
+        cache.update(zip(todo, map(float, p)))
     return np.array([cache[k] for k in keys], dtype=float)
 
 
