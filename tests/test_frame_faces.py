@@ -71,6 +71,10 @@ def test_train_also_adds_only_the_train_split_of_a_course_folder(tmp_path, pictu
     report = json.loads((dst / REPORT).read_text())
     assert report["n_crops"] == len(rows) and report["n_images"] == 9 + 3  # 9 sourced + extra's train split
     assert any("noise.jpg" in s and "no face" in s for s in report["skipped"])
+    # the folder's own sources.csv is its listing, not an image without a face: not counted, not listed
+    assert not [s for s in report["skipped"] if "sources.csv" in s]
+    assert all(s.endswith("no face found") or "too small" in s or "decode" in s for s in report["skipped"]), \
+        report["skipped"]
     assert report["per_split_source"]["train/stylegan_faces-real"] == {"images": 2, "crops": 1}
     assert not list((dst / "gen").glob(".train-also-*"))  # its working folder is gone
 

@@ -324,6 +324,12 @@ def test_real_pipeline_end_to_end_on_tiny_folders(repro):
     card = json.loads((work / "src" / "deepfake_detect" / "detectors" / "generated.json").read_text())
     assert card["run"] == "finetune-generated" and set(card["operating_point"]["val"]) >= {"ffhq", "unsplash"}
     assert card["verdict_false_positive_rate"]["sets"]  # both detectors at once, per kind of real photo
+    joint = card["verdict_false_positive_rate"]["joint"]  # their thresholds together: the union bounded on val
+    face = json.loads((work / "src" / "deepfake_detect" / "detectors" / "faceswap.json").read_text())
+    assert joint == face["verdict_false_positive_rate"]["joint"]
+    assert joint["thresholds"] == {"faceswap": face["threshold"], "generated": card["threshold"]}
+    assert all(joint["thresholds"][t] >= joint["own_thresholds"][t] for t in joint["thresholds"])
+    assert all(v["fpr"] <= joint["max_fpr"] for v in joint["val"].values() if v["n"])
     from deepfake_detect.plots.page import write_page  # both pipelines' charts on the offline page
 
     html = write_page(work / "offline.html", repo=work).read_text()

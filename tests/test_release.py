@@ -314,3 +314,49 @@ def test_a_file_scored_once_under_two_paths_is_not_scored_again(tmp_path, demo_f
     assert np.array_equal(again, first[list(range(5)) + [5, 6]])
     fresh = release._score(det, [str(p) for p in copies], 8, "no cache")
     assert np.abs(fresh - first[:5]).max() < 1e-5  # fp32 in other batches: within 1e-5 on any CPU
+
+
+def test_the_joint_operating_point_raises_a_threshold_and_the_shipped_file_card_and_verdict_agree(
+        tmp_path, monkeypatch):
+    """Two detectors that each call 5 % of the validation reals fake call nearly 10 % fake together: the release
+    raises their thresholds until the union holds 5 % on validation, releases a raised detector again at it, and
+    the .pt, the card and the verdict all use the raised one."""
+    data = make_tiny(tmp_path)
+    manifest = read_manifest(data / "fakes/manifest.csv")
+    test = [r["path"] for r in manifest if r["split"] == "test"]
+    for run in ("lucky", "steady"):
+        sensitive_checkpoint(tmp_path / f"models/{run}.pt", test, run=run)
+    p, _ = Detector.load(tmp_path / "models/steady.pt", "cpu", "fp32").score_paths(test, progress=False)
+    metrics = _metrics(tmp_path, {"lucky": (0.6, 0.9, "fakes"),
+                                  "steady": (0.8, roc_auc([r["label"] for r in manifest if r["split"] == "test"], p),
+                                             "fakes")})
+    params = {"runs": {"lucky": "train-a", "steady": "train-b"}, "seed": 0, "device": "cpu",
+              "data": {"fakes": {"source": "../../shared/data/dfdc_faces"}, "on_leak": "drop"}}
+    rng = np.random.default_rng(0)
+    seen = {}
+
+    def predicted(params_, datasets, dets, split, device, data_dir):  # predict's per-picture scores, stood in
+        seen[split] = [float(d.threshold) for d in dets]
+        return {"dfdc_faces": {"p": rng.uniform(0, 1, (400, len(dets))), "not_judged": 1}}
+
+    monkeypatch.setattr(release, "_predict_reals", predicted)
+    out = tmp_path / "detectors"
+    cards = release.run_stage(params, [("faceswap", "fakes"), ("generated", "fakes")], [], out,
+                              release.ReleaseOptions(data_dir=data, models_dir=tmp_path / "models",
+                                                     metrics_dir=metrics, batch_size=8, max_source_fpr=0.3))
+    joint = cards["faceswap"]["verdict_false_positive_rate"]["joint"]
+    assert joint == cards["generated"]["verdict_false_positive_rate"]["joint"]
+    assert joint["val"]["dfdc_faces"]["fpr"] <= 0.3 and joint["val"]["dfdc_faces"]["not_judged"] == 1
+    assert any(joint["thresholds"][t] > joint["own_thresholds"][t] for t in ("faceswap", "generated"))
+    assert "->" in joint["rule"]
+    for task in ("faceswap", "generated"):
+        card = json.loads((out / f"{task}.json").read_text())
+        assert card["threshold"] == joint["thresholds"][task] >= joint["own_thresholds"][task]
+        assert read_checkpoint(out / f"{task}.pt").output_threshold == pytest.approx(card["threshold"], abs=1e-12)
+        assert Detector.load(out / f"{task}.pt", "cpu", "fp32").threshold == card["threshold"]
+        if card["threshold"] > joint["own_thresholds"][task]:
+            assert "joint operating point" in card["operating_point"]["rule"]
+            assert "joint operating point" in (out / f"{task}.md").read_text()
+    assert seen["val"] == list(joint["own_thresholds"].values())  # the joint search starts from each one's own
+    assert seen["test"] == list(joint["thresholds"].values())  # the verdict is scored at the raised thresholds
+    assert set(cards["faceswap"]["verdict_false_positive_rate"]["sets"]) == {"dfdc_faces"}

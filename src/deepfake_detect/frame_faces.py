@@ -84,7 +84,9 @@ def frame_sourced(src: str | Path, dst: str | Path, size: int, margin: float, ex
         if crop in cropped:
             c["crops"] += 1
             rows.append({**r, "path": crop})
-    skipped, n_images = list(summary["skipped"]), summary["n_images"]
+    # the folder's own listing (sources.csv) is no image without a face: left out of the count and the list
+    skipped = [s for s in summary["skipped"] if not s.startswith(f"{src / SOURCES}: ")]
+    n_images = summary["n_images"]
     for folder in map(Path, train_also or []):
         extra, also = _frame_train_also(folder, full, size, margin, progress)
         rows += extra

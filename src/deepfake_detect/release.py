@@ -42,7 +42,7 @@ from .errors import UserError
 from .io import output_errors, write_json, write_text
 from .metrics import auc as roc_auc
 from .metrics_files import MetricsFileError, read_metrics_json
-from .sources import sources_of_rows, threshold_for_sources
+from .sources import joint_thresholds, sources_of_rows, threshold_for_sources
 
 CARD_FORMAT = "deepfake-detect-card"
 EPS = 1e-6  # logit clipping of the calibration: p in [EPS, 1 - EPS]
@@ -378,6 +378,12 @@ def card_markdown(card: dict) -> str:
                   verdict["how"], "", "| real photos (test) | called fake | scored | not judged |", "|---|---|---|---|"]
         lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {v['not_judged']} |"
                   for k, v in verdict["sets"].items()]
+        joint = verdict.get("joint")
+        if joint:
+            lines += ["", f"Operating point of both together: {joint['rule']}.", "",
+                      "| real photos (validation) | called fake | scored | not judged |", "|---|---|---|---|"]
+            lines += [f"| {k} | {_fmt(v['fpr'], '.1%')} | {v['n']} | {v['not_judged']} |"
+                      for k, v in joint["val"].items()]
     lines += ["", "## Not for", ""] + [f"- {s}" for s in card["not_for"]]
     lines += ["", "## Licence", "", f"- {card['licence']}", f"- training data: {ds['licence']}", ""]
     return "\n".join(lines)
@@ -550,11 +556,12 @@ def reals_by_source(params: dict, name: str, rows: list[dict], split: str) -> di
 
 
 def operating_point(det: Detector, groups: dict[str, dict[str, list[str]]], max_fpr: float, calibration,
-                    batch_size: int, cache: dict[str, float]) -> dict:
+                    batch_size: int, cache: dict[str, float], floor: float | None = None) -> dict:
     """The threshold at which no kind of real photo of ``groups["val"]`` ({source: paths}) is called fake more
     than ``max_fpr`` of the time (sources.threshold_for_sources: the worst sets it), on the calibrated output, and
     the rate of each source of ``groups["val"]`` and ``groups["test"]`` at it. ``cache``: raw scores already made
-    ({file's sha1: p}, ``_score``)."""
+    ({file's sha1: p}, ``_score``). ``floor``: the lowest threshold allowed (the joint operating point of every
+    shipped detector together, ``joint_operating_point``), when it is above this detector's own."""
     def scores(paths, desc):
         return calibrate(_score(det, paths, batch_size, desc, cache), calibration)
 
@@ -563,18 +570,25 @@ def operating_point(det: Detector, groups: dict[str, dict[str, list[str]]], max_
     flat = [(src, x) for src, xs in p["val"].items() for x in xs]
     threshold, own = threshold_for_sources(np.array([x for _, x in flat]), [s for s, _ in flat], max_fpr)
     worst = max(own, key=own.get)
-    return {"threshold": threshold, "max_fpr": max_fpr, "set_by": worst,
-            "rule": (f"the lowest threshold at which at most {max_fpr:.0%} of the validation reals of each kind of "
-                     f"real photo ({', '.join(sorted(own))}) score above it; set by {worst}"),
+    rule = (f"the lowest threshold at which at most {max_fpr:.0%} of the validation reals of each kind of real photo "
+            f"({', '.join(sorted(own))}) score above it; set by {worst}")
+    if floor is not None and floor > threshold:
+        rule += (f" ({threshold:.4f}), then raised to {floor:.4f} so that every shipped detector together calls at "
+                 f"most {max_fpr:.0%} of each kind's validation reals fake (the joint operating point)")
+        threshold, worst = float(floor), "the joint operating point"
+    return {"threshold": threshold, "max_fpr": max_fpr, "set_by": worst, "rule": rule,
             **{split: {src: {"fpr": float(np.mean(xs > threshold)), "n": int(len(xs)),
                              **({"threshold_alone": _round(own[src], 6)} if split == "val" else {})}
                        for src, xs in p[split].items()} for split in p}}
 
 
 def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
-                 options: ReleaseOptions | None = None, device: str = "cpu", prov: dict | None = None) -> dict:
+                 options: ReleaseOptions | None = None, device: str = "cpu", prov: dict | None = None,
+                 threshold_floor: float | None = None, cache: dict[str, float] | None = None) -> dict:
     """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
-    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card."""
+    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card. ``threshold_floor``:
+    the operating point's lowest threshold (``operating_point``); ``cache``: this task's raw scores by file
+    content, kept between two calls for the same task (``_score``)."""
     o = options or ReleaseOptions()
     data_dir, models_dir, batch_size, auc_tolerance = o.data_dir, o.models_dir, o.batch_size, o.auc_tolerance
     out_dir, metrics_dir = Path(out_dir), Path(o.metrics_dir)
@@ -599,7 +613,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
 
     own = manifest(dataset)
     val = [r for r in own if r["split"] == "val"]
-    cache: dict[str, float] = {}  # {file's sha1: raw p} of det: every set below shares it (_score)
+    cache = {} if cache is None else cache  # {file's sha1: raw p} of det: every set below shares it (_score)
     p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val", cache)
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
     threshold = map_threshold(ckpt.threshold, calibration)
@@ -608,7 +622,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         groups = {split: {k: v for d in (dataset, *[t for t in o.threshold_reals if t != dataset])
                           for k, v in reals_by_source(params, d, own if d == dataset else manifest(d), split).items()}
                   for split in ("val", "test")}
-        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size, cache)
+        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size, cache, threshold_floor)
         threshold = op["threshold"]
         print(f"release: {task} threshold {threshold:.4f} ({op['rule']})")
 
@@ -674,28 +688,66 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
     return card
 
 
+def _predict_reals(params: dict, datasets: list[str], dets: list[Detector], split: str, device,
+                   data_dir: str | Path) -> dict[str, dict]:
+    """``deepfake-detect predict`` with every detector of ``dets`` (faces found once, framed per detector) on the
+    reals of ``split`` of ``datasets``, per kind of real photo: {source: {"p": [pictures x detectors] (a picture's
+    highest face score per detector), "not_judged": pictures with no face found or every face too small}}. A kind
+    of photo in two datasets is scored once (dfdc_faces_xl's val and test are dfdc_faces')."""
+    from .predict import OK, PredictOptions, score_inputs  # lazy: only the release stage's last steps need faces
+
+    out: dict[str, dict] = {}
+    for d in datasets:
+        rows = read_manifest(Path(data_dir) / d / "manifest.csv")
+        for src, paths in reals_by_source(params, d, rows, split).items():
+            if src in out:
+                continue
+            print(f"release: predict with {len(dets)} detector(s) on {len(paths)} {split} reals of {src}", flush=True)
+            scored = score_inputs(dets, paths, "faces", None, PredictOptions(device=str(device), precision="fp32",
+                                                                             progress=False))
+            judged = [x for x in scored if x.status == OK]
+            out[src] = {"p": np.array([[x.p_of(k) for k in range(len(dets))] for x in judged],
+                                      dtype=float).reshape(len(judged), len(dets)),
+                        "not_judged": len(scored) - len(judged)}
+    return out
+
+
+def joint_operating_point(params: dict, datasets: list[str], out_dir: str | Path, tasks: list[str],
+                          max_fpr: float, device: str = "cpu", data_dir: str | Path = "data") -> dict:
+    """The thresholds at which every shipped detector running together (``predict`` with no ``--model``) calls at
+    most ``max_fpr`` of the validation reals of each kind of photo fake (``sources.joint_thresholds``): each
+    detector's own threshold (from ``out_dir``) is the floor, raised only as far as the union needs. Validation
+    only: the test reals are scored once, at the thresholds this returns (``verdict_rates``)."""
+    dets = [Detector.load(Path(out_dir) / f"{t}.pt", device, "fp32") for t in tasks]
+    scored = _predict_reals(params, datasets, dets, "val", device, data_dir)
+    p = np.concatenate([v["p"] for v in scored.values()]) if scored else np.zeros((0, len(dets)))
+    srcs = [s for s, v in scored.items() for _ in range(len(v["p"]))]
+    own = [float(det.threshold) for det in dets]
+    t, rates, share = joint_thresholds(p, srcs, max_fpr, own)
+    raised = [k for k in range(len(tasks)) if t[k] > own[k]]
+    rule = (f"the lowest thresholds at which every shipped detector together calls at most {max_fpr:.0%} of the "
+            f"validation reals of each kind of photo ({', '.join(sorted(rates))}) fake, each detector no lower than "
+            "its own operating point: " + ("; ".join(f"{tasks[k]} {own[k]:.4f} -> {t[k]:.4f}" for k in raised)
+                                           if raised else "no threshold had to rise"))
+    return {"rule": rule, "max_fpr": max_fpr, "share": share,
+            "thresholds": {task: float(t[k]) for k, task in enumerate(tasks)},
+            "own_thresholds": {task: own[k] for k, task in enumerate(tasks)},
+            "val": {s: {**rates[s], "not_judged": scored[s]["not_judged"]} for s in rates}}
+
+
 def verdict_rates(params: dict, datasets: list[str], out_dir: str | Path, tasks: list[str], device: str = "cpu",
                   data_dir: str | Path = "data") -> dict:
     """How often ``deepfake-detect predict`` with every shipped detector (``tasks``, from ``out_dir``; fp32, faces
     found once and framed per detector) calls the test reals of ``datasets`` fake, per kind of real photo: a
     picture is fake when any detector fires on any face; pictures with no face large enough to judge are counted
     apart (``not_judged``)."""
-    from .predict import OK, PredictOptions, score_inputs  # lazy: only the release stage's last step needs faces
-
     dets = [Detector.load(Path(out_dir) / f"{t}.pt", device, "fp32") for t in tasks]
-    sets: dict[str, dict] = {}
-    for d in datasets:
-        rows = read_manifest(Path(data_dir) / d / "manifest.csv")
-        for src, paths in reals_by_source(params, d, rows, "test").items():
-            if src in sets:
-                continue  # the same kind of photo from another dataset (dfdc_faces_xl's test is dfdc_faces')
-            print(f"release: predict with {'+'.join(tasks)} on {len(paths)} test reals of {src}", flush=True)
-            scored = score_inputs(dets, paths, "faces", None, PredictOptions(device=str(device), precision="fp32",
-                                                                             progress=False))
-            judged = [x for x in scored if x.status == OK]
-            fake = [any(x.p_of(k) > det.threshold for k, det in enumerate(dets)) for x in judged]
-            sets[src] = {"fpr": float(np.mean(fake)) if fake else None, "n": len(judged),
-                         "not_judged": len(scored) - len(judged)}
+    t = np.array([det.threshold for det in dets], dtype=float)
+    sets = {}
+    for src, v in _predict_reals(params, datasets, dets, "test", device, data_dir).items():
+        fake = (v["p"] > t).any(axis=1)
+        sets[src] = {"fpr": float(np.mean(fake)) if len(fake) else None, "n": int(len(fake)),
+                     "not_judged": v["not_judged"]}
     return {"how": (f"`deepfake-detect predict` with {' and '.join(tasks)} (fp32) on the test reals of each kind of "
                     "photo: a picture counts as called fake when any detector fires on any face; 'not judged': no "
                     "face found, or every face too small to judge"), "sets": sets}
@@ -769,17 +821,27 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
     with output_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".release-", dir=out_dir))
+    def report(c):
+        print(f"{c['name']}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC "
+              f"{c['test']['auc']:.3f}, threshold {c['threshold']:.4f}, calibration "
+              f"{'platt' if c['calibration'] else 'none'}, ECE {c['reliability']['ece']:.3f}")
+
     try:
-        cards = {}
+        cards, caches = {}, {task: {} for task, _ in tasks}
         for task, dataset in tasks:
-            cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov)
-            c = cards[task]
-            print(f"{task}: run {c['run']} (val AUC {c['chosen_on']['val_auc'][c['run']]}), test AUC "
-                  f"{c['test']['auc']:.3f}, threshold {c['threshold']:.4f}, calibration "
-                  f"{'platt' if c['calibration'] else 'none'}, ECE {c['reliability']['ece']:.3f}")
+            cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov, cache=caches[task])
+            report(cards[task])
         if len(tasks) > 1 and o.max_source_fpr is not None:  # the user's path: every detector at once
             datasets = list(dict.fromkeys([d for _, d in tasks] + list(o.threshold_reals)))
-            verdict = verdict_rates(params, datasets, staging, [t for t, _ in tasks], device, o.data_dir)
+            names = [t for t, _ in tasks]
+            joint = joint_operating_point(params, datasets, staging, names, o.max_source_fpr, device, o.data_dir)
+            print(f"release: {joint['rule']}")
+            for task, dataset in tasks:  # a raised threshold: the task released again at it (scores cached)
+                if joint["thresholds"][task] > cards[task]["threshold"]:
+                    cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov,
+                                               threshold_floor=joint["thresholds"][task], cache=caches[task])
+                    report(cards[task])
+            verdict = {**verdict_rates(params, datasets, staging, names, device, o.data_dir), "joint": joint}
             for task, _ in tasks:
                 cards[task]["verdict_false_positive_rate"] = verdict
                 write_json(staging / f"{task}.json", cards[task])

@@ -99,3 +99,27 @@ def threshold_for_sources(p: np.ndarray, srcs: list[str], max_fpr: float) -> tup
         k = int(np.floor(max_fpr * len(q)))  # at most k of n above the threshold
         own[s] = float(q[len(q) - 1 - k]) if len(q) else 0.0  # the (n-k)-th smallest: exactly k lie above it
     return (max(own.values()) if own else 0.5), own
+
+
+def joint_thresholds(p: np.ndarray, srcs: list[str], max_fpr: float, floors, steps: int = 100
+                     ) -> tuple[np.ndarray, dict, float]:
+    """Thresholds for detectors that run together, a picture called fake when any of them fires (``p[i, j] >
+    t[j]``; ``p``: one row per real picture, one column per detector), such that no real source has more than
+    ``max_fpr`` of its pictures called fake. Each detector alone must be no worse than ``share * max_fpr`` on every
+    source (``threshold_for_sources``), ``share`` the largest of 1, 1 - 1/steps, ..., 0 at which the union holds,
+    and no threshold falls below its ``floors`` entry (each detector's own operating point). Each detector's rate
+    alone is bounded, their union is not (on a source both err on, the rates add up): this bounds the union.
+    Returns the thresholds, each source's rate of the union at them ({source: {fpr, n}}) and ``share``."""
+    p, srcs, floors = np.asarray(p, dtype=float), np.asarray(srcs, object), np.asarray(floors, dtype=float)
+    if p.ndim != 2 or p.shape[1] != len(floors) or len(srcs) != len(p):
+        raise ValueError(f"joint_thresholds: p {p.shape}, {len(srcs)} sources and {len(floors)} floors do not match")
+    names = sorted(set(srcs))
+    for share in np.linspace(1.0, 0.0, steps + 1):
+        t = np.array([max(floor, threshold_for_sources(p[:, j], srcs, share * max_fpr)[0])
+                      for j, floor in enumerate(floors)])
+        fired = (p > t).any(axis=1)
+        rates = {s: {"fpr": float(fired[srcs == s].mean()), "n": int((srcs == s).sum())} for s in names}
+        if all(r["fpr"] <= max_fpr for r in rates.values()):
+            break  # share 0: every threshold at its source's highest p, none above it -- always holds
+    return t, rates, float(share)
+
