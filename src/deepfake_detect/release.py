@@ -723,13 +723,14 @@ def joint_operating_point(params: dict, datasets: list[str], out_dir: str | Path
     p = np.concatenate([v["p"] for v in scored.values()]) if scored else np.zeros((0, len(dets)))
     srcs = [s for s, v in scored.items() for _ in range(len(v["p"]))]
     own = [float(det.threshold) for det in dets]
-    t, rates, share = joint_thresholds(p, srcs, max_fpr, own)
+    t, rates, shares = joint_thresholds(p, srcs, max_fpr, own)
     raised = [k for k in range(len(tasks)) if t[k] > own[k]]
-    rule = (f"the lowest thresholds at which every shipped detector together calls at most {max_fpr:.0%} of the "
-            f"validation reals of each kind of photo ({', '.join(sorted(rates))}) fake, each detector no lower than "
-            "its own operating point: " + ("; ".join(f"{tasks[k]} {own[k]:.4f} -> {t[k]:.4f}" for k in raised)
-                                           if raised else "no threshold had to rise"))
-    return {"rule": rule, "max_fpr": max_fpr, "share": share,
+    rule = (f"thresholds at which every shipped detector together calls at most {max_fpr:.0%} of the validation "
+            f"reals of each kind of photo ({', '.join(sorted(rates))}) fake, each detector allowed a share of that "
+            "budget alone (the largest shares in total that hold) and never below its own operating point: "
+            + ("; ".join(f"{tasks[k]} {own[k]:.4f} -> {t[k]:.4f} (share {shares[k]:.2f})" for k in raised)
+               if raised else "no threshold had to rise"))
+    return {"rule": rule, "max_fpr": max_fpr, "shares": {task: shares[k] for k, task in enumerate(tasks)},
             "thresholds": {task: float(t[k]) for k, task in enumerate(tasks)},
             "own_thresholds": {task: own[k] for k, task in enumerate(tasks)},
             "val": {s: {**rates[s], "not_judged": scored[s]["not_judged"]} for s in rates}}

@@ -18,6 +18,7 @@ A folder may hold ``sources.csv`` (``path,label,source,generator,split``; ``path
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from pathlib import Path
 
@@ -101,25 +102,35 @@ def threshold_for_sources(p: np.ndarray, srcs: list[str], max_fpr: float) -> tup
     return (max(own.values()) if own else 0.5), own
 
 
-def joint_thresholds(p: np.ndarray, srcs: list[str], max_fpr: float, floors, steps: int = 100
-                     ) -> tuple[np.ndarray, dict, float]:
+def joint_thresholds(p: np.ndarray, srcs: list[str], max_fpr: float, floors, steps: int = 20
+                     ) -> tuple[np.ndarray, dict, list[float]]:
     """Thresholds for detectors that run together, a picture called fake when any of them fires (``p[i, j] >
     t[j]``; ``p``: one row per real picture, one column per detector), such that no real source has more than
-    ``max_fpr`` of its pictures called fake. Each detector alone must be no worse than ``share * max_fpr`` on every
-    source (``threshold_for_sources``), ``share`` the largest of 1, 1 - 1/steps, ..., 0 at which the union holds,
-    and no threshold falls below its ``floors`` entry (each detector's own operating point). Each detector's rate
-    alone is bounded, their union is not (on a source both err on, the rates add up): this bounds the union.
-    Returns the thresholds, each source's rate of the union at them ({source: {fpr, n}}) and ``share``."""
+    ``max_fpr`` of its pictures called fake. Each detector's rate alone is bounded by its own operating point; their
+    union is not (on a source both err on, the rates add up): this bounds the union.
+
+    Detector ``j`` gets a share ``s_j`` of the budget (1, 1 - 1/steps, ..., 0): its threshold is the lowest at which
+    it alone calls at most ``s_j * max_fpr`` of every source fake (``threshold_for_sources``), never below its
+    ``floors`` entry (its own operating point). Of the shares at which the union holds on every source, the largest
+    total is kept (ties: the most even), so a detector that adds no false alarm where the union overflows keeps its
+    own threshold. All shares 0 always hold (every threshold at or above its sources' highest p). Returns the
+    thresholds, each source's rate of the union at them ({source: {fpr, n}}) and the shares."""
     p, srcs, floors = np.asarray(p, dtype=float), np.asarray(srcs, object), np.asarray(floors, dtype=float)
     if p.ndim != 2 or p.shape[1] != len(floors) or len(srcs) != len(p):
         raise ValueError(f"joint_thresholds: p {p.shape}, {len(srcs)} sources and {len(floors)} floors do not match")
-    names = sorted(set(srcs))
-    for share in np.linspace(1.0, 0.0, steps + 1):
-        t = np.array([max(floor, threshold_for_sources(p[:, j], srcs, share * max_fpr)[0])
-                      for j, floor in enumerate(floors)])
+    names, shares = sorted(set(srcs)), np.linspace(1.0, 0.0, steps + 1)
+    masks = [srcs == s for s in names]
+    # the threshold of each detector at each share, then every combination of shares (21^2 for two detectors)
+    cand = np.array([[max(floor, threshold_for_sources(p[:, j], srcs, share * max_fpr)[0]) for share in shares]
+                     for j, floor in enumerate(floors)]).reshape(len(floors), len(shares))
+    best = None
+    for idx in itertools.product(range(len(shares)), repeat=len(floors)):
+        t = cand[np.arange(len(floors)), list(idx)]
         fired = (p > t).any(axis=1)
-        rates = {s: {"fpr": float(fired[srcs == s].mean()), "n": int((srcs == s).sum())} for s in names}
-        if all(r["fpr"] <= max_fpr for r in rates.values()):
-            break  # share 0: every threshold at its source's highest p, none above it -- always holds
-    return t, rates, float(share)
-
+        if all(fired[m].mean() <= max_fpr for m in masks if m.any()):
+            key = (round(float(shares[list(idx)].sum()), 9), float(shares[list(idx)].min()) if idx else 0.0)
+            if best is None or key > best[0]:
+                best = (key, idx, t, fired)
+    _, idx, t, fired = best
+    rates = {s: {"fpr": float(fired[m].mean()), "n": int(m.sum())} for s, m in zip(names, masks)}
+    return t, rates, [float(shares[i]) for i in idx]
