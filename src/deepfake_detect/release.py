@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -526,6 +526,17 @@ class ReleaseOptions:
     threshold_reals: tuple[str, ...] = ()
 
 
+@dataclass
+class TaskRun:
+    """One release of one task: the device it scores on, the provenance its card names (``provenance()``), its raw
+    scores by file content (``_score``; kept between two releases of the same task) and the lowest threshold its
+    operating point may take (the joint operating point of every shipped detector, ``joint_operating_point``)."""
+    device: str = "cpu"
+    prov: dict | None = None
+    cache: dict[str, float] = field(default_factory=dict)
+    threshold_floor: float | None = None
+
+
 def _score(det, paths, batch_size, desc, cache: dict[str, float] | None = None) -> np.ndarray:
     """Raw p(fake) of the shipped weights (calibration is fitted on these, then applied by ``calibrate``).
     ``cache`` ({file's sha1: p} of this ``det``): a file already scored, here or under another path (dfdc_faces_xl's
@@ -583,13 +594,12 @@ def operating_point(det: Detector, groups: dict[str, dict[str, list[str]]], max_
 
 
 def release_task(task: str, dataset: str, params: dict, reals: list[str], out_dir: str | Path,
-                 options: ReleaseOptions | None = None, device: str = "cpu", prov: dict | None = None,
-                 threshold_floor: float | None = None, cache: dict[str, float] | None = None) -> dict:
+                 options: ReleaseOptions | None = None, job: TaskRun | None = None) -> dict:
     """Pick, export, calibrate and describe the detector of ``task`` (trained on ``dataset``); writes
-    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card. ``threshold_floor``:
-    the operating point's lowest threshold (``operating_point``); ``cache``: this task's raw scores by file
-    content, kept between two calls for the same task (``_score``)."""
-    o = options or ReleaseOptions()
+    ``<out_dir>/<task>.pt``, ``.json``, ``.md`` and ``_reliability.png``; returns the card. ``job``: the device,
+    provenance, score cache and threshold floor of this release (``TaskRun``)."""
+    o, job = options or ReleaseOptions(), job or TaskRun()
+    device, prov, cache = job.device, job.prov, job.cache
     data_dir, models_dir, batch_size, auc_tolerance = o.data_dir, o.models_dir, o.batch_size, o.auc_tolerance
     out_dir, metrics_dir = Path(out_dir), Path(o.metrics_dir)
     val_aucs = candidates(params[RUNS], dataset, metrics_dir)
@@ -613,7 +623,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
 
     own = manifest(dataset)
     val = [r for r in own if r["split"] == "val"]
-    cache = {} if cache is None else cache  # {file's sha1: raw p} of det: every set below shares it (_score)
+    # cache: {file's sha1: raw p} of det: every set below shares it (_score)
     p_val = _score(det, [r["path"] for r in val], batch_size, f"{run} on {dataset}/val", cache)
     calibration, check = choose_calibration(p_val, [r["label"] for r in val], params["seed"])
     threshold = map_threshold(ckpt.threshold, calibration)
@@ -622,7 +632,7 @@ def release_task(task: str, dataset: str, params: dict, reals: list[str], out_di
         groups = {split: {k: v for d in (dataset, *[t for t in o.threshold_reals if t != dataset])
                           for k, v in reals_by_source(params, d, own if d == dataset else manifest(d), split).items()}
                   for split in ("val", "test")}
-        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size, cache, threshold_floor)
+        op = operating_point(det, groups, o.max_source_fpr, calibration, batch_size, cache, job.threshold_floor)
         threshold = op["threshold"]
         print(f"release: {task} threshold {threshold:.4f} ({op['rule']})")
 
@@ -828,9 +838,9 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
               f"{'platt' if c['calibration'] else 'none'}, ECE {c['reliability']['ece']:.3f}")
 
     try:
-        cards, caches = {}, {task: {} for task, _ in tasks}
+        cards, runs = {}, {task: TaskRun(device, prov) for task, _ in tasks}
         for task, dataset in tasks:
-            cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov, cache=caches[task])
+            cards[task] = release_task(task, dataset, params, reals, staging, o, runs[task])
             report(cards[task])
         if len(tasks) > 1 and o.max_source_fpr is not None:  # the user's path: every detector at once
             datasets = list(dict.fromkeys([d for _, d in tasks] + list(o.threshold_reals)))
@@ -839,8 +849,8 @@ def run_stage(params: dict, tasks: list[tuple[str, str]], reals: list[str], out_
             print(f"release: {joint['rule']}")
             for task, dataset in tasks:  # a raised threshold: the task released again at it (scores cached)
                 if joint["thresholds"][task] > cards[task]["threshold"]:
-                    cards[task] = release_task(task, dataset, params, reals, staging, o, device, prov,
-                                               threshold_floor=joint["thresholds"][task], cache=caches[task])
+                    runs[task].threshold_floor = joint["thresholds"][task]
+                    cards[task] = release_task(task, dataset, params, reals, staging, o, runs[task])
                     report(cards[task])
             verdict = {**verdict_rates(params, datasets, staging, names, device, o.data_dir), "joint": joint}
             for task, _ in tasks:
